@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herald-lb/herald/internal/controller"
+)
+
+func newControllerCommand() *cobra.Command {
+	var (
+		kubeconfig, logLevel, logFormat string
+		opts                            controller.Options
+		qps                             float32
+		burst                           int
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the LB-IPAM controller: hand out pool addresses to LoadBalancer Services",
+		Long: `Run the LB-IPAM controller. It allocates addresses from LoadBalancerIPPools to
+Services of type LoadBalancer, writes status.loadBalancer.ingress, the
+herald.dev/IPAllocated condition, Events and pool status. Run two replicas:
+one leads (a Lease), the other takes over when it goes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			cfg.QPS, cfg.Burst = qps, burst
+			cfg.UserAgent = "herald-controller/" + Version
+			if opts.Identity == "" {
+				opts.Identity = os.Getenv("POD_NAME")
+			}
+			if opts.Identity == "" {
+				if opts.Identity, err = os.Hostname(); err != nil {
+					return err
+				}
+			}
+			if opts.LeaseNamespace == "" {
+				opts.LeaseNamespace = os.Getenv("POD_NAMESPACE")
+			}
+			opts.Logger = log
+			c, err := controller.New(cfg, opts)
+			if err != nil {
+				return err
+			}
+			return c.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+	f.StringVar(&opts.Identity, "identity", "", "name of this replica in the leader Lease (default: $POD_NAME, else the hostname)")
+	f.StringVar(&opts.LeaseNamespace, "lease-namespace", "", "namespace of the leader Lease (default: $POD_NAMESPACE, else herald-system)")
+	f.StringVar(&opts.LeaseName, "lease-name", "herald-controller", "name of the leader Lease")
+	f.DurationVar(&opts.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
+	f.DurationVar(&opts.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
+	f.DurationVar(&opts.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
+	f.BoolVar(&opts.DefaultClass, "default-class", true, "also serve LoadBalancer Services that set no loadBalancerClass (herald.dev/l2 is always served)")
+	f.IntVar(&opts.Workers, "workers", 8, "Services reconciled at once")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", "127.0.0.1:9470", "address for /metrics, /healthz and /readyz (empty disables)")
+	f.Float32Var(&qps, "kube-api-qps", 200, "API requests per second this controller may make")
+	f.IntVar(&burst, "kube-api-burst", 400, "API request burst")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}

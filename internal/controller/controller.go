@@ -1,0 +1,478 @@
+// Package controller is the Kubernetes side of Herald's LB-IPAM: it watches
+// Services, LoadBalancerIPPools and Nodes, asks the pure allocator in
+// internal/ipam what each Service gets, and writes the answers back as
+// status.loadBalancer.ingress, the herald.dev/IPAllocated condition, Events
+// and pool status. One replica is active at a time (a client-go Lease); the
+// others keep warm caches and take over when the lease is free.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/ipam"
+)
+
+// Options configure a Controller. The zero value of each field has a
+// sensible default (see withDefaults).
+type Options struct {
+	// Identity names this replica in the leader Lease (default: hostname).
+	Identity string
+	// LeaseNamespace and LeaseName locate the leader Lease
+	// (default: herald-system / herald-controller).
+	LeaseNamespace string
+	LeaseName      string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
+	// (defaults 15 s, 10 s, 2 s, as client-go recommends).
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// DefaultClass makes Herald serve LoadBalancer Services without a
+	// loadBalancerClass. Services of class herald.dev/l2 are always served.
+	DefaultClass bool
+	// Workers is the number of Services reconciled (status written) at once.
+	Workers int
+	// MetricsAddr serves /metrics, /healthz and /readyz; empty disables it.
+	MetricsAddr string
+	// Logger receives structured logs (default: slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.LeaseNamespace == "" {
+		o.LeaseNamespace = "herald-system"
+	}
+	if o.LeaseName == "" {
+		o.LeaseName = "herald-controller"
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = 15 * time.Second
+	}
+	if o.RenewDeadline == 0 {
+		o.RenewDeadline = 10 * time.Second
+	}
+	if o.RetryPeriod == 0 {
+		o.RetryPeriod = 2 * time.Second
+	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Scheme returns a runtime.Scheme with the Kubernetes built-in types and
+// Herald's API.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("register Kubernetes types: %w", err)
+	}
+	if err := heraldv1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("register Herald types: %w", err)
+	}
+	return s, nil
+}
+
+// Queue keys other than Service keys ("namespace/name" always has a slash).
+const (
+	poolsKey      = "@pools"       // re-read pools and nodes, revalidate every Service
+	poolStatusKey = "@pool-status" // write pool status from the allocator's counters
+)
+
+// Controller is Herald's LB-IPAM controller.
+type Controller struct {
+	opts    Options
+	log     *slog.Logger
+	kube    kubernetes.Interface
+	cache   cache.Cache
+	client  client.Client
+	metrics *metrics
+	alloc   *ipam.Allocator
+
+	// mu guards the allocator's state and the bookkeeping below; Kubernetes
+	// writes happen outside it.
+	mu        sync.Mutex
+	pending   map[string]bool // Services waiting for an address
+	allocated map[string]bool // Services that have their addresses
+	// poolErrors holds pools that could not be read (kept out of the
+	// allocator), with the reason, for their status.
+	poolErrors map[string]string
+
+	queueMu sync.Mutex
+	queue   workqueue.TypedRateLimitingInterface[string] // nil while not leading
+
+	ready chan struct{} // closed once this replica leads and has adopted
+}
+
+// New builds a Controller for the cluster cfg points at.
+func New(cfg *rest.Config, opts Options) (*Controller, error) {
+	opts = opts.withDefaults()
+	if opts.Identity == "" {
+		return nil, errors.New("controller identity is empty: set Options.Identity")
+	}
+	if !(opts.LeaseDuration > opts.RenewDeadline && opts.RenewDeadline > opts.RetryPeriod) {
+		return nil, fmt.Errorf("leader election needs lease duration (%s) > renew deadline (%s) > retry period (%s)",
+			opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod)
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("create informer cache: %w", err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
+	if err != nil {
+		return nil, fmt.Errorf("create API client: %w", err)
+	}
+	return &Controller{
+		opts:       opts,
+		log:        opts.Logger.With("component", "controller", "identity", opts.Identity),
+		kube:       kube,
+		cache:      c,
+		client:     cl,
+		metrics:    newMetrics(),
+		alloc:      ipam.New(),
+		pending:    map[string]bool{},
+		allocated:  map[string]bool{},
+		poolErrors: map[string]string{},
+		ready:      make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once this replica leads and has adopted the addresses
+// already in the cluster.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// Run serves until ctx is done. Standby replicas keep their caches warm so a
+// take-over starts from synced informers. Run returns an error when this
+// replica loses the lease without being asked to stop, so that the process
+// exits and restarts clean, as client-go recommends.
+func (c *Controller) Run(ctx context.Context) error {
+	if c.opts.MetricsAddr != "" {
+		srv, err := c.serveHTTP(ctx)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.Node{}, &heraldv1.LoadBalancerIPPool{}} {
+		if _, err := c.cache.GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("start informer for %T: %w", obj, err)
+		}
+	}
+	cacheErr := make(chan error, 1)
+	go func() { cacheErr <- c.cache.Start(ctx) }()
+	if !c.cache.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("informer caches did not sync")
+	}
+	c.log.Info("caches synced; waiting for the leader lease",
+		"lease", c.opts.LeaseNamespace+"/"+c.opts.LeaseName)
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "herald-controller"})
+
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: c.opts.LeaseNamespace, Name: c.opts.LeaseName},
+			Client:     c.kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: c.opts.Identity},
+		},
+		LeaseDuration:   c.opts.LeaseDuration,
+		RenewDeadline:   c.opts.RenewDeadline,
+		RetryPeriod:     c.opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            c.opts.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(leadCtx context.Context) { c.lead(leadCtx, recorder) },
+			OnStoppedLeading: func() { c.log.Info("stopped leading") },
+			OnNewLeader: func(identity string) {
+				if identity != c.opts.Identity {
+					c.log.Info("another replica leads", "leader", identity)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("configure leader election: %w", err)
+	}
+	elector.Run(ctx)
+	if ctx.Err() == nil {
+		return errors.New("lost the leader lease")
+	}
+	select {
+	case err := <-cacheErr:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("informer cache: %w", err)
+		}
+	case <-time.After(5 * time.Second):
+	}
+	return nil
+}
+
+// serveHTTP serves metrics and health endpoints until ctx is done.
+func (c *Controller) serveHTTP(ctx context.Context) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// A standby is ready too: it serves by taking over.
+		if !c.cache.WaitForCacheSync(ctx) {
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Addr: c.opts.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := listen(ctx, c.opts.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on metrics address %s: %w", c.opts.MetricsAddr, err)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// lead runs the IPAM loop for one leadership term.
+func (c *Controller) lead(ctx context.Context, recorder record.EventRecorder) {
+	c.log.Info("leading")
+	c.metrics.leader.Set(1)
+	defer c.metrics.leader.Set(0)
+
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "herald-ipam"})
+
+	// Adopt before anything is allocated: every address already in a
+	// Service's status stays with it, so restarts change no address.
+	if err := c.adopt(ctx); err != nil {
+		c.log.Error("adopting existing addresses failed; giving up leadership", "err", err)
+		return
+	}
+
+	c.queueMu.Lock()
+	c.queue = queue
+	c.queueMu.Unlock()
+	regs, err := c.watch(ctx)
+	if err != nil {
+		c.log.Error("watching failed; giving up leadership", "err", err)
+		queue.ShutDown()
+		return
+	}
+	defer func() {
+		for inf, reg := range regs {
+			_ = inf.RemoveEventHandler(reg)
+		}
+		c.queueMu.Lock()
+		c.queue = nil
+		c.queueMu.Unlock()
+	}()
+	r := &reconciler{Controller: c, recorder: recorder, queue: queue}
+	var wg sync.WaitGroup
+	for range c.opts.Workers {
+		wg.Go(func() {
+			for r.processNext(ctx) {
+			}
+		})
+	}
+	select {
+	case <-c.ready:
+	default:
+		close(c.ready)
+	}
+	<-ctx.Done()
+	queue.ShutDown()
+	wg.Wait()
+}
+
+// enqueue adds key to the work queue, if this replica leads.
+func (c *Controller) enqueue(key string) {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	if c.queue != nil {
+		c.queue.Add(key)
+	}
+}
+
+// enqueueAfter adds key after d, coalescing repeated requests.
+func (c *Controller) enqueueAfter(key string, d time.Duration) {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	if c.queue != nil {
+		c.queue.AddAfter(key, d)
+	}
+}
+
+// watch registers event handlers that feed the queue; adding a handler to
+// a synced informer replays every object, so all Services are revisited.
+func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.ResourceEventHandlerRegistration, error) {
+	regs := map[cache.Informer]toolscache.ResourceEventHandlerRegistration{}
+	add := func(obj client.Object, h toolscache.ResourceEventHandler) error {
+		inf, err := c.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("get informer for %T: %w", obj, err)
+		}
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return fmt.Errorf("add event handler for %T: %w", obj, err)
+		}
+		regs[inf] = reg
+		return nil
+	}
+	svcKey := func(obj any) {
+		if k, err := toolscache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			c.enqueue(k)
+		}
+	}
+	if err := add(&corev1.Service{}, toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    svcKey,
+		UpdateFunc: func(_, obj any) { svcKey(obj) },
+		DeleteFunc: svcKey,
+	}); err != nil {
+		return regs, err
+	}
+	pools := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.enqueue(poolsKey) },
+		UpdateFunc: func(any, any) { c.enqueue(poolsKey) },
+		DeleteFunc: func(any) { c.enqueue(poolsKey) },
+	}
+	if err := add(&heraldv1.LoadBalancerIPPool{}, pools); err != nil {
+		return regs, err
+	}
+	if err := add(&corev1.Node{}, toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.enqueue(poolsKey) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Node)
+			n, ok2 := newObj.(*corev1.Node)
+			if !ok1 || !ok2 || !equalAddresses(o.Status.Addresses, n.Status.Addresses) {
+				c.enqueue(poolsKey)
+			}
+		},
+		DeleteFunc: func(any) { c.enqueue(poolsKey) },
+	}); err != nil {
+		return regs, err
+	}
+	return regs, nil
+}
+
+func equalAddresses(a, b []corev1.NodeAddress) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// adopt loads pools and nodes into the allocator and records every address
+// that a served Service already shows, oldest Service first.
+func (c *Controller) adopt(ctx context.Context) error {
+	if err := c.syncPools(ctx); err != nil {
+		return err
+	}
+	var svcs corev1.ServiceList
+	if err := c.client.List(ctx, &svcs); err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	items := svcs.Items
+	sort.Slice(items, func(i, j int) bool {
+		ti, tj := items[i].CreationTimestamp, items[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return ti.Before(&tj)
+		}
+		return serviceKey(items[i].Namespace, items[i].Name) < serviceKey(items[j].Namespace, items[j].Name)
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	adopted := 0
+	for i := range items {
+		svc := &items[i]
+		addrs := ingressAddrs(svc)
+		if !isHerald(svc, c.opts.DefaultClass) || len(addrs) == 0 {
+			continue
+		}
+		view, err := serviceView(svc)
+		if err != nil {
+			// Keep what it has: a typo in an annotation must not cost the
+			// Service its address. Adopt as if it asked for nothing.
+			view, _ = serviceView(&corev1.Service{ObjectMeta: svc.ObjectMeta, Spec: svc.Spec})
+			view.Requested, view.Pool, view.Sharing = nil, "", nil
+		}
+		got := c.alloc.Adopt(view, addrs)
+		adopted += len(got)
+	}
+	c.metrics.setPools(c.alloc.PoolStatuses())
+	c.log.Info("adopted existing addresses", "addresses", adopted, "services", len(items))
+	return nil
+}
+
+// syncPools rebuilds the allocator's pool set from the cache.
+func (c *Controller) syncPools(ctx context.Context) error {
+	var pools heraldv1.LoadBalancerIPPoolList
+	if err := c.client.List(ctx, &pools); err != nil {
+		return fmt.Errorf("list pools: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := c.client.List(ctx, &nodes); err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	views := make([]ipam.Pool, 0, len(pools.Items))
+	errs := map[string]string{}
+	for i := range pools.Items {
+		v, err := poolView(&pools.Items[i])
+		if err != nil {
+			errs[pools.Items[i].Name] = err.Error()
+			c.log.Warn("pool cannot be used", "pool", pools.Items[i].Name, "err", err)
+			continue
+		}
+		views = append(views, v)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.poolErrors = errs
+	statuses := c.alloc.SetPools(views, nodeAddresses(nodes.Items))
+	c.metrics.setPools(statuses)
+	return nil
+}

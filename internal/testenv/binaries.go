@@ -1,0 +1,350 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	// rootModule is the module path of the repository root.
+	rootModule = "github.com/herald-lb/herald"
+	// toolsModuleDir is the tools module, relative to the repository root.
+	toolsModuleDir = "hack/tools"
+	// kubernetesModule is the module whose version names the built binaries.
+	kubernetesModule = "k8s.io/kubernetes"
+
+	// cacheEnv overrides the base directory of the binary cache.
+	cacheEnv = "HERALD_TOOLS_CACHE"
+
+	// recipeVersion is part of the cache key; bump it when the way the
+	// binaries are built changes in a way the hashed files do not show.
+	recipeVersion = "herald-testenv-tools/1"
+)
+
+// buildPackages returns the packages built into the cache, in the order
+// given to go build. Their binaries are named after the last path element.
+func buildPackages() []string {
+	return []string{
+		"k8s.io/kubernetes/cmd/kube-apiserver",
+		"k8s.io/kubernetes/cmd/kubectl",
+		"./cmd/etcd",
+	}
+}
+
+// hashedFiles returns the tools module files, relative to its directory,
+// whose content decides the cache key.
+func hashedFiles() []string { return []string{"go.mod", "go.sum", "cmd/etcd/main.go"} }
+
+// Paths locates the control-plane binaries built from the pinned modules in
+// hack/tools.
+type Paths struct {
+	// Dir is the cache directory that holds the binaries.
+	Dir string
+	// APIServer is the kube-apiserver binary.
+	APIServer string
+	// Etcd is the etcd binary.
+	Etcd string
+	// Kubectl is the kubectl binary.
+	Kubectl string
+}
+
+func pathsIn(dir string) Paths {
+	return Paths{
+		Dir:       dir,
+		APIServer: filepath.Join(dir, "kube-apiserver"),
+		Etcd:      filepath.Join(dir, "etcd"),
+		Kubectl:   filepath.Join(dir, "kubectl"),
+	}
+}
+
+func (p Paths) all() []string { return []string{p.APIServer, p.Etcd, p.Kubectl} }
+
+// complete reports whether every binary exists as an executable file.
+func (p Paths) complete() bool {
+	for _, f := range p.all() {
+		fi, err := os.Stat(f)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Binaries returns the kube-apiserver, etcd and kubectl binaries for the
+// pinned versions in hack/tools, building them first if the cache does not
+// hold them yet.
+//
+// The repository root is found by walking up from the working directory to
+// the go.mod of module github.com/herald-lb/herald. The cache directory is
+// <base>/<key>, where <base> is $HERALD_TOOLS_CACHE if set and otherwise
+// herald/tools under the user cache directory (~/.cache/herald/tools), and
+// <key> is a short SHA-256 of hack/tools/go.mod, go.sum, cmd/etcd/main.go and
+// the build flags, so a version bump builds into a fresh directory.
+//
+// A build takes several minutes the first time (the Go build cache makes
+// later ones fast). Concurrent callers, including other test binaries of the
+// same `go test ./...`, serialize on a file lock in the cache directory; the
+// binaries are built into a temporary directory and renamed into place, so a
+// killed build never leaves a partial binary behind. Progress is logged with
+// slog.Default.
+func Binaries(ctx context.Context) (Paths, error) {
+	return binaries(ctx, slog.Default())
+}
+
+func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return Paths{}, err
+	}
+	toolsDir := filepath.Join(root, toolsModuleDir)
+	ldflags, err := versionLDFlags(filepath.Join(toolsDir, "go.mod"))
+	if err != nil {
+		return Paths{}, err
+	}
+	dir, err := cacheDir(toolsDir, ldflags)
+	if err != nil {
+		return Paths{}, err
+	}
+	paths := pathsIn(dir)
+	if paths.complete() {
+		return paths, nil
+	}
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Paths{}, fmt.Errorf("create tools cache %s: %w", dir, err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(dir, ".lock"), log)
+	if err != nil {
+		return Paths{}, err
+	}
+	defer unlock()
+
+	// Another process may have built the binaries while we waited.
+	if paths.complete() {
+		return paths, nil
+	}
+	if err := build(ctx, log, toolsDir, dir, ldflags); err != nil {
+		return Paths{}, err
+	}
+	if !paths.complete() {
+		return Paths{}, fmt.Errorf("build into %s finished but binaries are missing", dir)
+	}
+	return paths, nil
+}
+
+// repoRoot walks up from the working directory to the directory whose
+// go.mod declares the root module.
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("get working directory: %w", err)
+	}
+	for dir := wd; ; {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		switch {
+		case err == nil:
+			if modulePath(data) == rootModule {
+				return dir, nil
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			return "", fmt.Errorf("read go.mod: %w", err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of module %s above %s", rootModule, wd)
+		}
+		dir = parent
+	}
+}
+
+// modulePath returns the module path declared by a go.mod file, or "".
+func modulePath(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		line := stripComment(sc.Text())
+		if rest, ok := strings.CutPrefix(line, "module"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}
+
+// requiredVersion returns the version of module mod required by a go.mod
+// file, in either the single-line or the block form.
+func requiredVersion(gomod []byte, mod string) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	inBlock := false
+	for sc.Scan() {
+		f := strings.Fields(stripComment(sc.Text()))
+		switch {
+		case len(f) == 0:
+			continue
+		case inBlock && f[0] == ")":
+			inBlock = false
+			continue
+		case f[0] == "require" && len(f) == 2 && f[1] == "(":
+			inBlock = true
+			continue
+		case f[0] == "require":
+			f = f[1:]
+		case !inBlock:
+			continue
+		}
+		if len(f) == 2 && f[0] == mod {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+func stripComment(line string) string {
+	if i := strings.Index(line, "//"); i >= 0 {
+		line = line[:i]
+	}
+	return strings.TrimSpace(line)
+}
+
+// versionLDFlags returns the -ldflags that stamp the Kubernetes version the
+// tools module pins into the binaries, so clients see a real version.
+func versionLDFlags(gomodPath string) (string, error) {
+	data, err := os.ReadFile(gomodPath)
+	if err != nil {
+		return "", fmt.Errorf("read tools module: %w", err)
+	}
+	v := requiredVersion(data, kubernetesModule)
+	if v == "" {
+		return "", fmt.Errorf("%s does not require %s", gomodPath, kubernetesModule)
+	}
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 || !strings.HasPrefix(v, "v") {
+		return "", fmt.Errorf("%s: unexpected %s version %q", gomodPath, kubernetesModule, v)
+	}
+	const pkg = "k8s.io/component-base/version"
+	return fmt.Sprintf("-X %[1]s.gitVersion=%[2]s -X %[1]s.gitMajor=%[3]s -X %[1]s.gitMinor=%[4]s",
+		pkg, v, parts[0], parts[1]), nil
+}
+
+// cacheDir computes the cache directory for the tools module in toolsDir.
+func cacheDir(toolsDir, ldflags string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s/%s\n%s\n%s\n", recipeVersion, runtime.GOOS, runtime.GOARCH, ldflags,
+		strings.Join(buildPackages(), " "))
+	for _, name := range hashedFiles() {
+		data, err := os.ReadFile(filepath.Join(toolsDir, name))
+		if err != nil {
+			return "", fmt.Errorf("hash tools module: %w", err)
+		}
+		fmt.Fprintf(h, "%s %d\n", name, len(data))
+		h.Write(data)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+
+	base := os.Getenv(cacheEnv)
+	if base == "" {
+		userCache, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("locate cache directory (set %s): %w", cacheEnv, err)
+		}
+		base = filepath.Join(userCache, "herald", "tools")
+	}
+	base, err := filepath.Abs(base)
+	if err != nil {
+		return "", fmt.Errorf("tools cache: %w", err)
+	}
+	return filepath.Join(base, key), nil
+}
+
+// lockFile takes an exclusive flock on path, polling so that ctx can cancel
+// the wait. The returned function releases the lock.
+func lockFile(ctx context.Context, path string, log *slog.Logger) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				// Closing the file releases the lock.
+				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				_ = f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !logged {
+			log.Info("testenv: waiting for another process building the control-plane binaries", "lock", path)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// build compiles the binaries into a temporary directory inside dir and
+// renames them into dir. The caller holds the lock on dir.
+func build(ctx context.Context, log *slog.Logger, toolsDir, dir, ldflags string) error {
+	// Leftovers of killed builds; nobody else builds here while we hold the lock.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".build-*")); err == nil {
+		for _, s := range stale {
+			_ = os.RemoveAll(s)
+		}
+	}
+	tmp, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return fmt.Errorf("create build directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	logPath := filepath.Join(dir, "build.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("create build log: %w", err)
+	}
+	defer logFile.Close()
+
+	args := append([]string{"build", "-ldflags", ldflags, "-o", tmp + string(filepath.Separator)}, buildPackages()...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = toolsDir
+	// The tools module is built on its own, whatever workspace surrounds it.
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	log.Info("testenv: building kube-apiserver, etcd and kubectl (the first build takes several minutes)",
+		"dir", dir, "log", logPath)
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), toolsDir, err, tailFile(logPath, 40))
+	}
+	log.Info("testenv: built control-plane binaries", "dir", dir, "took", time.Since(start).Round(time.Second))
+
+	for _, pkg := range buildPackages() {
+		name := filepath.Base(pkg)
+		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("install %s: %w", name, err)
+		}
+	}
+	return nil
+}

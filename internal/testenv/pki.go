@@ -1,0 +1,72 @@
+package testenv
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// pkiFiles are the credentials of one environment.
+type pkiFiles struct {
+	// certDir is kube-apiserver's --cert-dir; it writes a self-signed
+	// serving certificate (with its CA appended) to servingCert.
+	certDir     string
+	servingCert string
+	// tokenFile is the --token-auth-file holding adminToken.
+	tokenFile  string
+	adminToken string
+	// saPrivateKey signs ServiceAccount tokens; saPublicKey verifies them.
+	saPrivateKey string
+	saPublicKey  string
+}
+
+// writePKI creates the admin token file and the ServiceAccount key pair in
+// dir.
+func writePKI(dir string) (pkiFiles, error) {
+	certDir := filepath.Join(dir, "pki")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return pkiFiles{}, fmt.Errorf("create certificate directory: %w", err)
+	}
+	f := pkiFiles{
+		certDir: certDir,
+		// k8s.io/apiserver's SecureServingOptions: <cert-dir>/<PairName>.crt
+		// with PairName "apiserver".
+		servingCert:  filepath.Join(certDir, "apiserver.crt"),
+		tokenFile:    filepath.Join(dir, "tokens.csv"),
+		saPrivateKey: filepath.Join(dir, "sa.key"),
+		saPublicKey:  filepath.Join(dir, "sa.pub"),
+	}
+
+	token, err := randomToken()
+	if err != nil {
+		return pkiFiles{}, err
+	}
+	f.adminToken = token
+	// token,user,uid,"group1,group2"
+	line := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
+	if err := os.WriteFile(f.tokenFile, []byte(line), 0o600); err != nil {
+		return pkiFiles{}, fmt.Errorf("write token file: %w", err)
+	}
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return pkiFiles{}, fmt.Errorf("generate serviceaccount key: %w", err)
+	}
+	priv := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(f.saPrivateKey, priv, 0o600); err != nil {
+		return pkiFiles{}, fmt.Errorf("write serviceaccount key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return pkiFiles{}, fmt.Errorf("encode serviceaccount public key: %w", err)
+	}
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+	if err := os.WriteFile(f.saPublicKey, pub, 0o644); err != nil {
+		return pkiFiles{}, fmt.Errorf("write serviceaccount public key: %w", err)
+	}
+	return f, nil
+}
