@@ -21,7 +21,7 @@ type L2AnnouncementPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=128
 	// +kubebuilder:validation:items:MinLength=1
-	// +kubebuilder:validation:XValidation:rule="self.all(r, ''.matches(r) || !''.matches(r))",message="every entry must be a valid regular expression (RE2 syntax)"
+	// +kubebuilder:validation:XValidation:rule="self.all(r, 'x'.matches(r) || !'x'.matches(r))",message="every entry must be a valid regular expression (RE2 syntax)"
 	// +listType=atomic
 	Interfaces []string `json:"interfaces,omitempty"`
 	// NodeSelector picks the nodes that may announce; empty means all nodes.
@@ -33,10 +33,11 @@ type L2AnnouncementPolicySpec struct {
 	// +optional
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 	// LoadBalancerIPs announces the Services' status.loadBalancer.ingress
-	// addresses.
+	// addresses. Unset means true (unlike Cilium, whose default false is a
+	// common reason for "EXTERNAL-IP assigned but unreachable").
 	// +optional
 	// +kubebuilder:default=true
-	LoadBalancerIPs bool `json:"loadBalancerIPs"`
+	LoadBalancerIPs *bool `json:"loadBalancerIPs,omitempty"`
 	// ExternalIPs announces the Services' spec.externalIPs.
 	// +optional
 	ExternalIPs bool `json:"externalIPs,omitempty"`
@@ -78,4 +79,10 @@ type L2AnnouncementPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []L2AnnouncementPolicy `json:"items"`
+}
+
+// AnnouncesLoadBalancerIPs reports whether the policy announces the
+// Services' load-balancer addresses (unset means true).
+func (s *L2AnnouncementPolicySpec) AnnouncesLoadBalancerIPs() bool {
+	return s.LoadBalancerIPs == nil || *s.LoadBalancerIPs
 }

@@ -66,7 +66,7 @@ func TestPoolValidation(t *testing.T) {
 		{"cidr and start", []heraldv1.IPBlock{{CIDR: "10.0.0.0/24", Start: "10.0.0.1"}}, []string{"spec.blocks[0]", "exactly one of cidr or start"}},
 		{"stop without start", []heraldv1.IPBlock{{CIDR: "10.0.0.0/24", Stop: "10.0.0.9"}}, []string{"spec.blocks[0].stop", "stop requires start"}},
 		{"bad cidr", []heraldv1.IPBlock{{CIDR: "10.0.0.0/33"}}, []string{"spec.blocks[0].cidr", "must be a CIDR"}},
-		{"cidr host bits", []heraldv1.IPBlock{{CIDR: "192.168.10.1/24"}}, []string{"spec.blocks[0].cidr", "did you mean 192.168.10.0/24"}},
+		{"cidr host bits", []heraldv1.IPBlock{{CIDR: "192.168.10.1/24"}}, []string{"spec.blocks[0].cidr", "must not have bits set after the prefix length"}},
 		{"bad start", []heraldv1.IPBlock{{Start: "192.168.10.300"}}, []string{"spec.blocks[0].start", "must be an IPv4 or IPv6 address"}},
 		{"bad stop", []heraldv1.IPBlock{{Start: "192.168.10.1", Stop: "nope"}}, []string{"spec.blocks[0].stop", "must be an IPv4 or IPv6 address"}},
 		{"mixed families", []heraldv1.IPBlock{{Start: "192.168.10.1", Stop: "2001:db8::1"}}, []string{"spec.blocks[0].stop", "same IP family"}},
@@ -74,6 +74,7 @@ func TestPoolValidation(t *testing.T) {
 		{"start after stop v4 by octet", []heraldv1.IPBlock{{Start: "10.0.0.10", Stop: "10.0.0.9"}}, []string{"spec.blocks[0].stop", "start must not be greater than stop"}},
 		{"start after stop v6", []heraldv1.IPBlock{{Start: "2001:db8::1:0", Stop: "2001:db8::ffff"}}, []string{"spec.blocks[0].stop", "start must not be greater than stop"}},
 		{"start after stop v6 leading ::", []heraldv1.IPBlock{{Start: "::2", Stop: "::1"}}, []string{"spec.blocks[0].stop", "start must not be greater than stop"}},
+		{"dotted ipv6", []heraldv1.IPBlock{{Start: "::1.2.3.4"}}, []string{"spec.blocks[0].start", "hexadecimal"}},
 		{"second block named", []heraldv1.IPBlock{{CIDR: "10.0.0.0/24"}, {Start: "x"}}, []string{"spec.blocks[1].start"}},
 	}
 	for i, c := range cases {
@@ -119,7 +120,7 @@ func TestPolicyValidation(t *testing.T) {
 		t.Fatalf("valid policy refused: %v", err)
 	}
 	defer func() { _ = cl.Delete(ctx, good) }()
-	if !good.Spec.LoadBalancerIPs {
+	if good.Spec.LoadBalancerIPs == nil || !*good.Spec.LoadBalancerIPs {
 		t.Errorf("loadBalancerIPs should default to true")
 	}
 	bad := &heraldv1.L2AnnouncementPolicy{

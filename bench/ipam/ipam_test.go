@@ -9,6 +9,7 @@ package ipam_test
 import (
 	"context"
 	"fmt"
+	"github.com/go-logr/logr"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/controller"
@@ -41,7 +43,10 @@ const (
 
 var shared = testenv.NewShared(testenv.Options{CRDDirs: []string{filepath.Join("..", "..", "config", "crd")}})
 
-func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard()) // the controller logs through slog; silence the cache's logr
+	os.Exit(shared.Run(m))
+}
 
 func fastConfig(b *testing.B) *rest.Config {
 	cfg := rest.CopyConfig(shared.Env(b).Config)

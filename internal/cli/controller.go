@@ -4,7 +4,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/controller"
 )
@@ -29,6 +32,10 @@ one leads (a Lease), the other takes over when it goes.`,
 			if err != nil {
 				return err
 			}
+			// client-go and controller-runtime log through klog and logr;
+			// send both to the same structured handler.
+			klog.SetSlogLogger(log)
+			ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return err

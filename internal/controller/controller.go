@@ -437,8 +437,7 @@ func (c *Controller) adopt(ctx context.Context) error {
 		if err != nil {
 			// Keep what it has: a typo in an annotation must not cost the
 			// Service its address. Adopt as if it asked for nothing.
-			view, _ = serviceView(&corev1.Service{ObjectMeta: svc.ObjectMeta, Spec: svc.Spec})
-			view.Requested, view.Pool, view.Sharing = nil, "", nil
+			view = viewWithRequest(svc, ipam.Request{})
 		}
 		got := c.alloc.Adopt(view, addrs)
 		adopted += len(got)

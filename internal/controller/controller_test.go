@@ -235,7 +235,13 @@ func TestDualStack(t *testing.T) {
 	// An IPv6 block arrives: RequireDualStack gets both, primary family
 	// first; PreferDualStack gains its IPv6 address; IPv6 single stack too.
 	h.createPool("v6", []string{"2001:db8:60::/120"})
-	h.waitIPs(h.ns, "require", "2001:db8:60::1", "10.60.0.3")
+	h.eventually(wait, func() string {
+		got := ingressIPs(h.getService(h.ns, "require"))
+		if len(got) != 2 || !strings.HasPrefix(got[0], "2001:db8:60::") || got[1] != "10.60.0.3" {
+			return fmt.Sprintf("require has %v, want [2001:db8:60::x 10.60.0.3] (primary family first)", got)
+		}
+		return ""
+	})
 	h.eventually(wait, func() string {
 		got := ingressIPs(h.getService(h.ns, "prefer"))
 		if len(got) != 2 || got[0] != "10.60.0.2" {
@@ -312,7 +318,9 @@ func TestPoolEdits(t *testing.T) {
 func TestPoolConflicts(t *testing.T) {
 	h := newHarness(t)
 	h.startController("c1", true)
-	h.createPool("older", []string{"10.80.0.0/24"})
+	h.createPool("older", []string{"10.80.0.0/24"}, func(p *heraldv1.LoadBalancerIPPool) {
+		p.Spec.ServiceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pool": "older"}}
+	})
 	h.waitPoolCondition("older", heraldv1.PoolConflictCondition, metav1.ConditionFalse, "")
 	time.Sleep(1100 * time.Millisecond) // creationTimestamp has second resolution
 	h.createPool("newer", []string{"10.80.0.128/25", "10.81.0.1"}, func(p *heraldv1.LoadBalancerIPPool) {

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"github.com/go-logr/logr"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/controller"
@@ -31,7 +33,10 @@ import (
 // cluster-scoped objects it made.
 var shared = testenv.NewShared(testenv.Options{CRDDirs: []string{filepath.Join("..", "..", "config", "crd")}})
 
-func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard()) // the controller logs through slog; silence the cache's logr
+	os.Exit(shared.Run(m))
+}
 
 // harness bundles the clients one test uses.
 type harness struct {

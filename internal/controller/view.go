@@ -57,6 +57,12 @@ func serviceView(svc *corev1.Service) (ipam.Service, error) {
 	if err != nil {
 		return ipam.Service{}, err
 	}
+	return viewWithRequest(svc, req), nil
+}
+
+// viewWithRequest builds the view of svc with an already parsed request (an
+// empty one when the Service's annotations cannot be read).
+func viewWithRequest(svc *corev1.Service, req ipam.Request) ipam.Service {
 	view := ipam.Service{
 		Key:                serviceKey(svc.Namespace, svc.Name),
 		Namespace:          svc.Namespace,
@@ -93,7 +99,7 @@ func serviceView(svc *corev1.Service) (ipam.Service, error) {
 	for _, p := range svc.Spec.Ports {
 		view.Ports = append(view.Ports, ipam.Port{Protocol: string(p.Protocol), Port: p.Port})
 	}
-	return view, nil
+	return view
 }
 
 // ingressAddrs returns the addresses in svc's status.loadBalancer.ingress.

@@ -256,6 +256,10 @@ func (e *Env) startAPIServer(ctx context.Context, port int, extra []string) erro
 		"--etcd-servers=" + e.EtcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// The endpoint reconcilers refuse a loopback advertise address
+		// ("may not be in the loopback range"), so nothing maintains the
+		// endpoints of default/kubernetes; the Service itself exists.
+		"--endpoint-reconciler-type=none",
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + pki.certDir,
 		"--token-auth-file=" + pki.tokenFile,

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -68,9 +69,12 @@ func (s *Shared) Env(t testing.TB) *Env {
 	if !s.started {
 		s.started = true
 		s.env, s.err = Start(t.Context(), s.opts)
+		if s.err != nil {
+			t.Fatalf("start shared test environment: %v", s.err)
+		}
 	}
 	if s.err != nil {
-		t.Fatalf("start shared test environment: %v", s.err)
+		t.Fatalf("shared test environment failed to start (see the first test that used it): %v", firstLine(s.err))
 	}
 	return s.env
 }
@@ -99,4 +103,10 @@ func (s *Shared) Stop() error {
 		return nil
 	}
 	return s.env.Stop()
+}
+
+// firstLine returns the first line of err's message.
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
 }
