@@ -333,15 +333,6 @@ func (c *Controller) enqueue(key string) {
 	}
 }
 
-// enqueueAfter adds key after d, coalescing repeated requests.
-func (c *Controller) enqueueAfter(key string, d time.Duration) {
-	c.queueMu.Lock()
-	defer c.queueMu.Unlock()
-	if c.queue != nil {
-		c.queue.AddAfter(key, d)
-	}
-}
-
 // watch registers event handlers that feed the queue; adding a handler to
 // a synced informer replays every object, so all Services are revisited.
 func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.ResourceEventHandlerRegistration, error) {

@@ -4,6 +4,7 @@ import (
 	"math/big"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/herald-lb/herald/internal/ipam"
 )
@@ -54,7 +55,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.registry.MustRegister(m.poolIPs, m.services, m.allocations, m.releases, m.failures, m.statusWrite, m.leader,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
