@@ -421,7 +421,7 @@ func (c *Controller) adopt(ctx context.Context) error {
 	for i := range items {
 		svc := &items[i]
 		addrs := ingressAddrs(svc)
-		if !isHerald(svc, c.opts.DefaultClass) || len(addrs) == 0 {
+		if !Serves(svc, c.opts.DefaultClass) || len(addrs) == 0 {
 			continue
 		}
 		view, err := serviceView(svc)

@@ -105,7 +105,7 @@ func (r *reconciler) reconcileService(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("get service %s: %w", key, err)
 	}
-	if !isHerald(&svc, r.opts.DefaultClass) {
+	if !Serves(&svc, r.opts.DefaultClass) {
 		released := r.release(key, log)
 		return r.clearStatus(ctx, &svc, released, log)
 	}

@@ -24,8 +24,9 @@ const (
 // served too unless the controller runs with --default-class=false.
 const Class = "herald.dev/l2"
 
-// isHerald reports whether svc is a LoadBalancer Service that Herald serves.
-func isHerald(svc *corev1.Service, defaultClass bool) bool {
+// Serves reports whether svc is a LoadBalancer Service that Herald serves:
+// of class herald.dev/l2, or of no class when defaultClass is set.
+func Serves(svc *corev1.Service, defaultClass bool) bool {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		return false
 	}
@@ -38,9 +39,9 @@ func isHerald(svc *corev1.Service, defaultClass bool) bool {
 // serviceKey is the queue key and allocator key of a Service.
 func serviceKey(namespace, name string) string { return namespace + "/" + name }
 
-// serviceLabels returns svc's labels plus the synthetic namespace and name
+// ServiceLabels returns svc's labels plus the synthetic namespace and name
 // keys that selectors match against.
-func serviceLabels(svc *corev1.Service) map[string]string {
+func ServiceLabels(svc *corev1.Service) map[string]string {
 	out := make(map[string]string, len(svc.Labels)+2)
 	for k, v := range svc.Labels {
 		out[k] = v
@@ -66,7 +67,7 @@ func viewWithRequest(svc *corev1.Service, req ipam.Request) ipam.Service {
 	view := ipam.Service{
 		Key:                serviceKey(svc.Namespace, svc.Name),
 		Namespace:          svc.Namespace,
-		Labels:             serviceLabels(svc),
+		Labels:             ServiceLabels(svc),
 		Policy:             ipam.SingleStack,
 		Requested:          req.Requested,
 		Pool:               req.Pool,

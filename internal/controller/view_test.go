@@ -14,7 +14,7 @@ import (
 	"github.com/herald-lb/herald/internal/ipam"
 )
 
-func TestIsHerald(t *testing.T) {
+func TestServes(t *testing.T) {
 	lb := func(class *string) *corev1.Service {
 		return &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: class}}
 	}
@@ -32,7 +32,7 @@ func TestIsHerald(t *testing.T) {
 		{"node port", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort}}, true, false},
 	}
 	for _, c := range cases {
-		if got := isHerald(c.svc, c.defaultClass); got != c.want {
+		if got := Serves(c.svc, c.defaultClass); got != c.want {
 			t.Errorf("%s: isHerald = %v, want %v", c.name, got, c.want)
 		}
 	}

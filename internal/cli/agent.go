@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/herald-lb/herald/internal/agent"
+)
+
+func newAgentCommand() *cobra.Command {
+	var (
+		kubeconfig, keyFile, metricsAddr string
+		logLevel, logFormat              string
+		opts                             agent.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: answer ARP/NDP for the load-balancer addresses this node owns",
+		Long: `Run the node agent (a DaemonSet with hostNetwork and NET_RAW). It learns from
+the API server which addresses this node may announce on which interfaces, keeps
+a heartbeat presence on each of those LAN segments, settles with the other
+agents which node answers for each address, and answers ARP and NDP for the
+addresses it owns. Fail-over needs no API server: a node not heard on a segment
+for 3 heartbeats (300 ms by default) loses its addresses there.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log)
+			ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
+			if opts.NodeName == "" {
+				opts.NodeName = os.Getenv("NODE_NAME")
+			}
+			key, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fmt.Errorf("read heartbeat key: %w", err)
+			}
+			opts.Key = bytes.TrimSpace(key)
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			cfg.UserAgent = "herald-agent/" + Version
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			opts.Registerer = reg
+			opts.Logger = log
+			a, err := agent.New(cfg, opts)
+			if err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				stop, err := serveMetrics(cmd.Context(), metricsAddr, reg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+	f.StringVar(&opts.NodeName, "node-name", "", "this node's Kubernetes name (default: $NODE_NAME)")
+	f.StringVar(&keyFile, "key-file", "/etc/herald/heartbeat/key", "file holding the cluster's heartbeat key (a mounted Secret)")
+	f.StringVar(&opts.ClusterID, "cluster-id", "herald", "separates Herald clusters that share a LAN")
+	f.BoolVar(&opts.DefaultClass, "default-class", true, "also announce LoadBalancer Services that set no loadBalancerClass")
+	f.DurationVar(&opts.Interval, "heartbeat-interval", 100*time.Millisecond, "heartbeat interval on each announcing interface")
+	f.IntVar(&opts.DeadAfter, "dead-after", 3, "heartbeats missed before a peer is dead on a segment")
+	f.BoolVar(&opts.ProbeDisable, "no-probe", false, "do not probe (RFC 5227 / DAD) an address before first announcing it")
+	f.DurationVar(&opts.LeaveGrace, "leave-grace", time.Second, "how long a stopping agent keeps answering while successors take over")
+	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9471", "address for /metrics and /healthz (empty disables)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// serveMetrics serves reg on addr until stop is called or ctx is done.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on metrics address %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "metrics server stopped")
+		}
+	}()
+	return func() { _ = srv.Close() }, nil
+}

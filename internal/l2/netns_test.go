@@ -1,0 +1,810 @@
+package l2
+
+// Tests on real kernels: each test builds a small LAN of network namespaces
+// (a bridge in a "switch" namespace, and a node, a client and sometimes a
+// foreign host, each with a veth port on the bridge), runs the Responder in
+// the node namespace and checks what the client's own kernel ARP/NDP does.
+// Addresses exist only inside these namespaces. The tests need root; they
+// skip when network namespaces cannot be created.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netns"
+)
+
+const nsPrefix = "herald-l2-"
+
+var (
+	nodeMAC    = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x02, 0x15}
+	cliMAC     = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x10}
+	foreignMAC = net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x99}
+	staleMAC   = "02:00:00:00:00:01"
+
+	vip4b = netip.MustParseAddr("192.168.10.76")
+	vip6b = netip.MustParseAddr("fd00:10::76")
+)
+
+// run runs a command and fails the test with its output if it fails.
+func run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+var cleanupLeftovers sync.Once
+
+// removeLeftovers deletes namespaces this test suite left behind in earlier
+// runs that died before their cleanup. The creating PID is part of every
+// name, so namespaces of a concurrently running test binary are kept.
+func removeLeftovers(t testing.TB) {
+	cleanupLeftovers.Do(func() {
+		entries, err := os.ReadDir("/run/netns")
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if !strings.HasPrefix(name, nsPrefix) {
+				continue
+			}
+			pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, nsPrefix), "-")
+			pid, err := strconv.Atoi(pidStr)
+			if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+				continue // its test binary is still running
+			}
+			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+				t.Logf("remove leftover namespace %s: %v %s", name, err, out)
+			}
+		}
+	})
+}
+
+// requireNetns skips the test unless it can create network namespaces.
+func requireNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2's ip command")
+	}
+	removeLeftovers(t)
+	probe := fmt.Sprintf("%s%d-check", nsPrefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot create network namespaces: %v %s", err, out)
+	}
+	_ = exec.Command("ip", "netns", "del", probe).Run()
+}
+
+// lan is one test's namespaces: a switch and the hosts on it.
+type lan struct {
+	t     *testing.T
+	id    string
+	sw    string
+	hosts map[string]string // role → namespace
+}
+
+// newLAN builds the bridge and one veth-attached host per role. Every host's
+// eth0 is up, with IPv6 DAD off (so addresses are usable at once) unless the
+// role is "foreign", which keeps DAD so the DAD test can use its kernel.
+// The bridge snoops MLD and acts as querier, so IPv6 multicast reaches a
+// port only after an MLD report: the responder's solicited-node joins are
+// tested for real.
+func newLAN(t *testing.T, roles ...string) *lan {
+	t.Helper()
+	requireNetns(t)
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	l := &lan{t: t, id: fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(b)), hosts: map[string]string{}}
+	l.sw = l.nsName("sw")
+	t.Cleanup(func() {
+		for _, ns := range l.hosts {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+		_ = exec.Command("ip", "netns", "del", l.sw).Run()
+	})
+	run(t, "ip", "netns", "add", l.sw)
+	run(t, "ip", "-n", l.sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "1", "mcast_querier", "1")
+	run(t, "ip", "-n", l.sw, "link", "set", "br0", "up")
+	macs := map[string]net.HardwareAddr{"node": nodeMAC, "client": cliMAC, "foreign": foreignMAC}
+	for _, role := range roles {
+		ns := l.nsName(role)
+		l.hosts[role] = ns
+		run(t, "ip", "netns", "add", ns)
+		dad := "0"
+		if role == "foreign" {
+			dad = "1"
+		}
+		for _, k := range []string{"default", "all"} {
+			run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf."+k+".accept_dad="+dad)
+		}
+		port := "p-" + role
+		run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw)
+		if mac, ok := macs[role]; ok {
+			run(t, "ip", "-n", ns, "link", "set", "eth0", "address", mac.String())
+		}
+		run(t, "ip", "-n", l.sw, "link", "set", port, "master", "br0", "up")
+		// Quick neighbour retries so "nobody answers" resolves to FAILED in
+		// about a second instead of three.
+		run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=200")
+		run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.neigh.eth0.retrans_time_ms=200")
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	}
+	return l
+}
+
+func (l *lan) nsName(role string) string { return nsPrefix + l.id + "-" + role }
+
+// in runs fn on a thread switched into role's namespace. Sockets fn opens
+// stay in that namespace after fn returns.
+func (l *lan) in(role string, fn func() error) error {
+	ns, ok := l.hosts[role]
+	if !ok {
+		return fmt.Errorf("no host %q", role)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is unlocked only if it is back in its own namespace;
+		// otherwise it dies with this goroutine.
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// iface looks up eth0 in role's namespace.
+func (l *lan) iface(role string) *net.Interface {
+	l.t.Helper()
+	var ifi *net.Interface
+	if err := l.in(role, func() (err error) {
+		ifi, err = net.InterfaceByName("eth0")
+		return err
+	}); err != nil {
+		l.t.Fatalf("eth0 in %s: %v", role, err)
+	}
+	return ifi
+}
+
+func (l *lan) ip(role string, args ...string) string {
+	l.t.Helper()
+	return run(l.t, append([]string{"ip", "-n", l.hosts[role]}, args...)...)
+}
+
+type running struct {
+	*Responder
+	metrics   *Metrics
+	conflicts chan Conflict
+	logs      *logRecorder
+}
+
+// logRecorder is a slog handler that writes to the test log and remembers
+// the messages at warning level and above, so a test can assert that, say,
+// no kernel filter was refused.
+type logRecorder struct {
+	slog.Handler
+	mu       *sync.Mutex
+	problems *[]string
+}
+
+func (h logRecorder) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.mu.Lock()
+		*h.problems = append(*h.problems, r.Message)
+		h.mu.Unlock()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h logRecorder) WithAttrs(a []slog.Attr) slog.Handler {
+	return logRecorder{Handler: h.Handler.WithAttrs(a), mu: h.mu, problems: h.problems}
+}
+
+func (h logRecorder) WithGroup(name string) slog.Handler {
+	return logRecorder{Handler: h.Handler.WithGroup(name), mu: h.mu, problems: h.problems}
+}
+
+func (h logRecorder) Problems() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(*h.problems)
+}
+
+// startResponder creates the Responder in the node namespace and runs it
+// until the test ends.
+func (l *lan) startResponder(opts Options) *running {
+	l.t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	rec := &logRecorder{
+		Handler:  slog.NewTextHandler(testWriter{l.t}, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		mu:       &sync.Mutex{},
+		problems: &[]string{},
+	}
+	rr := &running{metrics: m, conflicts: make(chan Conflict, 64), logs: rec}
+	opts.Metrics = m
+	opts.Logger = slog.New(rec)
+	opts.OnConflict = func(c Conflict) {
+		select {
+		case rr.conflicts <- c:
+		default:
+		}
+	}
+	if err := l.in("node", func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		rr.Responder, err = NewResponder(ifi, opts)
+		return err
+	}); err != nil {
+		l.t.Fatalf("NewResponder: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rr.Run(ctx) }()
+	l.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				l.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			l.t.Error("Run did not return within 5s of cancel")
+		}
+	})
+	return rr
+}
+
+// testWriter sends log output to the test log while the test runs.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// neighbour is one entry of `ip -j neigh show`.
+type neighbour struct {
+	Dst    string   `json:"dst"`
+	LLAddr string   `json:"lladdr"`
+	State  []string `json:"state"`
+}
+
+func (l *lan) neigh(role string, addr netip.Addr) (neighbour, bool) {
+	l.t.Helper()
+	out := l.ip(role, "-j", "neigh", "show", "to", addr.String(), "dev", "eth0")
+	var ns []neighbour
+	if err := json.Unmarshal([]byte(out), &ns); err != nil {
+		l.t.Fatalf("parse ip -j neigh output %q: %v", out, err)
+	}
+	for _, n := range ns {
+		if n.Dst == addr.String() {
+			return n, true
+		}
+	}
+	return neighbour{}, false
+}
+
+// poke makes the client's kernel resolve addr by sending it a UDP datagram
+// (to the discard port: nothing has to answer).
+func (l *lan) poke(role string, addr netip.Addr) {
+	l.t.Helper()
+	if err := l.in(role, func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 9)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("herald"))
+		return err
+	}); err != nil {
+		l.t.Fatalf("send to %s from %s: %v", addr, role, err)
+	}
+}
+
+// eventually polls cond every 50ms for at most timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s; last state: %s", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// resolvesTo checks that the client's kernel resolves addr to mac.
+func (l *lan) resolvesTo(addr netip.Addr, mac net.HardwareAddr) {
+	l.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; ; i++ {
+		if i%10 == 0 {
+			l.poke("client", addr) // again every 500ms, in case a try failed
+		}
+		n, _ := l.neigh("client", addr)
+		if n.LLAddr == mac.String() && !slices.Contains(n.State, "FAILED") {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("client did not resolve %s to %s; entry: %+v", addr, mac, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// unresolved checks that the client's kernel tries to resolve addr and gives
+// up: nobody answered.
+func (l *lan) unresolved(addr netip.Addr) {
+	l.t.Helper()
+	l.poke("client", addr)
+	eventually(l.t, 5*time.Second, "client neighbour entry for "+addr.String()+" FAILED", func() (bool, string) {
+		n, _ := l.neigh("client", addr)
+		return slices.Contains(n.State, "FAILED") && n.LLAddr == "", fmt.Sprintf("%+v", n)
+	})
+}
+
+func TestNetnsIPv4Answered(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("node", "addr", "add", "192.168.10.215/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4})
+
+	l.resolvesTo(vip4, nodeMAC)
+	if got := testutil.ToFloat64(r.metrics.replies.WithLabelValues("eth0", "ipv4")); got < 1 {
+		t.Errorf("replies{ipv4} = %v after the client resolved", got)
+	}
+	// The VIP is answered from user space only: it is not on the NIC.
+	if out := l.ip("node", "-4", "addr", "show", "dev", "eth0"); strings.Contains(out, vip4.String()) {
+		t.Errorf("VIP was added to the node's interface:\n%s", out)
+	}
+}
+
+func TestNetnsIPv6Answered(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip6})
+
+	l.resolvesTo(vip6, nodeMAC)
+	if got := testutil.ToFloat64(r.metrics.replies.WithLabelValues("eth0", "ipv6")); got < 1 {
+		t.Errorf("replies{ipv6} = %v after the client resolved", got)
+	}
+}
+
+func TestNetnsUnownedNotAnswered(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+
+	l.unresolved(vip4b)
+	l.unresolved(vip6b)
+	// The kernel filter dropped the requests: Go never counted them.
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		if got := testutil.ToFloat64(r.metrics.requests.WithLabelValues("eth0", fam)); got != 0 {
+			t.Errorf("requests{%s} = %v for unowned addresses, want 0", fam, got)
+		}
+	}
+	// Owned ones still work on the same segment.
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+}
+
+func TestNetnsRemovalStopsAnswers(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+
+	r.SetOwned(nil)
+	if got := r.Owned(); len(got) != 0 {
+		t.Fatalf("Owned() = %v after SetOwned(nil)", got)
+	}
+	l.ip("client", "neigh", "flush", "dev", "eth0")
+	l.unresolved(vip4)
+	l.unresolved(vip6)
+}
+
+func TestNetnsGratuitousTakeover(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	// The client has learned the VIPs from a previous owner.
+	l.ip("client", "neigh", "replace", vip4.String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
+	l.ip("client", "neigh", "replace", vip6.String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
+	r := l.startResponder(Options{GratuitousInterval: 100 * time.Millisecond})
+	// The entries were just written, so Linux's neighbour lock time (1s,
+	// during which it keeps the first answer it got) is still running: the
+	// gratuitous ARP forms and the NA's Override flag must win anyway.
+	r.SetOwned([]netip.Addr{vip4, vip6})
+
+	for _, addr := range []netip.Addr{vip4, vip6} {
+		eventually(t, 3*time.Second, "client entry for "+addr.String()+" moved to the node MAC", func() (bool, string) {
+			n, _ := l.neigh("client", addr)
+			return n.LLAddr == nodeMAC.String(), fmt.Sprintf("%+v", n)
+		})
+		n, _ := l.neigh("client", addr)
+		t.Logf("client entry for %s after the announcement: %+v", addr, n)
+	}
+	// Nobody asked: the client did not send a request, the announcements
+	// alone moved it.
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		if got := testutil.ToFloat64(r.metrics.requests.WithLabelValues("eth0", fam)); got != 0 {
+			t.Errorf("requests{%s} = %v; the entry should move without the client asking", fam, got)
+		}
+		if got := testutil.ToFloat64(r.metrics.gratuitous.WithLabelValues("eth0", fam)); got < 1 {
+			t.Errorf("gratuitous{%s} = %v", fam, got)
+		}
+	}
+}
+
+// TestNetnsUnsolicitedNAWithoutEntry pins down what Linux does with an
+// unsolicited NA when it has no entry for the target: with the default
+// accept_untracked_na=0 it creates none (RFC 4861 §7.2.5 says to discard
+// it), so announcements move only clients that already talk to the address.
+func TestNetnsUnsolicitedNAWithoutEntry(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	untracked := strings.TrimSpace(run(t, "ip", "netns", "exec", l.hosts["client"], "sh", "-c",
+		"cat /proc/sys/net/ipv6/conf/eth0/accept_untracked_na 2>/dev/null || echo absent"))
+	r := l.startResponder(Options{GratuitousInterval: 50 * time.Millisecond})
+	r.SetOwned([]netip.Addr{vip6})
+	eventually(t, 3*time.Second, "three unsolicited NAs sent", func() (bool, string) {
+		got := testutil.ToFloat64(r.metrics.gratuitous.WithLabelValues("eth0", "ipv6"))
+		return got >= 3, fmt.Sprint(got)
+	})
+	time.Sleep(100 * time.Millisecond)
+	n, ok := l.neigh("client", vip6)
+	t.Logf("accept_untracked_na=%s; entry created: %v %+v", untracked, ok, n)
+	if (untracked == "0" || untracked == "absent") && ok {
+		t.Errorf("kernel created a neighbour entry from an unsolicited NA with accept_untracked_na=%s: %+v", untracked, n)
+	}
+}
+
+// TestNetnsLinkFlap takes the node's link down and up under a running
+// Responder: Run must ride it out (the kernel reports ENETDOWN on the
+// sockets), announce its addresses again once the link is back (a client
+// that moved to another MAC meanwhile is moved back without asking), and
+// answer again, IPv6 included (the bridge forgets the port's multicast
+// memberships when it goes down; the kernel re-reports them).
+func TestNetnsLinkFlap(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{GratuitousInterval: 100 * time.Millisecond})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+	requests := func() float64 {
+		return testutil.ToFloat64(r.metrics.requests.WithLabelValues("eth0", "ipv4")) +
+			testutil.ToFloat64(r.metrics.requests.WithLabelValues("eth0", "ipv6"))
+	}
+
+	// Let the initial burst finish, so only a new one can move the client.
+	eventually(t, 3*time.Second, "initial burst sent", func() (bool, string) {
+		g4 := testutil.ToFloat64(r.metrics.gratuitous.WithLabelValues("eth0", "ipv4"))
+		g6 := testutil.ToFloat64(r.metrics.gratuitous.WithLabelValues("eth0", "ipv6"))
+		return g4 >= 6 && g6 >= 3, fmt.Sprintf("ipv4 %v ipv6 %v", g4, g6)
+	})
+	l.ip("node", "link", "set", "eth0", "down")
+	// While it is down the client learns another MAC for both VIPs.
+	l.ip("client", "neigh", "replace", vip4.String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
+	l.ip("client", "neigh", "replace", vip6.String(), "lladdr", staleMAC, "dev", "eth0", "nud", "stale")
+	time.Sleep(300 * time.Millisecond) // a few announcement attempts fail meanwhile
+	before := requests()
+	l.ip("node", "link", "set", "eth0", "up")
+	for _, addr := range []netip.Addr{vip4, vip6} {
+		eventually(t, 3*time.Second, "client entry for "+addr.String()+" back on the node MAC", func() (bool, string) {
+			n, _ := l.neigh("client", addr)
+			return n.LLAddr == nodeMAC.String(), fmt.Sprintf("%+v", n)
+		})
+	}
+	if got := requests(); got != before {
+		t.Errorf("client sent %v requests; the announcements alone should have moved it", got-before)
+	}
+	l.ip("client", "neigh", "flush", "dev", "eth0")
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+}
+
+// TestNetnsLargeOwnedSet runs the kernel with the largest exact filters
+// and with the coarse fallback: both must be accepted by SO_ATTACH_FILTER,
+// and with either only owned addresses are answered.
+func TestNetnsLargeOwnedSet(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{GratuitousCount: -1, RefreshInterval: -1})
+	for _, tc := range []struct {
+		name     string
+		v4, v6   int
+		exact4   bool
+		exact6   bool
+		unowned4 netip.Addr
+		unowned6 netip.Addr
+	}{
+		{"largest exact", 1000, 400, true, true, netip.MustParseAddr("192.168.10.80"), netip.MustParseAddr("fd00:10::80")},
+		{"coarse fallback", 1100, 500, false, false, netip.MustParseAddr("192.168.10.81"), netip.MustParseAddr("fd00:10::81")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			owned := append(append(v4Set(tc.v4-1), vip4), append(v6Set(tc.v6-1), vip6)...)
+			if _, exact := arpFilter(owned); exact != tc.exact4 {
+				t.Fatalf("arp filter exact = %v, want %v", exact, tc.exact4)
+			}
+			if _, exact := ndpFilter(owned); exact != tc.exact6 {
+				t.Fatalf("ndp filter exact = %v, want %v", exact, tc.exact6)
+			}
+			r.SetOwned(owned)
+			l.ip("client", "neigh", "flush", "dev", "eth0")
+			l.resolvesTo(vip4, nodeMAC)
+			l.resolvesTo(vip6, nodeMAC)
+			l.unresolved(tc.unowned4)
+			l.unresolved(tc.unowned6)
+			if p := r.logs.Problems(); len(p) > 0 {
+				t.Fatalf("responder reported problems: %q", p)
+			}
+		})
+	}
+}
+
+// sendRaw sends frames from role's eth0 through a raw packet socket, the way
+// a foreign host or an attacker would.
+func (l *lan) sendRaw(role string, etherType int, frames ...[]byte) {
+	l.t.Helper()
+	if err := l.in(role, func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, etherType, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for _, f := range frames {
+			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: net.HardwareAddr(f[0:6])}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		l.t.Fatalf("send raw frames from %s: %v", role, err)
+	}
+}
+
+func TestNetnsProbeFindsForeignHost(t *testing.T) {
+	l := newLAN(t, "node", "foreign")
+	foreign4 := netip.MustParseAddr("192.168.10.99")
+	foreign6 := netip.MustParseAddr("fd00:10::99")
+	l.ip("foreign", "addr", "add", "192.168.10.99/24", "dev", "eth0")
+	l.ip("foreign", "addr", "add", "fd00:10::99/64", "dev", "eth0", "nodad")
+	ifi := l.iface("node")
+
+	probe := func(addr netip.Addr) (*Conflict, error) {
+		var c *Conflict
+		err := l.in("node", func() (err error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err = Probe(ctx, ifi, addr, ProbeOptions{})
+			return err
+		})
+		return c, err
+	}
+	for _, addr := range []netip.Addr{foreign4, foreign6} {
+		c, err := probe(addr)
+		if err != nil {
+			t.Fatalf("Probe(%s): %v", addr, err)
+		}
+		if c == nil {
+			t.Fatalf("Probe(%s) found no conflict, but the foreign host has it", addr)
+		}
+		if !sameMAC(c.MAC, foreignMAC) || c.Addr != addr || c.Interface != "eth0" {
+			t.Errorf("Probe(%s) = %+v, want MAC %s", addr, *c, foreignMAC)
+		}
+		t.Logf("Probe(%s): %+v", addr, *c)
+	}
+	for _, addr := range []netip.Addr{netip.MustParseAddr("192.168.10.98"), netip.MustParseAddr("fd00:10::98")} {
+		start := time.Now()
+		c, err := probe(addr)
+		if err != nil || c != nil {
+			t.Fatalf("Probe(%s) of a free address = %+v, %v", addr, c, err)
+		}
+		t.Logf("Probe(%s): free, took %s", addr, time.Since(start).Round(time.Millisecond))
+	}
+
+	// Cancelling the context ends a probe early.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := l.in("node", func() error {
+		_, err := Probe(ctx, ifi, netip.MustParseAddr("192.168.10.98"), ProbeOptions{})
+		return err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Probe with a cancelled context: %v", err)
+	}
+}
+
+func TestNetnsConflictReported(t *testing.T) {
+	l := newLAN(t, "node", "foreign")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+
+	mf := mustFrame(t)
+	l.sendRaw("foreign", etherTypeARP, mf(GratuitousARPRequest(foreignMAC, vip4)))
+	l.sendRaw("foreign", etherTypeIPv6, mf(UnsolicitedNA(foreignMAC, vip6)))
+	want := map[netip.Addr]string{vip4: ConflictGARP, vip6: ConflictNA}
+	deadline := time.After(3 * time.Second)
+	for len(want) > 0 {
+		select {
+		case c := <-r.conflicts:
+			if !sameMAC(c.MAC, foreignMAC) || c.Interface != "eth0" {
+				t.Errorf("conflict %+v, want MAC %s on eth0", c, foreignMAC)
+			}
+			if k, ok := want[c.Addr]; ok && k == c.Kind {
+				delete(want, c.Addr)
+			}
+		case <-deadline:
+			t.Fatalf("no OnConflict for %v", want)
+		}
+	}
+
+	// A foreign host trying to configure an owned IPv6 address with its
+	// kernel's DAD is defended against: its address ends up dadfailed.
+	l.ip("foreign", "addr", "add", vip6.String()+"/64", "dev", "eth0")
+	eventually(t, 5*time.Second, "foreign host's DAD for "+vip6.String()+" failed", func() (bool, string) {
+		out := l.ip("foreign", "-6", "addr", "show", "dev", "eth0")
+		return strings.Contains(out, "dadfailed"), out
+	})
+}
+
+func TestNetnsMalformedDroppedAndCounted(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+	mf := mustFrame(t)
+
+	// Each frame mentions an owned address where the kernel filter looks,
+	// so it reaches Go, and breaks a rule Go checks.
+	hlen := mf(ARPRequest(cliMAC, client4, vip4))
+	hlen[18] = 7
+	op := mf(ARPRequest(cliMAC, client4, vip4))
+	op[21] = 9
+	zeroSHA := mf(ARPRequest(cliMAC, client4, vip4))
+	copy(zeroSHA[22:28], make([]byte, 6))
+	hop := mf(NeighborSolicitation(cliMAC, client6, vip6))
+	hop[21] = 64
+	sum := mf(NeighborSolicitation(cliMAC, client6, vip6))
+	sum[56] ^= 0x5a
+	// A DAD solicitation carrying a source link-layer option, which RFC
+	// 4861 §7.1.1 forbids. (A truncated IPv6 payload would be a nicer
+	// example, but the Linux bridge's MLD snooping validates IPv6 lengths
+	// and drops such frames before they reach the node.)
+	group, gmac, _ := SolicitedNodeGroup(vip6)
+	dadSLLA, err := ndpFrame(gmac, cliMAC, netip.IPv6Unspecified(), group, &ndp.NeighborSolicitation{
+		TargetAddress: vip6,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: cliMAC}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.sendRaw("client", etherTypeARP, hlen, zeroSHA)
+	l.sendRaw("client", etherTypeIPv6, reChecksum(hop), sum, dadSLLA)
+	eventually(t, 3*time.Second, "five malformed frames counted", func() (bool, string) {
+		got := testutil.ToFloat64(r.metrics.malformed.WithLabelValues("eth0"))
+		return got == 5, fmt.Sprint(got)
+	})
+	// An opcode that is neither request nor reply never leaves the kernel
+	// filter: dropped without costing Go anything, so not counted.
+	l.sendRaw("client", etherTypeARP, op)
+	time.Sleep(200 * time.Millisecond)
+	if got := testutil.ToFloat64(r.metrics.malformed.WithLabelValues("eth0")); got != 5 {
+		t.Errorf("malformed = %v after a frame the kernel filter drops, want 5", got)
+	}
+	if got := testutil.ToFloat64(r.metrics.replies.WithLabelValues("eth0", "ipv4")) +
+		testutil.ToFloat64(r.metrics.replies.WithLabelValues("eth0", "ipv6")); got != 0 {
+		t.Errorf("answered malformed frames: %v replies", got)
+	}
+	// And it keeps answering.
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+}
+
+func TestNetnsInterfaceWithoutAddresses(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	// No IPv4 address and no IPv6 at all on the node's interface.
+	run(t, "ip", "netns", "exec", l.hosts["node"], "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1")
+	if out := l.ip("node", "addr", "show", "dev", "eth0"); strings.Contains(out, "inet") {
+		t.Fatalf("node interface has addresses:\n%s", out)
+	}
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip4})
+	l.resolvesTo(vip4, nodeMAC)
+}
+
+// TestNetnsMLDJoin checks that the bridge, which snoops MLD, learned the
+// node port as a member of the VIP's solicited-node group.
+func TestNetnsMLDJoin(t *testing.T) {
+	l := newLAN(t, "node", "client")
+	r := l.startResponder(Options{})
+	r.SetOwned([]netip.Addr{vip6})
+	group, _, _ := SolicitedNodeGroup(vip6)
+	eventually(t, 3*time.Second, "bridge has p-node in "+group.String(), func() (bool, string) {
+		out := run(t, "ip", "netns", "exec", l.sw, "bridge", "mdb", "show", "dev", "br0")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "p-node") && strings.Contains(line, group.String()) {
+				return true, out
+			}
+		}
+		return false, out
+	})
+	r.SetOwned(nil)
+}

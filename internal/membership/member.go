@@ -1,0 +1,658 @@
+package membership
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults and limits of Config.
+const (
+	// DefaultInterval is the heartbeat interval when Config.Interval is 0.
+	DefaultInterval = 100 * time.Millisecond
+	// DefaultDeadAfter is the number of consecutive missed heartbeats after
+	// which a peer is dead when Config.DeadAfter is 0.
+	DefaultDeadAfter = 3
+	// MinInterval and MaxInterval bound Config.Interval.
+	MinInterval = 10 * time.Millisecond
+	// MaxInterval is the largest interval the frame's 16-bit millisecond
+	// field holds.
+	MaxInterval = maxIntervalMS * time.Millisecond
+	// MaxDeadAfter bounds Config.DeadAfter.
+	MaxDeadAfter = 100
+	// LeaveRepeats is how many leaving heartbeats Leave sends, so that
+	// one lost frame does not hide the departure.
+	LeaveRepeats = 3
+	// maxPeers bounds the peer table of one segment (dead peers are kept
+	// for replay protection and evicted oldest first when it is full).
+	maxPeers = 1024
+	// readBufLen exceeds any frame the kernel can hand a raw socket on a
+	// jumbo-frame link, so an oversized frame is seen whole (and dropped
+	// as malformed) rather than truncated into something else.
+	readBufLen = 9216 + ethHeaderLen + 4
+	// logEvery rate-limits repeated warnings of one kind.
+	logEvery = 10 * time.Second
+)
+
+// Config configures a Member.
+type Config struct {
+	// Interface is the announcing interface's name (required).
+	Interface string
+	// Node is this node's name (required; at most MaxNodeNameLen
+	// printable ASCII bytes).
+	Node string
+	// ClusterID identifies the cluster; frames of other clusters are
+	// dropped (required).
+	ClusterID string
+	// Key is the HMAC key from the cluster Secret (at least MinKeyLen
+	// bytes).
+	Key []byte
+	// Interval between heartbeats (default DefaultInterval).
+	Interval time.Duration
+	// DeadAfter is how many consecutive heartbeats of a peer must be
+	// missing before it is dead on this segment (default
+	// DefaultDeadAfter).
+	DeadAfter int
+	// Incarnation identifies this run (default: the current time in Unix
+	// nanoseconds). It must grow across restarts: peers remember the
+	// newest incarnation of each node and drop older ones as replays, so
+	// an agent whose clock went back before its previous start is ignored
+	// by peers that saw that start until they restart.
+	Incarnation uint64
+	// MaxPayload is the largest Ethernet payload a frame may use (default:
+	// the interface MTU, capped at MaxPayload).
+	MaxPayload int
+	// Registerer receives the herald_membership_* metrics (nil: not
+	// registered). Several Members may share one.
+	Registerer prometheus.Registerer
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Snapshot is one consistent view of a segment, as a Member sees it.
+type Snapshot struct {
+	// Version increases with every change; a later snapshot has a larger
+	// one.
+	Version uint64
+	// Interface and Node are the Member's own.
+	Interface string
+	// Node is this node's name.
+	Node string
+	// Incarnation is this Member's incarnation.
+	Incarnation uint64
+	// Settled reports that the Member has listened for DeadAfter intervals
+	// (plus slack), so every live peer has been heard. Until then the
+	// peer list may be incomplete, and the caller should neither start
+	// claims nor, ideally, advertise eligibility (so that peers keep
+	// serving while this node warms up).
+	Settled bool
+	// Leaving reports that Leave was called.
+	Leaving bool
+	// Eligible and Claims are this node's own, as last set.
+	Eligible []netip.Addr
+	// Claims are this node's claims, as last set.
+	Claims []netip.Addr
+	// Peers are the live peers, sorted by node name.
+	Peers []Peer
+}
+
+// Member is this node's presence on one segment: it sends heartbeats on
+// one interface and tracks the peers it hears there. Create it with New,
+// run it with Run, and stop it by cancelling Run's context (or Close).
+type Member struct {
+	cfg        Config
+	log        *slog.Logger
+	codec      *Codec
+	conn       *packet.Conn
+	hw         net.HardwareAddr
+	maxPayload int
+	met        *ifaceMetrics
+	limiter    *logLimiter
+	// trigger asks the sender for an immediate heartbeat (claims changed).
+	trigger chan struct{}
+	// done is closed by Close.
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	updates   chan Snapshot
+
+	// sendMu serialises heartbeats so that sequence numbers leave in order.
+	sendMu   sync.Mutex
+	seq      uint64
+	lastSend time.Time
+
+	mu sync.Mutex
+	// lastCheck is when expire last ran; a much longer gap means this
+	// process stalled.
+	lastCheck time.Time
+	// postponed is when expire first found unread frames and put off
+	// judging deaths (zero: not postponing).
+	postponed time.Time
+	running   bool
+	settleAt  time.Time
+	settled   bool
+	leaving   bool
+	eligible  []netip.Addr
+	claims    []netip.Addr
+	table     *peerTable
+	version   uint64
+}
+
+// New validates cfg and opens a raw AF_PACKET socket on the interface,
+// bound to EtherType so the kernel passes only heartbeat frames. The socket
+// lives in the network namespace of the calling thread. It needs
+// CAP_NET_RAW.
+func New(cfg Config) (*Member, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = DefaultDeadAfter
+	}
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = uint64(time.Now().UnixNano())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.Interface == "":
+		return nil, errors.New("membership: no interface")
+	case !validName(cfg.Node):
+		return nil, fmt.Errorf("membership: node name %q: want 1..%d printable ASCII bytes", cfg.Node, MaxNodeNameLen)
+	case cfg.ClusterID == "":
+		return nil, errors.New("membership: no cluster ID")
+	case cfg.Interval < MinInterval || cfg.Interval > MaxInterval || cfg.Interval%time.Millisecond != 0:
+		return nil, fmt.Errorf("membership: interval %v: want whole milliseconds in %v..%v", cfg.Interval, MinInterval, MaxInterval)
+	case cfg.DeadAfter < 1 || cfg.DeadAfter > MaxDeadAfter:
+		return nil, fmt.Errorf("membership: DeadAfter %d: want 1..%d", cfg.DeadAfter, MaxDeadAfter)
+	}
+	codec, err := NewCodec(cfg.ClusterID, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("membership: interface %s: %w", cfg.Interface, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("membership: interface %s has no Ethernet address", cfg.Interface)
+	}
+	maxPayload := cfg.MaxPayload
+	if maxPayload == 0 {
+		maxPayload = min(ifi.MTU, MaxPayload)
+	}
+	if maxPayload > MaxPayload || maxPayload > ifi.MTU {
+		return nil, fmt.Errorf("membership: payload limit %d exceeds the MTU of %s (%d) or %d", maxPayload, cfg.Interface, ifi.MTU, MaxPayload)
+	}
+	mets, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	log := cfg.Logger.With("interface", cfg.Interface, "node", cfg.Node)
+
+	m := &Member{
+		cfg:        cfg,
+		log:        log,
+		codec:      codec,
+		hw:         slices.Clone(ifi.HardwareAddr),
+		maxPayload: maxPayload,
+		met:        mets.forInterface(cfg.Interface),
+		limiter:    &logLimiter{last: map[string]time.Time{}},
+		trigger:    make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		updates:    make(chan Snapshot, 1),
+		table:      newPeerTable(cfg.Node, cfg.DeadAfter, maxPeers),
+	}
+	// A heartbeat with no addresses must fit, or nothing will.
+	if _, err := m.encode(Heartbeat{Sequence: 1}); err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	conn, err := packet.Listen(ifi, packet.Raw, EtherType, nil)
+	if err != nil {
+		return nil, fmt.Errorf("membership: listen on %s: %w", cfg.Interface, err)
+	}
+	if err := ignoreOutgoing(conn); err != nil {
+		// Only an optimisation (and older kernels lack it): frames of
+		// other sockets on this host are then filtered by name.
+		log.Debug("cannot ignore outgoing frames", "err", err)
+	}
+	m.conn = conn
+	return m, nil
+}
+
+// encode fills in this Member's identity and encodes hb.
+func (m *Member) encode(hb Heartbeat) ([][]byte, error) {
+	hb.Node, hb.Incarnation, hb.Interval = m.cfg.Node, m.cfg.Incarnation, m.cfg.Interval
+	return m.codec.Encode(m.hw, hb, m.maxPayload)
+}
+
+// HardwareAddr is the interface's Ethernet address.
+func (m *Member) HardwareAddr() net.HardwareAddr { return slices.Clone(m.hw) }
+
+// Incarnation is this Member's incarnation.
+func (m *Member) Incarnation() uint64 { return m.cfg.Incarnation }
+
+// Updates delivers a Snapshot after every change: a peer joins, dies,
+// restarts, starts leaving or changes its eligibility or claims, or this
+// Member becomes settled. The channel holds only the latest snapshot, so a
+// slow reader skips intermediate ones but never misses the current state
+// and never blocks the Member. It is never closed.
+func (m *Member) Updates() <-chan Snapshot { return m.updates }
+
+// Snapshot returns the current view.
+func (m *Member) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snapshotLocked()
+}
+
+func (m *Member) snapshotLocked() Snapshot {
+	return Snapshot{
+		Version:     m.version,
+		Interface:   m.cfg.Interface,
+		Node:        m.cfg.Node,
+		Incarnation: m.cfg.Incarnation,
+		Settled:     m.settled,
+		Leaving:     m.leaving,
+		Eligible:    slices.Clone(m.eligible),
+		Claims:      slices.Clone(m.claims),
+		Peers:       m.table.live(),
+	}
+}
+
+// publishLocked records a change and offers the new snapshot, replacing
+// one the caller has not read yet. It runs under mu, so snapshots are
+// offered in Version order.
+func (m *Member) publishLocked() {
+	m.version++
+	s := m.snapshotLocked()
+	m.met.peers.Set(float64(len(s.Peers)))
+	select {
+	case m.updates <- s:
+		return
+	default:
+	}
+	select {
+	case <-m.updates:
+	default:
+	}
+	select {
+	case m.updates <- s:
+	default:
+	}
+}
+
+// SetState sets the IPs this node is eligible to announce on this segment
+// and the IPs it claims; heartbeats carry them from now on. When they
+// change, a heartbeat goes out at once (rate-limited to one per tenth of
+// an interval, or per 10 ms if that is shorter), which is what makes hand-overs take one frame's transit
+// rather than an interval. It fails, changing nothing, if an address is
+// invalid or the lists need more than MaxParts frames.
+func (m *Member) SetState(eligible, claims []netip.Addr) error {
+	e, err := canonical(eligible)
+	if err != nil {
+		return fmt.Errorf("set eligible: %w", err)
+	}
+	c, err := canonical(claims)
+	if err != nil {
+		return fmt.Errorf("set claims: %w", err)
+	}
+	if _, err := m.encode(Heartbeat{Sequence: 1, Eligible: e, Claims: c}); err != nil {
+		return fmt.Errorf("set state: %w", err)
+	}
+	m.mu.Lock()
+	changed := !slices.Equal(e, m.eligible) || !slices.Equal(c, m.claims)
+	m.eligible, m.claims = e, c
+	m.mu.Unlock()
+	if changed {
+		select {
+		case m.trigger <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Run sends heartbeats and receives peers' until ctx is done, then closes
+// the socket and returns nil. It returns an error at once if the Member is
+// closed or already running.
+func (m *Member) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.running {
+		m.mu.Unlock()
+		return errors.New("membership: Run called twice")
+	}
+	select {
+	case <-m.done:
+		m.mu.Unlock()
+		return errors.New("membership: Run after Close")
+	default:
+	}
+	m.running = true
+	now := time.Now()
+	m.lastCheck = now
+	m.settleAt = now.Add(time.Duration(m.cfg.DeadAfter)*m.cfg.Interval + m.cfg.Interval/2)
+	m.mu.Unlock()
+
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		m.receive()
+	}()
+	defer func() {
+		_ = m.Close()
+		<-recvDone
+	}()
+
+	m.log.Info("membership started", "incarnation", m.cfg.Incarnation, "interval", m.cfg.Interval, "deadAfter", m.cfg.DeadAfter, "mac", m.hw.String())
+	_ = m.send()
+	beat := time.NewTicker(m.cfg.Interval)
+	defer beat.Stop()
+	// Deaths are checked ten times per interval, so a death is declared
+	// within a tenth of an interval of its deadline.
+	check := time.NewTicker(checkEvery(m.cfg.Interval))
+	defer check.Stop()
+	minGap := triggerGap(m.cfg.Interval)
+	var deferred <-chan time.Time // pending rate-limited triggered send
+	for {
+		select {
+		case <-ctx.Done():
+			m.log.Info("membership stopped")
+			return nil
+		case <-m.done:
+			return nil
+		case <-beat.C:
+			_ = m.send()
+		case <-m.trigger:
+			if deferred != nil {
+				continue
+			}
+			m.sendMu.Lock()
+			wait := minGap - time.Since(m.lastSend)
+			m.sendMu.Unlock()
+			if wait > 0 {
+				deferred = time.After(wait)
+				continue
+			}
+			_ = m.send()
+		case <-deferred:
+			deferred = nil
+			_ = m.send()
+		case <-check.C:
+			// The tick's own timestamp is when it fired, not when this
+			// goroutine got to run: judge by the clock now.
+			m.expire(time.Now())
+		}
+	}
+}
+
+// triggerGap is the least time between two heartbeats sent because claims
+// changed: a tenth of an interval, at most 10 ms so that hand-overs stay
+// fast with long intervals, at least 1 ms so that flapping claims cannot
+// flood the segment.
+func triggerGap(interval time.Duration) time.Duration {
+	return min(max(interval/10, time.Millisecond), 10*time.Millisecond)
+}
+
+// send sends one heartbeat (all its parts). It fails only if no frame
+// could be sent.
+func (m *Member) send() error {
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
+	m.mu.Lock()
+	hb := Heartbeat{Sequence: m.seq + 1, Leaving: m.leaving, Eligible: m.eligible, Claims: m.claims}
+	m.mu.Unlock()
+	frames, err := m.encode(hb)
+	if err != nil {
+		// SetState validated the lists, so this is a bug, not a condition.
+		m.log.Error("cannot encode heartbeat", "err", err)
+		return fmt.Errorf("encode heartbeat: %w", err)
+	}
+	m.seq++
+	m.lastSend = time.Now()
+	var lastErr error
+	sent := 0
+	for _, f := range frames {
+		if _, err := m.conn.WriteTo(f, &packet.Addr{HardwareAddr: broadcastMAC()}); err != nil {
+			lastErr = err
+			m.met.sendErrors.Inc()
+			continue
+		}
+		sent++
+		m.met.sent.Inc()
+	}
+	if sent == 0 {
+		if m.limiter.allow("send", time.Now()) {
+			m.log.Warn("cannot send heartbeat", "err", lastErr)
+		}
+		return fmt.Errorf("send heartbeat: %w", lastErr)
+	}
+	return nil
+}
+
+// receive reads frames until the socket is closed.
+func (m *Member) receive() {
+	buf := make([]byte, readBufLen)
+	for {
+		n, _, err := m.conn.ReadFrom(buf)
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// The kernel reports ENETDOWN once when the link goes down;
+			// the socket keeps working when it comes back.
+			if m.limiter.allow("recv", time.Now()) {
+				m.log.Warn("receive failed", "err", err)
+			}
+			select {
+			case <-m.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		m.handle(buf[:n], time.Now())
+	}
+}
+
+// handle decodes and applies one received frame.
+func (m *Member) handle(frame []byte, now time.Time) {
+	f, err := m.codec.Decode(frame)
+	if err != nil {
+		reason := dropMalformed
+		switch {
+		case errors.Is(err, ErrAuth):
+			reason = dropAuth
+		case errors.Is(err, ErrForeignCluster):
+			reason = dropCluster
+		}
+		m.drop(reason, err, frameSource(frame))
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	obs := m.table.observe(&f, now)
+	switch obs.drop {
+	case dropNone:
+	case dropSelf:
+		if obs.selfIncarnation != m.cfg.Incarnation && m.limiter.allow("self", now) {
+			m.log.Warn("another agent sends heartbeats with this node's name", "incarnation", obs.selfIncarnation, "mac", f.Source.String())
+		}
+		return
+	default:
+		m.drop(obs.drop, nil, f.Source.String())
+		return
+	}
+	m.met.received.Inc()
+	switch {
+	case obs.joined:
+		m.log.Info("peer joined", "peer", f.Node, "incarnation", f.Incarnation, "mac", f.Source.String(), "leaving", f.Leaving)
+	case obs.restarted:
+		m.log.Info("peer restarted", "peer", f.Node, "incarnation", f.Incarnation)
+	}
+	if obs.changed {
+		m.publishLocked()
+	}
+}
+
+// frameSource renders a frame's Ethernet source for logs, if it has one.
+func frameSource(frame []byte) string {
+	if len(frame) < 12 {
+		return ""
+	}
+	return net.HardwareAddr(frame[6:12]).String()
+}
+
+// drop counts a dropped frame and logs it, rate-limited per reason.
+func (m *Member) drop(reason dropReason, err error, source string) {
+	if c, ok := m.met.dropped[reason]; ok {
+		c.Inc()
+	}
+	if m.limiter.allow("drop-"+string(reason), time.Now()) {
+		attrs := []any{"reason", string(reason), "mac", source}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		}
+		if reason == dropCluster {
+			m.log.Debug("heartbeat dropped", attrs...)
+			return
+		}
+		m.log.Warn("heartbeat dropped", attrs...)
+	}
+}
+
+// checkEvery is the period of death checks: a tenth of an interval, so a
+// death is declared within a tenth of an interval of its deadline.
+func checkEvery(interval time.Duration) time.Duration {
+	return max(interval/10, time.Millisecond)
+}
+
+// expire declares silent peers dead and notices when the Member settles.
+//
+// It guards against two ways a busy host would otherwise see every peer
+// die at once (and then claim every IP): if this goroutine ran much later
+// than its period, the process stalled, and the stall is credited to every
+// peer (peerTable.pause); and if frames still wait unread in the socket,
+// the verdict is put off until the receiver has caught up, for at most one
+// interval.
+func (m *Member) expire(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	period := checkEvery(m.cfg.Interval)
+	if gap := now.Sub(m.lastCheck); gap > max(m.cfg.Interval/2, 3*period) {
+		m.table.pause(gap - period)
+		if m.limiter.allow("stall", now) {
+			m.log.Warn("membership stalled; not counting the stall against peers", "stall", gap.Round(time.Millisecond))
+		}
+	}
+	m.lastCheck = now
+	var died []string
+	pending, err := pendingFrame(m.conn)
+	switch {
+	case err == nil && pending && (m.postponed.IsZero() || now.Sub(m.postponed) < m.cfg.Interval):
+		if m.postponed.IsZero() {
+			m.postponed = now
+		}
+	default:
+		m.postponed = time.Time{}
+		died = m.table.expire(now)
+	}
+	for _, d := range died {
+		m.met.deaths.Inc()
+		m.log.Warn("peer dead on this segment", "peer", d, "deadAfter", m.cfg.DeadAfter)
+	}
+	settled := !m.settled && !now.Before(m.settleAt)
+	if settled {
+		m.settled = true
+		m.log.Info("membership settled", "peers", len(m.table.live()))
+	}
+	if len(died) > 0 || settled {
+		m.publishLocked()
+	}
+}
+
+// Leave announces that this node is leaving: every heartbeat from now on
+// carries the leaving flag, and LeaveRepeats of them go out now, a fraction
+// of an interval apart, so peers learn it at once despite a lost frame. The
+// Member keeps running (and receiving) until its context is cancelled, so
+// the caller can watch its successors' claims during its grace window. It
+// fails only if ctx ends first or no leaving heartbeat could be sent.
+func (m *Member) Leave(ctx context.Context) error {
+	m.mu.Lock()
+	first := !m.leaving
+	m.leaving = true
+	if first {
+		m.publishLocked()
+	}
+	m.mu.Unlock()
+	m.log.Info("leaving the segment")
+	spacing := min(max(m.cfg.Interval/8, time.Millisecond), 20*time.Millisecond)
+	sent := 0
+	var lastErr error
+	for i := range LeaveRepeats {
+		if i > 0 {
+			t := time.NewTimer(spacing)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				if sent > 0 {
+					return nil
+				}
+				return fmt.Errorf("leave: %w", ctx.Err())
+			case <-t.C:
+			}
+		}
+		if err := m.send(); err != nil {
+			lastErr = err
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return fmt.Errorf("leave: %w", lastErr)
+	}
+	return nil
+}
+
+// Close closes the socket; Run returns. It is idempotent.
+func (m *Member) Close() error {
+	m.closeOnce.Do(func() {
+		close(m.done)
+		if err := m.conn.Close(); err != nil {
+			m.closeErr = fmt.Errorf("membership: close: %w", err)
+		}
+		m.met.peers.Set(0)
+	})
+	return m.closeErr
+}
+
+// logLimiter lets one message of each kind through per logEvery.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (l *logLimiter) allow(kind string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[kind]; ok && now.Sub(t) < logEvery {
+		return false
+	}
+	l.last[kind] = now
+	return true
+}
