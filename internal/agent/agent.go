@@ -120,6 +120,7 @@ type Agent struct {
 	seenClaimed  map[netip.Addr]bool // addresses some node claimed: no probe needed
 	probeState   map[netip.Addr]probeStatus
 	conflicts    map[netip.Addr]l2.Conflict
+	conflictAt   map[netip.Addr]time.Time
 	lastPlan     announce.Plan
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
@@ -210,6 +211,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		seenClaimed: map[netip.Addr]bool{},
 		probeState:  map[netip.Addr]probeStatus{},
 		conflicts:   map[netip.Addr]l2.Conflict{},
+		conflictAt:  map[netip.Addr]time.Time{},
 	}, nil
 }
 
@@ -265,6 +267,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started")
 	tick := time.NewTicker(a.opts.Interval)
 	defer tick.Stop()
+	linksKnown := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -274,6 +277,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.leave()
 			return fmt.Errorf("watching links: %w", err)
 		case a.ifaces = <-a.links:
+			linksKnown = true
 		case <-a.trigger:
 		case <-a.updates:
 		case r := <-a.probed:
@@ -281,6 +285,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-tick.C:
 			// Settling, leaving peers and grace windows change with time
 			// alone; re-deciding every interval is cheap.
+		}
+		if !linksKnown {
+			continue // deciding without the node's links would report false problems
 		}
 		a.reconcile(ctx)
 	}
@@ -296,6 +303,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 	}
 	a.lastPlan = plan
 	a.drainConflicts()
+	a.expireConflicts()
 
 	// Segments: one per interface with something eligible.
 	for name, seg := range a.segments {
@@ -503,19 +511,20 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 			}
 			continue
 		}
+		if _, bad := a.conflicts[ip]; bad {
+			continue // a foreign host uses it: neither claim nor answer (reported)
+		}
+		if d.Claim && !a.mayAnswer(seg, ip) {
+			// Being probed: not claimed yet, so peers do not mistake it
+			// for an address Herald already announces.
+			continue
+		}
 		if d.Claim {
 			claims[ip] = true
 		}
-		if !d.Answer {
-			continue
+		if d.Answer {
+			answer[ip] = true
 		}
-		if _, bad := a.conflicts[ip]; bad {
-			continue // a foreign host uses it: never answer (reported)
-		}
-		if !a.mayAnswer(seg, ip, len(claimedBy[ip]) > 0) {
-			continue
-		}
-		answer[ip] = true
 	}
 	advertised := seg.eligible
 	if !snap.Settled || leaving {
@@ -547,12 +556,12 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 	return pending
 }
 
-// mayAnswer gates the first announcement of an address nobody has claimed:
-// it is probed first (RFC 5227 / DAD) so Herald never steals an address a
-// foreign host uses. Addresses seen claimed by any node are known to be
-// Herald's and are taken at once (fail-over must not wait for a probe).
-func (a *Agent) mayAnswer(seg *segment, ip netip.Addr, claimedByPeer bool) bool {
-	if a.opts.ProbeDisable || claimedByPeer || a.seenClaimed[ip] || a.probeState[ip] == probePassed {
+// mayAnswer gates the first claim of an address nobody has claimed: it is
+// probed first (RFC 5227 / DAD) so Herald never steals an address a foreign
+// host uses. Addresses seen claimed by any node were probed by that node and
+// are taken at once: fail-over must not wait for a probe.
+func (a *Agent) mayAnswer(seg *segment, ip netip.Addr) bool {
+	if a.opts.ProbeDisable || a.seenClaimed[ip] || a.probeState[ip] == probePassed {
 		return true
 	}
 	if a.probeState[ip] == probeRunning || a.probeState[ip] == probeFailed {
@@ -595,6 +604,7 @@ func (a *Agent) probeDone(r probeResult) {
 			"mac", r.conflict.MAC.String(), "interface", r.conflict.Interface)
 		a.probeState[r.addr] = probeFailed
 		a.conflicts[r.addr] = *r.conflict
+		a.conflictAt[r.addr] = time.Now()
 	default:
 		a.probeState[r.addr] = probePassed
 	}
@@ -626,6 +636,24 @@ func (a *Agent) drainConflicts() {
 				"mac", c.MAC.String(), "interface", c.Interface, "kind", c.Kind)
 		}
 		a.conflicts[c.Addr] = c
+		a.conflictAt[c.Addr] = time.Now()
+		delete(a.seenClaimed, c.Addr) // probe again before any new claim
+	}
+}
+
+// conflictRetry is how long an address a foreign host used stays
+// withdrawn before it is probed again: the host may have gone.
+const conflictRetry = 30 * time.Second
+
+// expireConflicts forgets conflicts older than conflictRetry, so the
+// address is probed afresh.
+func (a *Agent) expireConflicts() {
+	for ip, at := range a.conflictAt {
+		if time.Since(at) >= conflictRetry {
+			delete(a.conflicts, ip)
+			delete(a.conflictAt, ip)
+			delete(a.probeState, ip)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,7 +68,12 @@ func newCluster(t *testing.T) *cluster {
 		t.Skip("needs network namespaces and a real API server")
 	}
 	netnstest.Require(t, nsPrefix)
-	env := shared.Env(t)
+	return newClusterOn(t, shared.Env(t))
+}
+
+// newClusterOn builds the LAN and API objects against env.
+func newClusterOn(t *testing.T, env *testenv.Env) *cluster {
+	t.Helper()
 	hosts := []netnstest.Host{{Role: "client", Addrs: []string{"192.168.10.10/24", "fd00:10::10/64"}}}
 	for i, n := range nodes {
 		hosts = append(hosts, netnstest.Host{
@@ -290,7 +296,172 @@ func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	if got := c.owner(addr, 2*time.Second); got != "" {
 		t.Fatalf("%s answered although the policy matches no interface", got)
 	}
-	c.cl.DeleteAllOf(context.Background(), &heraldv1.L2AnnouncementPolicy{})
+	// Each node reports the mismatch as an Event on the policy, listing its
+	// interfaces.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, err := c.kube.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := ""
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == c.policy && e.Reason == agent.EventNoMatchingInterface {
+				found = e.Message
+			}
+		}
+		if found != "" {
+			if !strings.Contains(found, "eth0") || !strings.Contains(found, "^enp0s1$") {
+				t.Errorf("event %q should name the pattern and the node's interfaces", found)
+			}
+			t.Logf("event: %s", found)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event on policy %s", agent.EventNoMatchingInterface, c.policy)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := c.cl.DeleteAllOf(context.Background(), &heraldv1.L2AnnouncementPolicy{}); err != nil {
+		t.Fatal(err)
+	}
 	c.createPolicy("^eth[0-9]+$")
 	c.waitOwner(addr, placement.Rank(addr, nodes)[0], 15*time.Second)
+}
+
+// setEndpoint makes node the only node with a ready endpoint of svc.
+func (c *cluster) setEndpoint(svc, node string) {
+	c.t.Helper()
+	ctx := context.Background()
+	name := svc + "-slice"
+	ready := true
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: c.ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{"10.244.0.10"},
+			NodeName:   &node,
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+		}},
+	}
+	_ = c.kube.DiscoveryV1().EndpointSlices(c.ns).Delete(ctx, name, metav1.DeleteOptions{})
+	if _, err := c.kube.DiscoveryV1().EndpointSlices(c.ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		c.t.Fatalf("create endpoint slice: %v", err)
+	}
+}
+
+// externalTrafficPolicy Local: only a node with a ready local endpoint is
+// eligible, and the address follows the endpoint.
+func TestLocalTrafficPolicyFollowsEndpoint(t *testing.T) {
+	c := newCluster(t)
+	c.createPolicy("^eth0$")
+	addr := netip.MustParseAddr("192.168.10.78")
+	c.createService("local", addr.String())
+	c.updateService("local", func(s *corev1.Service) { s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal })
+	rank := placement.Rank(addr, nodes)
+	// The endpoint lives on the worst-ranked node: only it may answer.
+	c.setEndpoint("local", rank[2])
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	c.waitOwner(addr, rank[2], 15*time.Second)
+	c.setEndpoint("local", rank[1])
+	c.waitOwner(addr, rank[1], 10*time.Second)
+}
+
+func (c *cluster) updateService(name string, mutate func(*corev1.Service)) {
+	c.t.Helper()
+	s, err := c.kube.CoreV1().Services(c.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	mutate(s)
+	if _, err := c.kube.CoreV1().Services(c.ns).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatalf("update service: %v", err)
+	}
+}
+
+// Two Services sharing one address are announced by one node, and both
+// carry the condition naming it.
+func TestSharedAddressOneAnnouncer(t *testing.T) {
+	c := newCluster(t)
+	c.createPolicy("^eth0$")
+	addr := netip.MustParseAddr("192.168.10.79")
+	c.createService("a", addr.String())
+	c.createService("b", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	owner := placement.Rank(addr, nodes)[0]
+	c.waitOwner(addr, owner, 15*time.Second)
+	for _, name := range []string{"a", "b"} {
+		c.waitAnnounced(name, "True", "node "+owner+" on eth0")
+	}
+}
+
+// waitAnnounced waits for the Service's herald.dev/Announced condition to
+// have the status and a message containing want.
+func (c *cluster) waitAnnounced(name, status, want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := c.kube.CoreV1().Services(c.ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cond := meta.FindStatusCondition(s.Status.Conditions, agent.ConditionAnnounced)
+		if cond != nil && string(cond.Status) == status && strings.Contains(cond.Message, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s: Announced condition = %+v, want %s containing %q", name, cond, status, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A foreign host already using the address: the probe finds it, nobody
+// announces, and the Service says AddressConflict naming the host's MAC.
+func TestForeignHostAddressConflict(t *testing.T) {
+	c := newCluster(t)
+	foreignMAC := "02:00:5e:10:00:99"
+	c.lan.AddHost(netnstest.Host{Role: "foreign", MAC: foreignMAC, Addrs: []string{"192.168.10.80/24"}})
+	c.createPolicy("^eth0$")
+	addr := netip.MustParseAddr("192.168.10.80")
+	c.createService("taken", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	c.waitAnnounced("taken", "False", foreignMAC)
+	if mac := c.lan.Resolve("client", addr, 2*time.Second); mac != foreignMAC {
+		t.Fatalf("%s resolves to %q, want only the foreign host %s", addr, mac, foreignMAC)
+	}
+}
+
+// With the API server gone, agents keep announcing and still fail over:
+// liveness comes from the segment, not from leases.
+func TestFailOverWithoutAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs network namespaces and a real API server")
+	}
+	netnstest.Require(t, nsPrefix)
+	// A private API server, so stopping it leaves the shared one alone.
+	env := testenv.StartForTest(t, testenv.Options{CRDDirs: []string{filepath.Join("..", "..", "config", "crd")}})
+	c := newClusterOn(t, env)
+	c.createPolicy("^eth0$")
+	addr := netip.MustParseAddr("192.168.10.81")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	rank := placement.Rank(addr, nodes)
+	c.waitOwner(addr, rank[0], 15*time.Second)
+	if err := env.Stop(); err != nil {
+		t.Fatalf("stop API server: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	c.lan.IP(rank[0], "link", "set", "eth0", "down")
+	c.waitOwner(addr, rank[1], 10*time.Second)
+	t.Logf("API server down, link down on %s: %s answers after %s", rank[0], rank[1], time.Since(start).Round(time.Millisecond))
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
 )
 
@@ -33,6 +34,10 @@ const (
 	// EventAnnouncerChanged is recorded when another node (or interface)
 	// starts announcing a Service's address.
 	EventAnnouncerChanged = "AnnouncerChanged"
+	// EventNoMatchingInterface is recorded on an L2AnnouncementPolicy that
+	// selects a node but matches none of its up interfaces; the message
+	// lists the node's interfaces.
+	EventNoMatchingInterface = "NoMatchingInterface"
 )
 
 // statusWriter writes herald.dev/Announced on the Services whose primary
@@ -48,14 +53,18 @@ type statusWriter struct {
 	mu    sync.Mutex
 	owned map[netip.Addr]string // address → interface, or "!<mac> on <if>" for a conflict
 	kick  chan struct{}
+	// problems are per-node policy problems already reported, so each is
+	// an Event once, not once per reconcile.
+	problems map[string]string
 }
 
 func newStatusWriter(cl client.Client, recorder record.EventRecorder, node string, log *slog.Logger) *statusWriter {
 	return &statusWriter{client: cl, recorder: recorder, node: node, log: log, kick: make(chan struct{}, 1)}
 }
 
-// update hands the writer the current ownership.
-func (w *statusWriter) update(owned map[netip.Addr]string, _ announce.Plan) {
+// update hands the writer the current ownership and plan.
+func (w *statusWriter) update(owned map[netip.Addr]string, plan announce.Plan) {
+	w.reportProblems(plan.Problems)
 	w.mu.Lock()
 	changed := len(owned) != len(w.owned)
 	for k, v := range owned {
@@ -128,8 +137,10 @@ func (w *statusWriter) sync(ctx context.Context) error {
 		cond := metav1.Condition{Type: ConditionAnnounced, ObservedGeneration: svc.Generation}
 		if strings.HasPrefix(iface, "!") {
 			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonAddressConflict
-			cond.Message = fmt.Sprintf("%s is in use by another host on the LAN (%s), seen by node %s; not announced",
-				primary, strings.TrimPrefix(iface, "!"), w.node)
+			// No node name: every node that sees the conflict writes the
+			// same message, so they do not overwrite each other.
+			cond.Message = fmt.Sprintf("%s is in use by another host on the LAN (%s); not announced",
+				primary, strings.TrimPrefix(iface, "!"))
 		} else {
 			cond.Status, cond.Reason = metav1.ConditionTrue, ReasonAnnounced
 			cond.Message = w.announcedMessage(svc, owned)
@@ -171,4 +182,30 @@ func (w *statusWriter) announcedMessage(svc *corev1.Service, owned map[netip.Add
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, "; ")
+}
+
+// reportProblems records an Event on each policy that selects this node but
+// matches none of its interfaces, once per distinct problem. Events are
+// best effort: the recorder retries and drops on its own.
+func (w *statusWriter) reportProblems(problems []announce.PolicyProblem) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	current := make(map[string]string, len(problems))
+	for _, p := range problems {
+		if w.problems[p.Policy] == p.Message {
+			current[p.Policy] = p.Message
+			continue
+		}
+		w.log.Warn("policy matches no interface on this node", "policy", p.Policy, "message", p.Message)
+		// The cached object carries the UID that kubectl describe matches
+		// Events by.
+		ref := &heraldv1.L2AnnouncementPolicy{}
+		if err := w.client.Get(context.Background(), client.ObjectKey{Name: p.Policy}, ref); err != nil {
+			continue
+		}
+		ref.SetGroupVersionKind(heraldv1.GroupVersion.WithKind("L2AnnouncementPolicy"))
+		w.recorder.Eventf(ref, corev1.EventTypeWarning, EventNoMatchingInterface, "%s", p.Message)
+		current[p.Policy] = p.Message
+	}
+	w.problems = current
 }

@@ -124,27 +124,33 @@ func New(t *testing.T, prefix string, hosts ...Host) *LAN {
 	Run(t, "ip", "-n", l.sw, "link", "add", "br0", "type", "bridge")
 	Run(t, "ip", "-n", l.sw, "link", "set", "br0", "up")
 	for _, h := range hosts {
-		ns := l.nsName(h.Role)
-		l.hosts[h.Role] = ns
-		Run(t, "ip", "netns", "add", ns)
-		for _, k := range []string{"default", "all"} {
-			Run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf."+k+".accept_dad=0")
-		}
-		port := "p-" + h.Role
-		Run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw)
-		if h.MAC != "" {
-			Run(t, "ip", "-n", ns, "link", "set", "eth0", "address", h.MAC)
-		}
-		Run(t, "ip", "-n", l.sw, "link", "set", port, "master", "br0", "up")
-		Run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=200")
-		Run(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.neigh.eth0.retrans_time_ms=200")
-		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		Run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-		for _, a := range h.Addrs {
-			Run(t, "ip", "-n", ns, "addr", "add", a, "dev", "eth0")
-		}
+		l.AddHost(h)
 	}
 	return l
+}
+
+// AddHost adds one host to the LAN.
+func (l *LAN) AddHost(h Host) {
+	l.t.Helper()
+	ns := l.nsName(h.Role)
+	l.hosts[h.Role] = ns
+	Run(l.t, "ip", "netns", "add", ns)
+	for _, k := range []string{"default", "all"} {
+		Run(l.t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf."+k+".accept_dad=0")
+	}
+	port := "p-" + h.Role
+	Run(l.t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw)
+	if h.MAC != "" {
+		Run(l.t, "ip", "-n", ns, "link", "set", "eth0", "address", h.MAC)
+	}
+	Run(l.t, "ip", "-n", l.sw, "link", "set", port, "master", "br0", "up")
+	Run(l.t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=200")
+	Run(l.t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.neigh.eth0.retrans_time_ms=200")
+	Run(l.t, "ip", "-n", ns, "link", "set", "lo", "up")
+	Run(l.t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	for _, a := range h.Addrs {
+		Run(l.t, "ip", "-n", ns, "addr", "add", a, "dev", "eth0")
+	}
 }
 
 func (l *LAN) nsName(role string) string { return l.prefix + l.id + "-" + role }
