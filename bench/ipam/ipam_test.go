@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -46,6 +47,7 @@ var shared = testenv.NewShared(testenv.Options{CRDDirs: []string{filepath.Join("
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard()) // the controller logs through slog; silence the cache's logr
+	klog.SetLogger(logr.Discard())    // and client-go's leader election
 	os.Exit(shared.Run(m))
 }
 
@@ -164,6 +166,8 @@ func BenchmarkHeraldThousandServices(b *testing.B) {
 	go func() { _ = c.Run(runCtx) }()
 	<-c.Ready()
 
+	var total time.Duration
+	defer func() { b.ReportMetric(total.Seconds()/float64(b.N), "s/1000svc") }()
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -176,7 +180,7 @@ func BenchmarkHeraldThousandServices(b *testing.B) {
 		<-ready
 		createServices(ctx, b, kube, ns, nil)
 		wg.Wait()
-		b.ReportMetric(time.Since(start).Seconds(), "s/1000svc")
+		total += time.Since(start)
 		b.StopTimer()
 		deleteServices(ctx, b, kube, ns)
 		b.StartTimer()
@@ -192,6 +196,8 @@ func BenchmarkTightLoopThousandStatusWrites(b *testing.B) {
 	cfg := fastConfig(b)
 	kube := kubernetes.NewForConfigOrDie(cfg)
 	class := "bench.example/none"
+	var total time.Duration
+	defer func() { b.ReportMetric(total.Seconds()/float64(b.N), "s/1000svc") }()
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -237,7 +243,7 @@ func BenchmarkTightLoopThousandStatusWrites(b *testing.B) {
 		createServices(ctx, b, kube, ns, &class)
 		wg.Wait()
 		writersWG.Wait()
-		b.ReportMetric(time.Since(start).Seconds(), "s/1000svc")
+		total += time.Since(start)
 		b.StopTimer()
 		deleteServices(ctx, b, kube, ns)
 		b.StartTimer()
@@ -269,6 +275,8 @@ func BenchmarkCreateOnlyThousandServices(b *testing.B) {
 	ctx := context.Background()
 	kube := kubernetes.NewForConfigOrDie(fastConfig(b))
 	class := "bench.example/none"
+	var total time.Duration
+	defer func() { b.ReportMetric(total.Seconds()/float64(b.N), "s/1000svc") }()
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -276,7 +284,7 @@ func BenchmarkCreateOnlyThousandServices(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		createServices(ctx, b, kube, ns, &class)
-		b.ReportMetric(time.Since(start).Seconds(), "s/1000svc")
+		total += time.Since(start)
 		b.StopTimer()
 		deleteServices(ctx, b, kube, ns)
 		b.StartTimer()

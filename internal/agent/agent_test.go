@@ -51,7 +51,7 @@ var nodes = []string{"n1", "n2", "n3"}
 
 // cluster is one test's LAN, API objects and agents.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	lan    *netnstest.LAN
 	cfg    *rest.Config
 	kube   kubernetes.Interface
@@ -62,7 +62,7 @@ type cluster struct {
 	policy string
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs network namespaces and a real API server")
@@ -72,7 +72,7 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // newClusterOn builds the LAN and API objects against env.
-func newClusterOn(t *testing.T, env *testenv.Env) *cluster {
+func newClusterOn(t testing.TB, env *testenv.Env) *cluster {
 	t.Helper()
 	hosts := []netnstest.Host{{Role: "client", Addrs: []string{"192.168.10.10/24", "fd00:10::10/64"}}}
 	for i, n := range nodes {
@@ -192,7 +192,7 @@ func (c *cluster) startAgent(node string) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

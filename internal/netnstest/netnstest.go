@@ -67,7 +67,7 @@ func removeLeftovers(t testing.TB, prefix string) {
 
 // Require skips the test unless it can create network namespaces (root and
 // iproute2).
-func Require(t *testing.T, prefix string) {
+func Require(t testing.TB, prefix string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
@@ -85,7 +85,7 @@ func Require(t *testing.T, prefix string) {
 
 // LAN is one test's namespaces: a switch and the hosts on it.
 type LAN struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	id     string
 	sw     string
@@ -105,7 +105,7 @@ type Host struct {
 // eth0 and lo are up, IPv6 DAD is off (addresses are usable at once) and
 // neighbour retries are quick (an unanswered address fails in about a
 // second).
-func New(t *testing.T, prefix string, hosts ...Host) *LAN {
+func New(t testing.TB, prefix string, hosts ...Host) *LAN {
 	t.Helper()
 	Require(t, prefix)
 	b := make([]byte, 3)

@@ -1,0 +1,242 @@
+package agent_test
+
+// Fail-over measured from the client's side: a prober in the client
+// namespace sends an ARP request for the address every 10 ms (the method
+// DESIGN §9 used to measure MetalLB and kube-vip) and records who answers.
+//
+//	go test -run '^$' -bench Failover -benchtime 30x ./internal/agent/
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/packet"
+
+	"github.com/herald-lb/herald/internal/l2"
+	"github.com/herald-lb/herald/internal/placement"
+)
+
+// reply is one ARP reply the prober saw.
+type reply struct {
+	at  time.Time
+	mac string
+}
+
+// prober asks for one address every interval and keeps the replies.
+type prober struct {
+	mu      sync.Mutex
+	replies []reply
+	stop    func()
+}
+
+func startProber(tb testing.TB, c *cluster, role string, src, addr netip.Addr, every time.Duration) *prober {
+	tb.Helper()
+	var conn *packet.Conn
+	var ifi *net.Interface
+	if err := c.lan.In(role, func() (err error) {
+		if ifi, err = net.InterfaceByName("eth0"); err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
+		return err
+	}); err != nil {
+		tb.Fatalf("prober socket: %v", err)
+	}
+	frame, err := l2.ARPRequest(ifi.HardwareAddr, src, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &prober{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		bcast := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		for {
+			_, _ = conn.WriteTo(frame, bcast)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	wg.Go(func() {
+		buf := make([]byte, 1500)
+		for ctx.Err() == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			m, err := l2.Decode(buf[:n])
+			if err != nil || m.Kind != l2.KindARPReply || m.SenderIP != addr {
+				continue
+			}
+			p.mu.Lock()
+			p.replies = append(p.replies, reply{at: time.Now(), mac: m.SenderHW.String()})
+			p.mu.Unlock()
+		}
+	})
+	p.stop = func() {
+		cancel()
+		wg.Wait()
+		_ = conn.Close()
+	}
+	tb.Cleanup(p.stop)
+	return p
+}
+
+// since returns the replies at or after t.
+func (p *prober) since(t time.Time) []reply {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := sort.Search(len(p.replies), func(i int) bool { return !p.replies[i].at.Before(t) })
+	return slices.Clone(p.replies[i:])
+}
+
+// waitFor waits until a reply from mac arrives after t, and returns it.
+func (p *prober) waitFor(tb testing.TB, t time.Time, mac string, timeout time.Duration) reply {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, r := range p.since(t) {
+			if r.mac == mac {
+				return r
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tb.Fatalf("no ARP reply from %s within %s", mac, timeout)
+	return reply{}
+}
+
+// stable waits until only mac has answered for the last d.
+func (p *prober) stable(tb testing.TB, mac string, d, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		rs := p.since(time.Now().Add(-d))
+		ok := len(rs) >= int(d/(20*time.Millisecond))
+		for _, r := range rs {
+			if r.mac != mac {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatalf("%s did not become the only answerer within %s", mac, timeout)
+}
+
+// distribution reports p50, p99 and max of ds (in ms) on b.
+func distribution(b *testing.B, unit string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	pct := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
+	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50-"+unit)
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99-"+unit)
+	b.ReportMetric(float64(ds[len(ds)-1].Microseconds())/1000, "max-"+unit)
+	b.Logf("%s over %d trials: p50 %s p99 %s max %s", unit, len(ds), pct(0.5), pct(0.99), ds[len(ds)-1])
+}
+
+// BenchmarkFailoverLinkDown: one op = the owner's LAN link goes down; the
+// time until the client gets an ARP reply from the next owner. The link
+// comes back and ownership returns before the next trial.
+func BenchmarkFailoverLinkDown(b *testing.B) {
+	c := newBenchCluster(b)
+	addr := netip.MustParseAddr("192.168.10.75")
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	rank := placement.Rank(addr, nodes)
+	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+	var gaps []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		c.lan.IP(rank[0], "link", "set", "eth0", "down")
+		r := p.waitFor(b, t0, c.macs[rank[1]], 10*time.Second)
+		gaps = append(gaps, r.at.Sub(t0))
+		b.StopTimer()
+		c.lan.IP(rank[0], "link", "set", "eth0", "up")
+		p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	distribution(b, "ms", gaps)
+}
+
+// BenchmarkFailoverGraceful: one op = the owner's agent stops (SIGTERM's
+// path); reported: the longest silence the client saw, and how long two
+// MACs both answered.
+func BenchmarkFailoverGraceful(b *testing.B) {
+	c := newBenchCluster(b)
+	addr := netip.MustParseAddr("192.168.10.75")
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	rank := placement.Rank(addr, nodes)
+	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+	var silences, overlaps []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		c.stops[rank[0]]()
+		r := p.waitFor(b, t0, c.macs[rank[1]], 10*time.Second)
+		b.StopTimer()
+		time.Sleep(200 * time.Millisecond)
+		// Silence: the longest stretch without any reply around the move.
+		rs := p.since(t0.Add(-50 * time.Millisecond))
+		var silence time.Duration
+		for i := 1; i < len(rs); i++ {
+			if rs[i].at.After(r.at.Add(100 * time.Millisecond)) {
+				break
+			}
+			silence = max(silence, rs[i].at.Sub(rs[i-1].at))
+		}
+		// Overlap: from the new owner's first reply to the old owner's last.
+		var lastOld time.Time
+		for _, x := range rs {
+			if x.mac == c.macs[rank[0]] {
+				lastOld = x.at
+			}
+		}
+		overlap := time.Duration(0)
+		if lastOld.After(r.at) {
+			overlap = lastOld.Sub(r.at)
+		}
+		silences = append(silences, silence)
+		overlaps = append(overlaps, overlap)
+		c.startAgent(rank[0])
+		p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	distribution(b, "ms-silence", silences)
+	distribution(b, "ms-two-answer", overlaps)
+}
+
+func newBenchCluster(b *testing.B) *cluster {
+	b.Helper()
+	c := newCluster(b)
+	b.Logf("nodes %v, MACs %v", nodes, c.macs)
+	return c
+}
