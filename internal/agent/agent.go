@@ -65,11 +65,11 @@ type Options struct {
 	// LeaveGrace bounds how long a stopping agent keeps answering after its
 	// last "leaving" heartbeat while it waits for successors to claim.
 	LeaveGrace time.Duration
-	// NetNS, when open, is the network namespace holding the node's links;
+	// NetNS, when set, is the network namespace holding the node's links;
 	// the agent's raw sockets and link watch live there while its API
 	// traffic uses the caller's namespace (tests run several agents in one
-	// process this way). Closed means the caller's namespace.
-	NetNS netns.NsHandle
+	// process this way). Nil means the caller's namespace.
+	NetNS *netns.NsHandle
 	// Registerer receives the herald_l2_* and herald_membership_* metrics.
 	Registerer prometheus.Registerer
 	// Logger receives structured logs (default slog.Default()).

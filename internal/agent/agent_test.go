@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -165,7 +166,7 @@ func (c *cluster) startAgent(node string) {
 		NodeName:     node,
 		Key:          []byte("0123456789abcdef0123456789abcdef"),
 		DefaultClass: true,
-		NetNS:        c.lan.Handle(node),
+		NetNS:        ptr.To(c.lan.Handle(node)),
 		Logger:       slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {

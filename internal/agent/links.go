@@ -17,9 +17,9 @@ import (
 
 // inNetNS runs fn on a thread switched into ns, so sockets fn opens belong
 // to that namespace (they stay there after the thread switches back). A
-// closed handle means the caller's own namespace.
-func inNetNS(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
+// nil handle means the caller's own namespace.
+func inNetNS(ns *netns.NsHandle, fn func() error) error {
+	if ns == nil {
 		return fn()
 	}
 	runtime.LockOSThread()
@@ -29,7 +29,7 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 		return fmt.Errorf("get current network namespace: %w", err)
 	}
 	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
+	if err := netns.Set(*ns); err != nil {
 		return fmt.Errorf("enter network namespace: %w", err)
 	}
 	fnErr := fn()
@@ -68,11 +68,11 @@ func listInterfaces(h *netlink.Handle) ([]announce.Interface, error) {
 
 // watchLinks sends the node's interfaces to out now and after every link
 // change, until ctx is done. out keeps only the latest list.
-func watchLinks(ctx context.Context, ns netns.NsHandle, out chan []announce.Interface, log *slog.Logger) error {
+func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []announce.Interface, log *slog.Logger) error {
 	var h *netlink.Handle
 	var err error
-	if ns.IsOpen() {
-		h, err = netlink.NewHandleAt(ns)
+	if ns != nil {
+		h, err = netlink.NewHandleAt(*ns)
 	} else {
 		h, err = netlink.NewHandle()
 	}
@@ -91,8 +91,8 @@ func watchLinks(ctx context.Context, ns netns.NsHandle, out chan []announce.Inte
 			}
 		},
 	}
-	if ns.IsOpen() {
-		opts.Namespace = &ns
+	if ns != nil {
+		opts.Namespace = ns
 	}
 	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)
