@@ -212,4 +212,3 @@ func BenchmarkFailoverKill9(b *testing.B) {
 	b.StopTimer()
 	distribution(b, "ms", gaps)
 }
-
