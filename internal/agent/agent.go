@@ -55,7 +55,7 @@ type Options struct {
 	// controller serves them.
 	DefaultClass bool
 	// Interval and DeadAfter tune heartbeats (membership defaults:
-	// 100 ms, 3 intervals).
+	// 50 ms, 6 intervals).
 	Interval  time.Duration
 	DeadAfter int
 	// Probe configures the RFC 5227 probe / DAD run before an address is

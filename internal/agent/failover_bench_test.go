@@ -240,3 +240,39 @@ func newBenchCluster(b *testing.B) *cluster {
 	b.Logf("nodes %v, MACs %v", nodes, c.macs)
 	return c
 }
+
+// Under 5 % random frame loss on the LAN (heartbeats, ARP, everything) the
+// owner keeps its address: no other node answers for 10 s.
+func TestNoFlappingUnderLoss(t *testing.T) {
+	c := newCluster(t)
+	addr := netip.MustParseAddr("192.168.10.83")
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	owner := placement.Rank(addr, nodes)[0]
+	p := startProber(t, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(t, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	c.lan.AddLoss(20) // 5 %
+	start := time.Now()
+	time.Sleep(10 * time.Second)
+	rs := p.since(start)
+	others := 0
+	for _, r := range rs {
+		if r.mac != c.macs[owner] {
+			others++
+		}
+	}
+	// With 50 ms × 6 heartbeats a false death needs 6 consecutive losses:
+	// 1.5e-8 per heartbeat, ~1.8e-5 over 10 s for the 6 directed pairs.
+	if others > 0 {
+		t.Fatalf("%d of %d replies in 10 s came from a node other than the owner %s", others, len(rs), owner)
+	}
+	// The prober itself sees the loss (request or reply dropped): about
+	// 1-(0.95)^2 ≈ 10 % of 1000 probes unanswered.
+	t.Logf("%d replies to ~1000 probes in 10 s under 5 %% loss, all from %s", len(rs), owner)
+	if len(rs) < 700 {
+		t.Errorf("only %d replies: the owner should keep answering under loss", len(rs))
+	}
+}

@@ -19,6 +19,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/agent"
+	"github.com/herald-lb/herald/internal/membership"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -35,7 +36,7 @@ the API server which addresses this node may announce on which interfaces, keeps
 a heartbeat presence on each of those LAN segments, settles with the other
 agents which node answers for each address, and answers ARP and NDP for the
 addresses it owns. Fail-over needs no API server: a node not heard on a segment
-for 3 heartbeats (300 ms by default) loses its addresses there.`,
+for 6 heartbeats (300 ms by default) loses its addresses there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel, logFormat)
@@ -81,8 +82,8 @@ for 3 heartbeats (300 ms by default) loses its addresses there.`,
 	f.StringVar(&keyFile, "key-file", "/etc/herald/heartbeat/key", "file holding the cluster's heartbeat key (a mounted Secret)")
 	f.StringVar(&opts.ClusterID, "cluster-id", "herald", "separates Herald clusters that share a LAN")
 	f.BoolVar(&opts.DefaultClass, "default-class", true, "also announce LoadBalancer Services that set no loadBalancerClass")
-	f.DurationVar(&opts.Interval, "heartbeat-interval", 100*time.Millisecond, "heartbeat interval on each announcing interface")
-	f.IntVar(&opts.DeadAfter, "dead-after", 3, "heartbeats missed before a peer is dead on a segment")
+	f.DurationVar(&opts.Interval, "heartbeat-interval", membership.DefaultInterval, "heartbeat interval on each announcing interface")
+	f.IntVar(&opts.DeadAfter, "dead-after", membership.DefaultDeadAfter, "heartbeats missed before a peer is dead on a segment")
 	f.BoolVar(&opts.ProbeDisable, "no-probe", false, "do not probe (RFC 5227 / DAD) an address before first announcing it")
 	f.DurationVar(&opts.LeaveGrace, "leave-grace", time.Second, "how long a stopping agent keeps answering while successors take over")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9471", "address for /metrics and /healthz (empty disables)")

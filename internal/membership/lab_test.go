@@ -208,7 +208,8 @@ func (s *segment) start(i int, mod func(*Config)) *testMember {
 		Node:       fmt.Sprintf("node%d", i+1),
 		ClusterID:  testCluster,
 		Key:        []byte(testKey),
-		Interval:   100 * time.Millisecond,
+		Interval:   interval,
+		DeadAfter:  deadAfter,
 		Registerer: reg,
 		Logger:     slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}

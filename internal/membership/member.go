@@ -18,10 +18,10 @@ import (
 // Defaults and limits of Config.
 const (
 	// DefaultInterval is the heartbeat interval when Config.Interval is 0.
-	DefaultInterval = 100 * time.Millisecond
+	DefaultInterval = 50 * time.Millisecond
 	// DefaultDeadAfter is the number of consecutive missed heartbeats after
 	// which a peer is dead when Config.DeadAfter is 0.
-	DefaultDeadAfter = 3
+	DefaultDeadAfter = 6
 	// MinInterval and MaxInterval bound Config.Interval.
 	MinInterval = 10 * time.Millisecond
 	// MaxInterval is the largest interval the frame's 16-bit millisecond

@@ -23,7 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Run runs a command and fails the test with its output if it fails.
@@ -294,5 +297,39 @@ func (l *LAN) Resolve(role string, addr netip.Addr, timeout time.Duration) strin
 			return ""
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// AddLoss makes the switch drop 1 in every `every` frames at random,
+// independently per frame and output port. It stands in for `tc qdisc …
+// netem loss`, which this kernel lacks (CONFIG_NET_SCH_NETEM is not set):
+// an nftables rule in the bridge's forward path, with the in-kernel random
+// number generator. The test is skipped if the kernel has no nf_tables
+// bridge support.
+func (l *LAN) AddLoss(every uint32) {
+	l.t.Helper()
+	h, err := netns.GetFromName(l.sw)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer h.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	tbl := c.AddTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: "netnstest-loss"})
+	ch := c.AddChain(&nftables.Chain{
+		Name: "forward", Table: tbl, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+	})
+	c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+		// numgen random mod every == 0 (zero reads the same in any byte
+		// order, so no byte-order conversion is needed)
+		&expr.Numgen{Register: 1, Modulus: every, Type: unix.NFT_NG_RANDOM},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		l.t.Skipf("cannot install the nftables loss rule (nf_tables bridge support missing?): %v", err)
 	}
 }
