@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/placement"
@@ -274,5 +275,59 @@ func TestNoFlappingUnderLoss(t *testing.T) {
 	t.Logf("%d replies to ~1000 probes in 10 s under 5 %% loss, all from %s", len(rs), owner)
 	if len(rs) < 700 {
 		t.Errorf("only %d replies: the owner should keep answering under loss", len(rs))
+	}
+}
+
+// Once converged, exactly one MAC answers, and nothing is written to the
+// API server: no leases, no status refreshes.
+func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
+	c := newCluster(t)
+	addr := netip.MustParseAddr("192.168.10.84")
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	owner := placement.Rank(addr, nodes)[0]
+	p := startProber(t, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(t, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	c.waitAnnounced("web", "True", "node "+owner)
+	time.Sleep(500 * time.Millisecond) // let the last status write land
+
+	ctx := context.Background()
+	before, err := c.kube.CoreV1().Services(c.ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.kube.CoreV1().Services("").Watch(ctx, metav1.ListOptions{ResourceVersion: before.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	start := time.Now()
+	deadline := time.After(3 * time.Second)
+	for done := false; !done; {
+		select {
+		case ev := <-w.ResultChan():
+			t.Fatalf("steady state wrote to the API server: %s %v", ev.Type, ev.Object)
+		case <-deadline:
+			done = true
+		}
+	}
+	leases, err := c.kube.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Items) != 0 {
+		t.Errorf("agents created %d leases; Herald needs none", len(leases.Items))
+	}
+	rs := p.since(start)
+	for _, r := range rs {
+		if r.mac != c.macs[owner] {
+			t.Fatalf("reply from %s for %s; only the owner %s may answer", r.mac, addr, c.macs[owner])
+		}
+	}
+	if len(rs) < 200 {
+		t.Errorf("only %d replies in 3 s of probing every 10 ms", len(rs))
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
+	"github.com/herald-lb/herald/internal/controller"
 )
 
 // Service condition and event written by the announcing node.
@@ -26,11 +27,13 @@ const (
 	// ConditionAnnounced is True when a node answers ARP/NDP for the
 	// Service's primary address; the message names the node and the
 	// interface.
-	ConditionAnnounced = "herald.dev/Announced"
+	ConditionAnnounced = controller.ConditionAnnounced
 	// ReasonAnnounced is the reason of a True ConditionAnnounced.
 	ReasonAnnounced = "Announced"
 	// ReasonAddressConflict: a foreign host on the LAN uses the address.
-	ReasonAddressConflict = "AddressConflict"
+	// The controller reads it and moves the Service to another address;
+	// the message must start with the address.
+	ReasonAddressConflict = controller.ReasonAddressConflict
 	// EventAnnouncerChanged is recorded when another node (or interface)
 	// starts announcing a Service's address.
 	EventAnnouncerChanged = "AnnouncerChanged"

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -103,7 +104,14 @@ func Scheme() (*runtime.Scheme, error) {
 const (
 	poolsKey      = "@pools"       // re-read pools and nodes, revalidate every Service
 	poolStatusKey = "@pool-status" // write pool status from the allocator's counters
+	conflictsKey  = "@conflicts"   // expire address conflicts, revisit every Service
 )
+
+// conflict is an address a foreign host on the LAN was found using.
+type conflict struct {
+	detail string
+	at     time.Time
+}
 
 // Controller is Herald's LB-IPAM controller.
 type Controller struct {
@@ -123,6 +131,9 @@ type Controller struct {
 	// poolErrors holds pools that could not be read (kept out of the
 	// allocator), with the reason, for their status.
 	poolErrors map[string]string
+	// conflicts are addresses agents found in use by foreign hosts; they
+	// are kept out of allocation for conflictExpiry.
+	conflicts map[netip.Addr]conflict
 
 	queueMu sync.Mutex
 	queue   workqueue.TypedRateLimitingInterface[string] // nil while not leading
@@ -167,6 +178,7 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		pending:    map[string]bool{},
 		allocated:  map[string]bool{},
 		poolErrors: map[string]string{},
+		conflicts:  map[netip.Addr]conflict{},
 		ready:      make(chan struct{}),
 	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +27,14 @@ const (
 	// ConditionIPAllocated is True when the Service has its addresses; its
 	// reason says why not otherwise (see ipam.Reason).
 	ConditionIPAllocated = "herald.dev/IPAllocated"
+
+	// ConditionAnnounced is written by the node agent that announces the
+	// Service's primary address (see internal/agent). The controller reads
+	// it for one reason: ReasonAddressConflict, whose message starts with
+	// the address a foreign host on the LAN uses, so that address is
+	// excluded and the Service moves to another.
+	ConditionAnnounced    = "herald.dev/Announced"
+	ReasonAddressConflict = "AddressConflict"
 
 	EventIPAllocated      = "IPAllocated"
 	EventIPReleased       = "IPReleased"
@@ -57,6 +66,11 @@ func (r *reconciler) processNext(ctx context.Context) bool {
 		err = r.reconcilePools(ctx)
 	case poolStatusKey:
 		err = r.writePoolStatus(ctx)
+	case conflictsKey:
+		r.mu.Lock()
+		r.applyConflicts()
+		r.mu.Unlock()
+		err = r.reconcilePools(ctx) // revisit every Service
 	default:
 		err = r.reconcileService(ctx, key)
 	}
@@ -112,6 +126,7 @@ func (r *reconciler) reconcileService(ctx context.Context, key string) error {
 
 	view, verr := serviceView(&svc)
 	var res ipam.Result
+	r.noteConflict(&svc)
 	r.mu.Lock()
 	if verr != nil {
 		// Bad input loses nothing: keep what the Service holds, say why
@@ -240,7 +255,9 @@ func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service
 		r.recorder.Eventf(svc, corev1.EventTypeWarning, EventAllocationFailed, "%s: %s", res.Reason, res.Message)
 	}
 	if len(res.Released) > 0 {
-		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventIPReleased, "released %s", joinAddrs(res.Released))
+		// The allocator's message says why (pool shrunk, address in use by
+		// another host, …) and where the Service went.
+		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventIPReleased, "released %s: %s", joinAddrs(res.Released), res.Message)
 	}
 	return nil
 }
@@ -362,4 +379,59 @@ func joinAddrs(as []ipam.Assignment) string {
 func listen(ctx context.Context, addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// conflictExpiry is how long an address a foreign host used stays out of
+// allocation; after it the address may be handed out (and is probed by the
+// agent before it is announced) again: the host may have gone.
+const conflictExpiry = 10 * time.Minute
+
+// noteConflict excludes an address that the announcing agent found in use
+// by a foreign host (condition herald.dev/Announced, reason
+// AddressConflict), so the Service moves to another address.
+func (r *reconciler) noteConflict(svc *corev1.Service) {
+	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonAddressConflict {
+		return
+	}
+	fields := strings.Fields(c.Message)
+	if len(fields) == 0 {
+		return
+	}
+	addr, err := netip.ParseAddr(fields[0])
+	if err != nil {
+		return
+	}
+	addr = addr.Unmap()
+	held := false
+	for _, a := range ingressAddrs(svc) {
+		held = held || a == addr
+	}
+	if !held {
+		return // about an address the Service no longer has
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, known := r.conflicts[addr]; known {
+		return
+	}
+	detail := strings.TrimSpace(strings.TrimPrefix(c.Message, fields[0]))
+	r.conflicts[addr] = conflict{detail: detail, at: time.Now()}
+	r.log.Warn("address in use by another host on the LAN; excluding it", "ip", addr, "service", svc.Namespace+"/"+svc.Name, "detail", detail)
+	r.applyConflicts()
+	r.queue.AddAfter(conflictsKey, conflictExpiry)
+}
+
+// applyConflicts hands the current exclusions to the allocator, dropping
+// expired ones; r.mu must be held.
+func (r *reconciler) applyConflicts() {
+	ex := make(map[netip.Addr]string, len(r.conflicts))
+	for a, c := range r.conflicts {
+		if time.Since(c.at) >= conflictExpiry {
+			delete(r.conflicts, a)
+			continue
+		}
+		ex[a] = c.detail
+	}
+	r.alloc.SetExcluded(ex)
 }
