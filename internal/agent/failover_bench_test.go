@@ -331,3 +331,63 @@ func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 		t.Errorf("only %d replies in 3 s of probing every 10 ms", len(rs))
 	}
 }
+
+// BenchmarkARPReplyLatency: one op = one ARP request from the client for
+// an owned address and the owner's reply, timed at the client's socket
+// (through the bridge, both kernels and the responder).
+func BenchmarkARPReplyLatency(b *testing.B) {
+	c := newBenchCluster(b)
+	addr := netip.MustParseAddr("192.168.10.75")
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	owner := placement.Rank(addr, nodes)[0]
+	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(b, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	p.stop()
+
+	var conn *packet.Conn
+	var ifi *net.Interface
+	if err := c.lan.In("client", func() (err error) {
+		if ifi, err = net.InterfaceByName("eth0"); err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	frame, err := l2.ARPRequest(ifi.HardwareAddr, netip.MustParseAddr("192.168.10.10"), addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	buf := make([]byte, 1500)
+	var rtts []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := conn.WriteTo(frame, bcast); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				b.Fatalf("no reply: %v", err)
+			}
+			m, err := l2.Decode(buf[:n])
+			if err == nil && m.Kind == l2.KindARPReply && m.SenderIP == addr {
+				break
+			}
+		}
+		rtts = append(rtts, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(rtts)
+	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(rtts[min(len(rtts)-1, len(rtts)*99/100)].Microseconds()), "p99-µs")
+}

@@ -15,13 +15,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mdlayher/packet"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/placement"
 )
 
@@ -211,4 +217,133 @@ func BenchmarkFailoverKill9(b *testing.B) {
 	}
 	b.StopTimer()
 	distribution(b, "ms", gaps)
+}
+
+// cpuSeconds is the user+system CPU time of a process so far.
+func cpuSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line, in clock ticks (100 per second
+	// on Linux).
+	s := string(b)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(rest[11], 64)
+	stime, _ := strconv.ParseFloat(rest[12], 64)
+	return (utime + stime) / 100
+}
+
+// BenchmarkARPFlood: one op = 5 s of ARP requests for 100 addresses nobody
+// owns, sent from the client at up to 100 000 per second (bounded: at most
+// 500 000 frames). Reported: the frames sent per second, the busiest
+// agent's CPU (cores), replies to unowned addresses (must be 0), and the
+// owned address's reply latency during the flood.
+func BenchmarkARPFlood(b *testing.B) {
+	c := newBenchCluster(b)
+	kcs, key := c.processSetup(shared.Env(b).KubeconfigPath)
+	c.createPolicy("^eth0$")
+	addr := netip.MustParseAddr("192.168.10.75")
+	c.createService("web", addr.String())
+	procs := map[string]*agentProcess{}
+	for _, n := range nodes {
+		procs[n] = c.startAgentProcess(n, kcs[n], key)
+	}
+	owner := placement.Rank(addr, nodes)[0]
+	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(b, c.macs[owner], 300*time.Millisecond, 30*time.Second)
+
+	// The flood: 100 prebuilt requests for 192.168.10.100-199.
+	var conn *packet.Conn
+	var ifi *net.Interface
+	if err := c.lan.In("client", func() (err error) {
+		if ifi, err = net.InterfaceByName("eth0"); err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	var frames [][]byte
+	for i := 100; i < 200; i++ {
+		f, err := l2.ARPRequest(ifi.HardwareAddr, netip.MustParseAddr("192.168.10.10"), netip.AddrFrom4([4]byte{192, 168, 10, byte(i)}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	// Count replies for the flooded addresses.
+	var unowned atomic.Int64
+	stopReader := make(chan struct{})
+	var rwg sync.WaitGroup
+	rwg.Go(func() {
+		buf := make([]byte, 1500)
+		for {
+			select {
+			case <-stopReader:
+				return
+			default:
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			m, err := l2.Decode(buf[:n])
+			if err == nil && m.Kind == l2.KindARPReply && m.SenderIP.As4()[3] >= 100 && m.SenderIP.As4()[3] < 200 {
+				unowned.Add(1)
+			}
+		}
+	})
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	const (
+		floodFor = 5 * time.Second
+		perTick  = 1000 // per 10 ms: 100 000 per second at most
+		maxSent  = 500000
+	)
+	var rates, cores []float64
+	b.ResetTimer()
+	for range b.N {
+		cpu0 := map[string]float64{}
+		for n, pr := range procs {
+			cpu0[n] = cpuSeconds(b, pr.cmd.Process.Pid)
+		}
+		start := time.Now()
+		sent := 0
+		tick := time.NewTicker(10 * time.Millisecond)
+		for time.Since(start) < floodFor && sent < maxSent {
+			for i := 0; i < perTick; i++ {
+				if _, err := conn.WriteTo(frames[sent%len(frames)], bcast); err == nil {
+					sent++
+				}
+			}
+			<-tick.C
+		}
+		tick.Stop()
+		wall := time.Since(start).Seconds()
+		busiest := 0.0
+		for n, pr := range procs {
+			busiest = max(busiest, (cpuSeconds(b, pr.cmd.Process.Pid)-cpu0[n])/wall)
+		}
+		rates = append(rates, float64(sent)/wall)
+		cores = append(cores, busiest)
+	}
+	b.StopTimer()
+	close(stopReader)
+	rwg.Wait()
+	b.ReportMetric(slices.Min(rates), "min-frames/s")
+	b.ReportMetric(slices.Max(cores), "max-agent-cores")
+	b.ReportMetric(float64(unowned.Load()), "unowned-replies")
+	if unowned.Load() != 0 {
+		b.Errorf("%d replies for addresses nobody owns", unowned.Load())
+	}
+	// The owned address kept being answered through the flood.
+	rs := p.since(time.Now().Add(-floodFor))
+	b.ReportMetric(float64(len(rs))/floodFor.Seconds(), "owned-replies/s")
+	b.Logf("flood: %.0f frames/s, busiest agent %.3f cores, %d unowned replies, %d owned replies in the last %s",
+		slices.Min(rates), slices.Max(cores), unowned.Load(), len(rs), floodFor)
 }
