@@ -318,8 +318,11 @@ func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(leases.Items) != 0 {
-		t.Errorf("agents created %d leases; Herald needs none", len(leases.Items))
+	for _, l := range leases.Items {
+		// kube-system holds the API server's own identity leases.
+		if l.Namespace != "kube-system" {
+			t.Errorf("lease %s/%s exists; Herald's agents need none", l.Namespace, l.Name)
+		}
 	}
 	rs := p.since(start)
 	for _, r := range rs {

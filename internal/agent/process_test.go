@@ -99,8 +99,11 @@ func (c *cluster) kubePrism(role string) {
 
 // agentProcess is `herald agent` running in a node's namespace.
 type agentProcess struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd *exec.Cmd
+	// done receives the process's exit once; exited is closed when it
+	// has exited.
+	done   chan error
+	exited chan struct{}
 }
 
 // startAgentProcess runs node's agent as a process; the recorded PID is
@@ -115,8 +118,11 @@ func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string) *agentProc
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start agent %s: %v", node, err)
 	}
-	p := &agentProcess{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &agentProcess{cmd: cmd, done: make(chan error, 1), exited: make(chan struct{})}
+	go func() {
+		p.done <- cmd.Wait()
+		close(p.exited)
+	}()
 	c.t.Cleanup(func() { p.kill() })
 	return p
 }
@@ -124,7 +130,7 @@ func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string) *agentProc
 func (p *agentProcess) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	select {
-	case <-p.done:
+	case <-p.exited:
 	case <-time.After(5 * time.Second):
 	}
 }
@@ -158,7 +164,8 @@ func (c *cluster) processSetup(env string) (kubeconfigs map[string]string, keyFi
 }
 
 // kill -9 of the owner's agent process: its heartbeats and answers stop
-// with it, and the next node answers.
+// with it, and the next node answers. Then SIGTERM to that one: it hands
+// over to the last node and exits cleanly.
 func TestFailOverAfterKill9(t *testing.T) {
 	c := newCluster(t)
 	kcs, key := c.processSetup(shared.Env(t).KubeconfigPath)
@@ -181,6 +188,23 @@ func TestFailOverAfterKill9(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Errorf("agent process ended with %v, want killed by SIGKILL", err)
+	}
+
+	// SIGTERM (a rolling upgrade, a drain): the agent hands over and exits
+	// cleanly.
+	start = time.Now()
+	if err := procs[rank[1]].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c.waitOwner(addr, rank[2], 10*time.Second)
+	t.Logf("SIGTERM to %s's agent: %s answers after %s", rank[1], rank[2], time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-procs[rank[1]].done:
+		if err != nil {
+			t.Errorf("agent exited with %v after SIGTERM, want a clean exit", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("agent still running 10 s after SIGTERM")
 	}
 }
 
