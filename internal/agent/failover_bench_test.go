@@ -36,7 +36,8 @@ type prober struct {
 	stop    func()
 }
 
-func startProber(tb testing.TB, c *cluster, role string, src, addr netip.Addr, every time.Duration) *prober {
+// openARP opens a raw ARP socket on role's eth0; it closes with the test.
+func openARP(tb testing.TB, c *cluster, role string) (*packet.Conn, *net.Interface) {
 	tb.Helper()
 	var conn *packet.Conn
 	var ifi *net.Interface
@@ -47,8 +48,15 @@ func startProber(tb testing.TB, c *cluster, role string, src, addr netip.Addr, e
 		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
 		return err
 	}); err != nil {
-		tb.Fatalf("prober socket: %v", err)
+		tb.Fatalf("raw ARP socket in %s: %v", role, err)
 	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	return conn, ifi
+}
+
+func startProber(tb testing.TB, c *cluster, role string, src, addr netip.Addr, every time.Duration) *prober {
+	tb.Helper()
+	conn, ifi := openARP(tb, c, role)
 	frame, err := l2.ARPRequest(ifi.HardwareAddr, src, addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -89,7 +97,6 @@ func startProber(tb testing.TB, c *cluster, role string, src, addr netip.Addr, e
 	p.stop = func() {
 		cancel()
 		wg.Wait()
-		_ = conn.Close()
 	}
 	tb.Cleanup(p.stop)
 	return p
@@ -158,14 +165,8 @@ func distribution(b *testing.B, unit string, ds []time.Duration) {
 func BenchmarkFailoverLinkDown(b *testing.B) {
 	c := newBenchCluster(b)
 	addr := netip.MustParseAddr("192.168.10.75")
-	c.createPolicy("^eth0$")
-	c.createService("web", addr.String())
-	for _, n := range nodes {
-		c.startAgent(n)
-	}
-	rank := placement.Rank(addr, nodes)
-	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+	rank := c.announce(addr)
+	p := c.probe(addr, rank[0])
 	var gaps []time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -188,14 +189,8 @@ func BenchmarkFailoverLinkDown(b *testing.B) {
 func BenchmarkFailoverGraceful(b *testing.B) {
 	c := newBenchCluster(b)
 	addr := netip.MustParseAddr("192.168.10.75")
-	c.createPolicy("^eth0$")
-	c.createService("web", addr.String())
-	for _, n := range nodes {
-		c.startAgent(n)
-	}
-	rank := placement.Rank(addr, nodes)
-	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 20*time.Second)
+	rank := c.announce(addr)
+	p := c.probe(addr, rank[0])
 	var silences, overlaps []time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -247,14 +242,8 @@ func newBenchCluster(b *testing.B) *cluster {
 func TestNoFlappingUnderLoss(t *testing.T) {
 	c := newCluster(t)
 	addr := netip.MustParseAddr("192.168.10.83")
-	c.createPolicy("^eth0$")
-	c.createService("web", addr.String())
-	for _, n := range nodes {
-		c.startAgent(n)
-	}
-	owner := placement.Rank(addr, nodes)[0]
-	p := startProber(t, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(t, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	owner := c.announce(addr)[0]
+	p := c.probe(addr, owner)
 	c.lan.AddLoss(20) // 5 %
 	start := time.Now()
 	time.Sleep(10 * time.Second)
@@ -283,14 +272,8 @@ func TestNoFlappingUnderLoss(t *testing.T) {
 func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 	c := newCluster(t)
 	addr := netip.MustParseAddr("192.168.10.84")
-	c.createPolicy("^eth0$")
-	c.createService("web", addr.String())
-	for _, n := range nodes {
-		c.startAgent(n)
-	}
-	owner := placement.Rank(addr, nodes)[0]
-	p := startProber(t, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(t, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	owner := c.announce(addr)[0]
+	p := c.probe(addr, owner)
 	c.waitAnnounced("web", "True", "node "+owner)
 	time.Sleep(500 * time.Millisecond) // let the last status write land
 
@@ -341,28 +324,11 @@ func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 func BenchmarkARPReplyLatency(b *testing.B) {
 	c := newBenchCluster(b)
 	addr := netip.MustParseAddr("192.168.10.75")
-	c.createPolicy("^eth0$")
-	c.createService("web", addr.String())
-	for _, n := range nodes {
-		c.startAgent(n)
-	}
-	owner := placement.Rank(addr, nodes)[0]
-	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(b, c.macs[owner], 300*time.Millisecond, 20*time.Second)
+	owner := c.announce(addr)[0]
+	p := c.probe(addr, owner)
 	p.stop()
 
-	var conn *packet.Conn
-	var ifi *net.Interface
-	if err := c.lan.In("client", func() (err error) {
-		if ifi, err = net.InterfaceByName("eth0"); err != nil {
-			return err
-		}
-		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	conn, ifi := openARP(b, c, "client")
 	frame, err := l2.ARPRequest(ifi.HardwareAddr, netip.MustParseAddr("192.168.10.10"), addr)
 	if err != nil {
 		b.Fatal(err)
@@ -393,4 +359,25 @@ func BenchmarkARPReplyLatency(b *testing.B) {
 	slices.Sort(rtts)
 	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(rtts[min(len(rtts)-1, len(rtts)*99/100)].Microseconds()), "p99-µs")
+}
+
+// announce creates the policy (eth0) and a Service "web" with addr, starts
+// every node's agent in-process, and returns the nodes ranked for addr.
+func (c *cluster) announce(addr netip.Addr) []string {
+	c.t.Helper()
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	return placement.Rank(addr, nodes)
+}
+
+// probe starts a 10 ms ARP prober for addr in the client and waits until
+// only owner answers.
+func (c *cluster) probe(addr netip.Addr, owner string) *prober {
+	c.t.Helper()
+	p := startProber(c.t, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
+	p.stable(c.t, c.macs[owner], 300*time.Millisecond, 30*time.Second)
+	return p
 }

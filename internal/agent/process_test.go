@@ -168,15 +168,8 @@ func (c *cluster) processSetup(env string) (kubeconfigs map[string]string, keyFi
 // over to the last node and exits cleanly.
 func TestFailOverAfterKill9(t *testing.T) {
 	c := newCluster(t)
-	kcs, key := c.processSetup(shared.Env(t).KubeconfigPath)
-	c.createPolicy("^eth0$")
 	addr := netip.MustParseAddr("192.168.10.82")
-	c.createService("web", addr.String())
-	procs := map[string]*agentProcess{}
-	for _, n := range nodes {
-		procs[n] = c.startAgentProcess(n, kcs[n], key)
-	}
-	rank := placement.Rank(addr, nodes)
+	rank, procs, _ := c.announceWithProcesses(addr)
 	c.waitOwner(addr, rank[0], 30*time.Second)
 	start := time.Now()
 	if err := procs[rank[0]].cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -213,17 +206,9 @@ func TestFailOverAfterKill9(t *testing.T) {
 // agent is restarted and ownership returns before the next trial.
 func BenchmarkFailoverKill9(b *testing.B) {
 	c := newBenchCluster(b)
-	kcs, key := c.processSetup(shared.Env(b).KubeconfigPath)
-	c.createPolicy("^eth0$")
 	addr := netip.MustParseAddr("192.168.10.75")
-	c.createService("web", addr.String())
-	procs := map[string]*agentProcess{}
-	for _, n := range nodes {
-		procs[n] = c.startAgentProcess(n, kcs[n], key)
-	}
-	rank := placement.Rank(addr, nodes)
-	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 30*time.Second)
+	rank, procs, restart := c.announceWithProcesses(addr)
+	p := c.probe(addr, rank[0])
 	var gaps []time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -235,7 +220,7 @@ func BenchmarkFailoverKill9(b *testing.B) {
 		gaps = append(gaps, r.at.Sub(t0))
 		b.StopTimer()
 		<-procs[rank[0]].done
-		procs[rank[0]] = c.startAgentProcess(rank[0], kcs[rank[0]], key)
+		procs[rank[0]] = restart(rank[0])
 		p.stable(b, c.macs[rank[0]], 300*time.Millisecond, 30*time.Second)
 		b.StartTimer()
 	}
@@ -267,31 +252,12 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 // owned address's reply latency during the flood.
 func BenchmarkARPFlood(b *testing.B) {
 	c := newBenchCluster(b)
-	kcs, key := c.processSetup(shared.Env(b).KubeconfigPath)
-	c.createPolicy("^eth0$")
 	addr := netip.MustParseAddr("192.168.10.75")
-	c.createService("web", addr.String())
-	procs := map[string]*agentProcess{}
-	for _, n := range nodes {
-		procs[n] = c.startAgentProcess(n, kcs[n], key)
-	}
-	owner := placement.Rank(addr, nodes)[0]
-	p := startProber(b, c, "client", netip.MustParseAddr("192.168.10.10"), addr, 10*time.Millisecond)
-	p.stable(b, c.macs[owner], 300*time.Millisecond, 30*time.Second)
+	rank, procs, _ := c.announceWithProcesses(addr)
+	p := c.probe(addr, rank[0])
 
 	// The flood: 100 prebuilt requests for 192.168.10.100-199.
-	var conn *packet.Conn
-	var ifi *net.Interface
-	if err := c.lan.In("client", func() (err error) {
-		if ifi, err = net.InterfaceByName("eth0"); err != nil {
-			return err
-		}
-		conn, err = packet.Listen(ifi, packet.Raw, 0x0806, nil)
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	conn, ifi := openARP(b, c, "client")
 	var frames [][]byte
 	for i := 100; i < 200; i++ {
 		f, err := l2.ARPRequest(ifi.HardwareAddr, netip.MustParseAddr("192.168.10.10"), netip.AddrFrom4([4]byte{192, 168, 10, byte(i)}))
@@ -370,4 +336,20 @@ func BenchmarkARPFlood(b *testing.B) {
 	b.ReportMetric(float64(len(rs))/floodFor.Seconds(), "owned-replies/s")
 	b.Logf("flood: %.0f frames/s, busiest agent %.3f cores, %d unowned replies, %d owned replies in the last %s",
 		slices.Min(rates), slices.Max(cores), unowned.Load(), len(rs), floodFor)
+}
+
+// announceWithProcesses is announce with every agent a `herald agent`
+// process behind a KubePrism-style proxy; restart starts a node's agent
+// again.
+func (c *cluster) announceWithProcesses(addr netip.Addr) (rank []string, procs map[string]*agentProcess, restart func(node string) *agentProcess) {
+	c.t.Helper()
+	kcs, key := c.processSetup(shared.Env(c.t).KubeconfigPath)
+	c.createPolicy("^eth0$")
+	c.createService("web", addr.String())
+	restart = func(node string) *agentProcess { return c.startAgentProcess(node, kcs[node], key) }
+	procs = map[string]*agentProcess{}
+	for _, n := range nodes {
+		procs[n] = restart(n)
+	}
+	return placement.Rank(addr, nodes), procs, restart
 }
