@@ -121,6 +121,7 @@ type Agent struct {
 	probeState   map[netip.Addr]probeStatus
 	conflicts    map[netip.Addr]l2.Conflict
 	conflictAt   map[netip.Addr]time.Time
+	startFailed  map[string]time.Time // interfaces whose segment failed to start, and when
 	lastPlan     announce.Plan
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
@@ -212,6 +213,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		probeState:  map[netip.Addr]probeStatus{},
 		conflicts:   map[netip.Addr]l2.Conflict{},
 		conflictAt:  map[netip.Addr]time.Time{},
+		startFailed: map[string]time.Time{},
 	}, nil
 }
 
@@ -268,6 +270,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	tick := time.NewTicker(a.opts.Interval)
 	defer tick.Stop()
 	linksKnown := false
+	// replan is set by what changes eligibility (the API's objects, the
+	// links); heartbeats, probes and the clock only change decisions, and
+	// re-deciding is cheap where re-planning reads every Service.
+	replan := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -277,29 +283,35 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.leave()
 			return fmt.Errorf("watching links: %w", err)
 		case a.ifaces = <-a.links:
-			linksKnown = true
+			linksKnown, replan = true, true
 		case <-a.trigger:
+			replan = true
 		case <-a.updates:
 		case r := <-a.probed:
 			a.probeDone(r)
 		case <-tick.C:
 			// Settling, leaving peers and grace windows change with time
-			// alone; re-deciding every interval is cheap.
+			// alone.
 		}
 		if !linksKnown {
 			continue // deciding without the node's links would report false problems
 		}
-		a.reconcile(ctx)
+		a.reconcile(ctx, replan)
+		replan = false
 	}
 }
 
 // reconcile brings segments, claims and answers in line with the current
-// Kubernetes state, links and heartbeats.
-func (a *Agent) reconcile(ctx context.Context) {
-	plan, err := a.plan(ctx)
-	if err != nil {
-		a.log.Warn("reading cluster state failed; keeping the current announcements", "err", err)
-		plan = a.lastPlan
+// Kubernetes state and links (re-read when replan is set) and heartbeats.
+func (a *Agent) reconcile(ctx context.Context, replan bool) {
+	plan := a.lastPlan
+	if replan {
+		p, err := a.plan(ctx)
+		if err != nil {
+			a.log.Warn("reading cluster state failed; keeping the current announcements", "err", err)
+		} else {
+			plan = p
+		}
 	}
 	a.lastPlan = plan
 	a.drainConflicts()
@@ -315,11 +327,16 @@ func (a *Agent) reconcile(ctx context.Context) {
 	for name, eligible := range plan.Eligible {
 		seg := a.segments[name]
 		if seg == nil {
+			if time.Since(a.startFailed[name]) < time.Second {
+				continue // retry a failed start once a second, not every tick
+			}
 			var err error
 			if seg, err = a.startSegment(name); err != nil {
 				a.log.Warn("cannot announce on interface", "interface", name, "err", err)
+				a.startFailed[name] = time.Now()
 				continue
 			}
+			delete(a.startFailed, name)
 			a.segments[name] = seg
 		}
 		seg.eligible = eligible
