@@ -37,6 +37,7 @@ import (
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/dataplane"
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/membership"
 	"github.com/herald-lb/herald/internal/placement"
@@ -62,6 +63,9 @@ type Options struct {
 	// first announced; Disabled skips it.
 	Probe        l2.ProbeOptions
 	ProbeDisable bool
+	// Dataplane chooses who forwards load-balancer traffic (default none:
+	// kube-proxy or Cilium does).
+	Dataplane DataplaneMode
 	// LeaveGrace bounds how long a stopping agent keeps answering after its
 	// last "leaving" heartbeat while it waits for successors to claim.
 	LeaveGrace time.Duration
@@ -123,6 +127,9 @@ type Agent struct {
 	conflictAt   map[netip.Addr]time.Time
 	startFailed  map[string]time.Time // interfaces whose segment failed to start, and when
 	lastPlan     announce.Plan
+	table        *dataplane.Table    // nil without a data plane
+	dpWant       []dataplane.Service // what the table should hold
+	dpHave       []dataplane.Service // what the last successful Sync wrote
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
 }
@@ -266,7 +273,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return errors.New("informer caches did not sync")
 	}
-	a.log.Info("agent started")
+	if err := a.openDataplane(); err != nil {
+		return err
+	}
+	if a.table != nil {
+		defer func() {
+			// A clean stop removes Herald's table; a crash leaves it
+			// forwarding until the next agent's first Sync.
+			if err := a.table.Close(true); err != nil {
+				a.log.Warn("removing the nftables table failed", "err", err)
+			}
+		}()
+	}
+	a.log.Info("agent started", "dataplane", a.table != nil)
 	tick := time.NewTicker(a.opts.Interval)
 	defer tick.Stop()
 	linksKnown := false
@@ -314,6 +333,7 @@ func (a *Agent) reconcile(ctx context.Context, replan bool) {
 		}
 	}
 	a.lastPlan = plan
+	a.syncDataplane(ctx)
 	a.drainConflicts()
 	a.expireConflicts()
 
@@ -391,6 +411,9 @@ func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
 			continue
 		}
 		policies = append(policies, v)
+	}
+	if a.table != nil {
+		a.dpWant = dataplaneServices(svcs.Items, eps.Items, a.opts.NodeName, a.opts.DefaultClass)
 	}
 	local := localReadyServices(eps.Items, a.opts.NodeName)
 	var services []announce.Service
@@ -756,4 +779,51 @@ func describeOwner(node, iface string) string {
 		return "in use by another host (" + strings.TrimPrefix(iface, "!") + ")"
 	}
 	return "announced by node " + node + " on " + iface
+}
+
+// openDataplane resolves --dataplane (auto asks dataplane.Detect) and opens
+// Herald's nftables table when this node should forward.
+func (a *Agent) openDataplane() error {
+	mode := a.opts.Dataplane
+	if mode == DataplaneAuto {
+		m, why, err := dataplane.Detect(a.opts.NetNS)
+		if err != nil {
+			return fmt.Errorf("detect the data plane: %w", err)
+		}
+		mode = DataplaneNFTables
+		if m == dataplane.ModeNone {
+			mode = DataplaneNone
+			a.log.Info("another data plane forwards load-balancer traffic; Herald only announces", "evidence", why)
+		}
+	}
+	if mode != DataplaneNFTables {
+		return nil
+	}
+	t, err := dataplane.Open(dataplane.Options{NetNS: a.opts.NetNS, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("open the nftables data plane: %w", err)
+	}
+	a.table = t
+	return nil
+}
+
+// syncDataplane writes the table when the wanted view changed; a failure
+// is retried on the next re-plan, and the previous rules keep forwarding.
+func (a *Agent) syncDataplane(ctx context.Context) {
+	if a.table == nil || (a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave)) {
+		return
+	}
+	err := a.table.Sync(ctx, a.dpWant)
+	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
+		a.log.Warn("programming the nftables data plane failed", "err", err)
+		return
+	}
+	if err != nil {
+		// Valid services are programmed; the error names the others.
+		a.log.Warn("some services cannot be forwarded", "err", err)
+	}
+	a.dpHave = slices.Clone(a.dpWant)
+	if a.dpHave == nil {
+		a.dpHave = []dataplane.Service{}
+	}
 }

@@ -25,6 +25,7 @@ import (
 func newAgentCommand() *cobra.Command {
 	var (
 		kubeconfig, keyFile, metricsAddr string
+		dataplaneMode                    string
 		logLevel, logFormat              string
 		opts                             agent.Options
 	)
@@ -53,6 +54,9 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 				return fmt.Errorf("read heartbeat key: %w", err)
 			}
 			opts.Key = bytes.TrimSpace(key)
+			if opts.Dataplane, err = agent.ParseDataplaneMode(dataplaneMode); err != nil {
+				return err
+			}
 			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return err
@@ -86,6 +90,7 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 	f.IntVar(&opts.DeadAfter, "dead-after", membership.DefaultDeadAfter, "heartbeats missed before a peer is dead on a segment")
 	f.BoolVar(&opts.ProbeDisable, "no-probe", false, "do not probe (RFC 5227 / DAD) an address before first announcing it")
 	f.DurationVar(&opts.LeaveGrace, "leave-grace", time.Second, "how long a stopping agent keeps answering while successors take over")
+	f.StringVar(&dataplaneMode, "dataplane", "auto", "who forwards load-balancer traffic: none (kube-proxy or Cilium does), nftables (Herald's own table; needs NET_ADMIN) or auto (nftables unless kube-proxy or Cilium rules exist)")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9471", "address for /metrics and /healthz (empty disables)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
