@@ -1,0 +1,566 @@
+// Package helm_test checks the Helm chart in deploy/helm/herald: it lints and
+// renders the chart with Helm's own Go module (the same code as `helm lint`
+// and `helm template`) and checks what Herald's parts are given: CRDs, least
+// privilege for the agent, the Talos preset, and RBAC rules verb by verb —
+// against the rendered YAML and against a real API server.
+package helm_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+const chartDir = "herald"
+
+// kubeVersion is the Kubernetes version the chart is rendered for: the one
+// Herald is built and tested against. (Helm's default, without the ldflags
+// of a Helm release build, is v1.20, below the chart's kubeVersion.)
+var kubeVersion = &common.KubeVersion{Version: "v1.37.1", Major: "1", Minor: "37"}
+
+// objects is a rendered chart: every object by kind and name.
+type objects struct {
+	all []*unstructured.Unstructured
+}
+
+func (o objects) find(kind, name string) *unstructured.Unstructured {
+	for _, u := range o.all {
+		if u.GetKind() == kind && u.GetName() == name {
+			return u
+		}
+	}
+	return nil
+}
+
+func (o objects) ofKind(kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, u := range o.all {
+		if u.GetKind() == kind {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// get converts the object kind/name into out, failing t if it is missing.
+func get[T any](t *testing.T, o objects, kind, name string) *T {
+	t.Helper()
+	u := o.find(kind, name)
+	if u == nil {
+		t.Fatalf("rendered chart has no %s %q", kind, name)
+	}
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, out); err != nil {
+		t.Fatalf("convert %s %q: %v", kind, name, err)
+	}
+	return out
+}
+
+// readValues merges the chart's values files named in files (relative to
+// the chart, later files win, like helm -f) and then the overrides in set.
+func readValues(t *testing.T, files []string, set map[string]any) map[string]any {
+	t.Helper()
+	vals := map[string]any{}
+	for _, f := range files {
+		v, err := common.ReadValuesFile(filepath.Join(chartDir, f))
+		if err != nil {
+			t.Fatalf("read %s: %v", f, err)
+		}
+		vals = util.MergeTables(v.AsMap(), vals)
+	}
+	return util.MergeTables(set, vals)
+}
+
+// render runs `helm template --include-crds` on the chart in namespace ns.
+func render(t *testing.T, ns string, vals map[string]any) (objects, error) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	install := action.NewInstall(action.NewConfiguration())
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName = "herald"
+	install.Namespace = ns
+	install.Replace = true
+	install.IncludeCRDs = true
+	install.KubeVersion = kubeVersion
+	rel, err := install.Run(chrt, vals)
+	if err != nil {
+		return objects{}, err
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		t.Fatalf("install returned a %T", rel)
+	}
+	var out objects
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(r.Manifest), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode rendered manifest: %v\n%s", err, r.Manifest)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		out.all = append(out.all, &unstructured.Unstructured{Object: m})
+	}
+	return out, nil
+}
+
+func mustRender(t *testing.T, ns string, files []string, set map[string]any) objects {
+	t.Helper()
+	o, err := render(t, ns, readValues(t, files, set))
+	if err != nil {
+		t.Fatalf("render chart with %v %v: %v", files, set, err)
+	}
+	return o
+}
+
+// The CRDs in the chart are the ones `make generate` writes to config/crd,
+// byte for byte, so the chart never installs a stale schema.
+func TestCRDsMatchConfig(t *testing.T) {
+	read := func(dir string) map[string][]byte {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]byte{}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[filepath.Base(f)] = b
+		}
+		return out
+	}
+	want := read(filepath.Join("..", "..", "config", "crd"))
+	got := read(filepath.Join(chartDir, "crds"))
+	if len(want) == 0 {
+		t.Fatal("config/crd holds no CRDs")
+	}
+	for name, w := range want {
+		g, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("deploy/helm/herald/crds/%s is missing; copy config/crd/*.yaml into the chart", name)
+		case !bytes.Equal(g, w):
+			t.Errorf("deploy/helm/herald/crds/%s differs from config/crd/%s; copy config/crd/*.yaml into the chart", name, name)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("deploy/helm/herald/crds/%s is not in config/crd; remove it", name)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	for _, files := range [][]string{{"values.yaml"}, {"values.yaml", "values-talos.yaml"}} {
+		t.Run(strings.Join(files, "+"), func(t *testing.T) {
+			lint := action.NewLint()
+			lint.Namespace = "herald-system"
+			lint.KubeVersion = kubeVersion
+			res := lint.Run([]string{chartDir}, readValues(t, files, nil))
+			for _, err := range res.Errors {
+				t.Errorf("lint error: %v", err)
+			}
+			for _, m := range res.Messages {
+				if m.Severity >= support.WarningSev {
+					t.Errorf("lint: %s", m)
+				} else {
+					t.Logf("lint: %s", m)
+				}
+			}
+			if res.TotalChartsLinted != 1 {
+				t.Errorf("linted %d charts, want 1", res.TotalChartsLinted)
+			}
+		})
+	}
+}
+
+func TestCRDsIncluded(t *testing.T) {
+	o := mustRender(t, "herald-system", nil, nil)
+	for _, name := range []string{"loadbalancerippools.herald.dev", "l2announcementpolicies.herald.dev"} {
+		if o.find("CustomResourceDefinition", name) == nil {
+			t.Errorf("rendered chart has no CRD %s", name)
+		}
+	}
+}
+
+func env(c corev1.Container, name string) (corev1.EnvVar, bool) {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	return corev1.EnvVar{}, false
+}
+
+func TestAgentLeastPrivilege(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		files    []string
+		set      map[string]any
+		netAdmin bool
+	}{
+		{"default (auto)", nil, nil, true},
+		{"talos", []string{"values-talos.yaml"}, nil, true},
+		{"dataplane none", nil, map[string]any{"dataplane": "none"}, false},
+		{"dataplane nftables", nil, map[string]any{"dataplane": "nftables"}, true},
+		{"dataplane auto", nil, map[string]any{"dataplane": "auto"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := mustRender(t, "herald-system", tc.files, tc.set)
+			ds := get[appsv1.DaemonSet](t, o, "DaemonSet", "herald-agent")
+			spec := ds.Spec.Template.Spec
+			if !spec.HostNetwork {
+				t.Error("agent: hostNetwork is not true")
+			}
+			if spec.HostPID || spec.HostIPC {
+				t.Error("agent: hostPID/hostIPC set")
+			}
+			if spec.ServiceAccountName != "herald-agent" {
+				t.Errorf("agent: serviceAccountName %q, want herald-agent", spec.ServiceAccountName)
+			}
+			if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
+				t.Fatalf("agent: %d containers and %d init containers, want 1 and 0", len(spec.Containers), len(spec.InitContainers))
+			}
+			c := spec.Containers[0]
+			sc := c.SecurityContext
+			if sc == nil || sc.Capabilities == nil {
+				t.Fatal("agent: no securityContext.capabilities")
+			}
+			if sc.Privileged != nil && *sc.Privileged {
+				t.Error("agent: privileged")
+			}
+			if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				t.Error("agent: allowPrivilegeEscalation is not false")
+			}
+			if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+				t.Errorf("agent: capabilities.drop %v does not drop ALL", sc.Capabilities.Drop)
+			}
+			want := []corev1.Capability{"NET_RAW"}
+			if tc.netAdmin {
+				want = append(want, "NET_ADMIN")
+			}
+			got := slices.Clone(sc.Capabilities.Add)
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("agent: capabilities.add %v, want %v", sc.Capabilities.Add, want)
+			}
+			for _, bad := range []corev1.Capability{"SYS_ADMIN", "SYS_MODULE", "ALL"} {
+				if slices.Contains(sc.Capabilities.Add, bad) {
+					t.Errorf("agent: capability %s added", bad)
+				}
+			}
+			if e, ok := env(c, "NODE_NAME"); !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+				t.Errorf("agent: NODE_NAME is not spec.nodeName: %+v", e)
+			}
+			// The flag is always explicit: the binary's default is auto.
+			wantFlag := "--dataplane=auto"
+			if v, ok := tc.set["dataplane"]; ok {
+				wantFlag = "--dataplane=" + v.(string)
+			}
+			if !slices.Contains(c.Args, wantFlag) {
+				t.Errorf("agent: args %v lack %s", c.Args, wantFlag)
+			}
+			if !slices.Contains(c.Args, "--metrics-addr=127.0.0.1:9471") {
+				t.Errorf("agent: args %v do not keep metrics on loopback", c.Args)
+			}
+			if c.LivenessProbe != nil || c.ReadinessProbe != nil {
+				t.Error("agent: probes are on by default")
+			}
+			// The heartbeat key: the Secret mounted where --key-file points.
+			var secretName string
+			for _, v := range spec.Volumes {
+				if v.Secret != nil {
+					secretName = v.Secret.SecretName
+				}
+				if v.HostPath != nil {
+					t.Errorf("agent: hostPath volume %s", v.Name)
+				}
+			}
+			if secretName != "herald-heartbeat-key" {
+				t.Errorf("agent: mounts secret %q, want herald-heartbeat-key", secretName)
+			}
+			var mounted bool
+			for _, m := range c.VolumeMounts {
+				mounted = mounted || m.MountPath == "/etc/herald/heartbeat"
+			}
+			if !mounted || !slices.Contains(c.Args, "--key-file=/etc/herald/heartbeat/key") {
+				t.Errorf("agent: the key Secret is not mounted at /etc/herald/heartbeat (args %v)", c.Args)
+			}
+		})
+	}
+}
+
+func TestDataplaneValidated(t *testing.T) {
+	_, err := render(t, "herald-system", readValues(t, nil, map[string]any{"dataplane": "ebpf"}))
+	if err == nil || !strings.Contains(err.Error(), "dataplane must be none, nftables or auto") {
+		t.Errorf("dataplane=ebpf: err = %v, want a refusal naming the allowed values", err)
+	}
+}
+
+func TestHeartbeatSecret(t *testing.T) {
+	o := mustRender(t, "herald-system", nil, nil)
+	s := get[corev1.Secret](t, o, "Secret", "herald-heartbeat-key")
+	if s.Namespace != "herald-system" {
+		t.Errorf("secret namespace %q", s.Namespace)
+	}
+	if n := len(bytes.TrimSpace(s.Data["key"])); n < 16 {
+		t.Errorf("heartbeat key has %d bytes, want at least 16", n)
+	}
+	// A key of its own for each install: a random key, not a constant.
+	o2 := mustRender(t, "herald-system", nil, nil)
+	s2 := get[corev1.Secret](t, o2, "Secret", "herald-heartbeat-key")
+	if bytes.Equal(s.Data["key"], s2.Data["key"]) {
+		t.Error("two installs render the same heartbeat key")
+	}
+
+	// With an existing Secret the chart renders none and mounts that one.
+	o = mustRender(t, "herald-system", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}})
+	if len(o.ofKind("Secret")) != 0 {
+		t.Error("heartbeat.existingSecret set, but the chart still renders a Secret")
+	}
+	ds := get[appsv1.DaemonSet](t, o, "DaemonSet", "herald-agent")
+	if v := ds.Spec.Template.Spec.Volumes; len(v) != 1 || v[0].Secret == nil || v[0].Secret.SecretName != "my-key" {
+		t.Errorf("agent volumes %+v, want secret my-key", v)
+	}
+}
+
+func TestController(t *testing.T) {
+	o := mustRender(t, "herald-system", nil, nil)
+	d := get[appsv1.Deployment](t, o, "Deployment", "herald-controller")
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("controller replicas %v, want 2", d.Spec.Replicas)
+	}
+	spec := d.Spec.Template.Spec
+	if spec.HostNetwork {
+		t.Error("controller: hostNetwork by default")
+	}
+	if spec.ServiceAccountName != "herald-controller" {
+		t.Errorf("controller: serviceAccountName %q", spec.ServiceAccountName)
+	}
+	c := spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "controller" {
+		t.Errorf("controller args %v", c.Args)
+	}
+	if c.Image != "ghcr.io/herald-lb/herald:0.1.0" {
+		t.Errorf("controller image %q, want the chart's appVersion", c.Image)
+	}
+	if !slices.Contains(c.Args, "--metrics-addr=127.0.0.1:9470") {
+		t.Errorf("controller args %v do not keep metrics on loopback", c.Args)
+	}
+	for name, path := range map[string]string{"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"} {
+		if e, ok := env(c, name); !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != path {
+			t.Errorf("controller: %s is not the downward API's %s: %+v", name, path, e)
+		}
+	}
+	if c.LivenessProbe != nil || c.ReadinessProbe != nil {
+		t.Error("controller: probes are on by default")
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("controller: securityContext %+v, want every capability dropped", sc)
+	}
+	if ps := spec.SecurityContext; ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot {
+		t.Error("controller: not runAsNonRoot")
+	}
+	if len(o.ofKind("Namespace")) != 0 {
+		t.Error("a Namespace is rendered by default")
+	}
+
+	// Probes on request, on the port of the metrics address.
+	o = mustRender(t, "herald-system", nil, map[string]any{
+		"probes":     map[string]any{"enabled": true},
+		"controller": map[string]any{"metricsAddr": "0.0.0.0:9470"},
+	})
+	c = get[appsv1.Deployment](t, o, "Deployment", "herald-controller").Spec.Template.Spec.Containers[0]
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.IntValue() != 9470 {
+		t.Errorf("controller readiness probe %+v, want GET /readyz on 9470", c.ReadinessProbe)
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Errorf("controller liveness probe %+v, want GET /healthz", c.LivenessProbe)
+	}
+}
+
+func TestTalosPreset(t *testing.T) {
+	o := mustRender(t, "kube-system", []string{"values-talos.yaml"}, nil)
+	ns := get[corev1.Namespace](t, o, "Namespace", "herald-system")
+	if got := ns.Labels["pod-security.kubernetes.io/enforce"]; got != "privileged" {
+		t.Errorf("namespace label pod-security.kubernetes.io/enforce = %q, want privileged", got)
+	}
+	for _, u := range o.all {
+		if u.GetKind() == "Namespace" || u.GetKind() == "CustomResourceDefinition" ||
+			u.GetKind() == "ClusterRole" || u.GetKind() == "ClusterRoleBinding" {
+			continue
+		}
+		if u.GetNamespace() != "herald-system" {
+			t.Errorf("%s %s is in namespace %q, want herald-system", u.GetKind(), u.GetName(), u.GetNamespace())
+		}
+	}
+	for _, crb := range o.ofKind("ClusterRoleBinding") {
+		b := get[rbacv1.ClusterRoleBinding](t, o, "ClusterRoleBinding", crb.GetName())
+		for _, s := range b.Subjects {
+			if s.Namespace != "herald-system" {
+				t.Errorf("ClusterRoleBinding %s: subject %s in namespace %q", b.Name, s.Name, s.Namespace)
+			}
+		}
+	}
+	ds := get[appsv1.DaemonSet](t, o, "DaemonSet", "herald-agent")
+	d := get[appsv1.Deployment](t, o, "Deployment", "herald-controller")
+	if !d.Spec.Template.Spec.HostNetwork {
+		t.Error("talos: the controller cannot reach KubePrism on the node's loopback without hostNetwork")
+	}
+	for _, c := range []corev1.Container{ds.Spec.Template.Spec.Containers[0], d.Spec.Template.Spec.Containers[0]} {
+		for name, want := range map[string]string{"KUBERNETES_SERVICE_HOST": "localhost", "KUBERNETES_SERVICE_PORT": "7445"} {
+			if e, ok := env(c, name); !ok || e.Value != want {
+				t.Errorf("talos: %s: %s = %q, want %q", c.Name, name, e.Value, want)
+			}
+		}
+		if sc := c.SecurityContext; sc != nil && sc.Capabilities != nil && slices.Contains(sc.Capabilities.Add, "SYS_MODULE") {
+			t.Errorf("talos: %s adds SYS_MODULE", c.Name)
+		}
+	}
+}
+
+// rule is one granted (apiGroup, resource, verb).
+type rule struct{ group, resource, verb string }
+
+func (r rule) String() string {
+	if r.group == "" {
+		return r.verb + " " + r.resource
+	}
+	return fmt.Sprintf("%s %s.%s", r.verb, r.resource, r.group)
+}
+
+// flatten expands policy rules into sorted single grants; resourceNames and
+// non-resource URLs are reported as errors (the chart uses neither).
+func flatten(t *testing.T, what string, rules []rbacv1.PolicyRule) []rule {
+	t.Helper()
+	var out []rule
+	for _, r := range rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("%s: unexpected resourceNames/nonResourceURLs in %+v", what, r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out = append(out, rule{g, res, v})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func grants(group, resource string, verbs ...string) []rule {
+	var out []rule
+	for _, v := range verbs {
+		out = append(out, rule{group, resource, v})
+	}
+	return out
+}
+
+// The RBAC each part gets is exactly what it uses; an extra verb fails.
+var wantRBAC = []struct {
+	kind, name, subject string
+	rules               [][]rule
+}{
+	{"ClusterRole", "herald-controller", "herald-controller", [][]rule{
+		grants("", "services", "get", "list", "watch"),
+		grants("", "services/status", "update"),
+		grants("", "nodes", "get", "list", "watch"),
+		grants("herald.dev", "loadbalancerippools", "get", "list", "watch"),
+		grants("herald.dev", "loadbalancerippools/status", "update"),
+		grants("", "events", "create", "patch"),
+	}},
+	{"Role", "herald-controller-leader-election", "herald-controller", [][]rule{
+		grants("coordination.k8s.io", "leases", "get", "create", "update"),
+	}},
+	{"ClusterRole", "herald-agent", "herald-agent", [][]rule{
+		grants("", "services", "get", "list", "watch"),
+		grants("", "services/status", "update"),
+		grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
+		grants("", "nodes", "get", "list", "watch"),
+		grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+		grants("", "events", "create", "patch"),
+	}},
+}
+
+func TestRBACRules(t *testing.T) {
+	for _, files := range [][]string{nil, {"values-talos.yaml"}} {
+		o := mustRender(t, "herald-system", files, nil)
+		if n, want := len(o.ofKind("ClusterRole"))+len(o.ofKind("Role")), len(wantRBAC); n != want {
+			t.Errorf("%v: %d roles rendered, want %d", files, n, want)
+		}
+		for _, w := range wantRBAC {
+			t.Run(fmt.Sprintf("%v/%s/%s", files, w.kind, w.name), func(t *testing.T) {
+				var got []rule
+				if w.kind == "ClusterRole" {
+					got = flatten(t, w.name, get[rbacv1.ClusterRole](t, o, w.kind, w.name).Rules)
+				} else {
+					got = flatten(t, w.name, get[rbacv1.Role](t, o, w.kind, w.name).Rules)
+				}
+				var want []rule
+				for _, r := range w.rules {
+					want = append(want, r...)
+				}
+				sort.Slice(want, func(i, j int) bool { return want[i].String() < want[j].String() })
+				for _, r := range got {
+					if !slices.Contains(want, r) {
+						t.Errorf("%s %s grants %s, which Herald does not use", w.kind, w.name, r)
+					}
+				}
+				for _, r := range want {
+					if !slices.Contains(got, r) {
+						t.Errorf("%s %s does not grant %s", w.kind, w.name, r)
+					}
+				}
+				// Bound to the part's ServiceAccount, and nothing else.
+				bindingKind := w.kind + "Binding"
+				var subjects []rbacv1.Subject
+				var ref rbacv1.RoleRef
+				if w.kind == "ClusterRole" {
+					b := get[rbacv1.ClusterRoleBinding](t, o, bindingKind, w.name)
+					subjects, ref = b.Subjects, b.RoleRef
+				} else {
+					b := get[rbacv1.RoleBinding](t, o, bindingKind, w.name)
+					subjects, ref = b.Subjects, b.RoleRef
+				}
+				if ref.Kind != w.kind || ref.Name != w.name {
+					t.Errorf("%s %s refers to %s %s", bindingKind, w.name, ref.Kind, ref.Name)
+				}
+				if len(subjects) != 1 || subjects[0].Kind != "ServiceAccount" || subjects[0].Name != w.subject || subjects[0].Namespace != "herald-system" {
+					t.Errorf("%s %s subjects %+v, want ServiceAccount herald-system/%s", bindingKind, w.name, subjects, w.subject)
+				}
+			})
+		}
+	}
+}
