@@ -29,12 +29,13 @@ $(STATICCHECK):
 ## generate: deepcopy functions and CRD manifests from api/
 generate: $(CONTROLLER_GEN)
 	$(CONTROLLER_GEN) object paths=./api/... crd:crdVersions=v1 output:crd:artifacts:config=config/crd
+	rm -f deploy/helm/herald/crds/*.yaml && cp config/crd/*.yaml deploy/helm/herald/crds/
 
 ## verify-generated: fail when generated files are stale
 verify-generated: generate
-	@if [ -n "$$(git status --porcelain -- api config/crd)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config/crd deploy/helm/herald/crds)" ]; then \
 		echo "generated files are stale; run 'make generate' and commit:"; \
-		git status --porcelain -- api config/crd; git --no-pager diff --stat -- api config/crd; exit 1; fi
+		git status --porcelain -- api config/crd deploy/helm/herald/crds; git --no-pager diff --stat -- api config/crd deploy/helm/herald/crds; exit 1; fi
 
 ## tools: build (or find cached) kube-apiserver, etcd and kubectl for tests
 tools:
