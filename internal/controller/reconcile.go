@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -168,7 +169,7 @@ func (r *reconciler) publishStates() {
 }
 
 // release frees what key holds and wakes the Services waiting for space.
-func (r *reconciler) release(key string, log interface{ Info(string, ...any) }) []ipam.Assignment {
+func (r *reconciler) release(key string, log *slog.Logger) []ipam.Assignment {
 	r.mu.Lock()
 	released := r.alloc.Release(key)
 	delete(r.pending, key)
@@ -201,9 +202,7 @@ func (r *reconciler) afterRelease() {
 
 // writeServiceStatus writes ingress and the IPAllocated condition when they
 // differ from what the Service shows, and records an Event on each change.
-func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service, res ipam.Result, log interface {
-	Info(string, ...any)
-}) error {
+func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service, res ipam.Result, log *slog.Logger) error {
 	updated := svc.DeepCopy()
 	ingress := make([]corev1.LoadBalancerIngress, 0, len(res.Assigned))
 	vip := corev1.LoadBalancerIPModeVIP
@@ -264,9 +263,7 @@ func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service
 
 // clearStatus removes what Herald wrote on a Service it no longer serves
 // (type changed away from LoadBalancer, or a foreign class).
-func (r *reconciler) clearStatus(ctx context.Context, svc *corev1.Service, released []ipam.Assignment, log interface {
-	Info(string, ...any)
-}) error {
+func (r *reconciler) clearStatus(ctx context.Context, svc *corev1.Service, released []ipam.Assignment, log *slog.Logger) error {
 	updated := svc.DeepCopy()
 	changed := meta.RemoveStatusCondition(&updated.Status.Conditions, ConditionIPAllocated)
 	if len(released) > 0 && svc.Spec.Type != corev1.ServiceTypeLoadBalancer && len(updated.Status.LoadBalancer.Ingress) > 0 {
