@@ -13,11 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -252,7 +252,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The cache and the status writer outlive ctx a little: a stopping
 	// agent still reads state while it hands over.
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBG()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := a.cache.Start(bg); err != nil {
@@ -576,7 +575,7 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 		a.log.Warn("cannot publish claims", "interface", seg.iface, "err", err)
 	}
 	seg.claims = claims
-	if !sameSet(seg.answering, answer) {
+	if !maps.Equal(seg.answering, answer) {
 		for ip := range answer {
 			if !seg.answering[ip] {
 				a.seenClaimed[ip] = true
@@ -708,18 +707,29 @@ func (a *Agent) isPeerMAC(mac net.HardwareAddr) bool {
 	return false
 }
 
-// ownership lists, per address this node answers for, the interface.
-func (a *Agent) ownership() map[netip.Addr]string {
-	out := map[netip.Addr]string{}
+// ownership is, for the status writer, what this node knows about an
+// address: the interface it answers on, or the foreign host that uses it.
+type ownership struct {
+	// Interface this node answers on ("" for a conflict).
+	Interface string
+	// ConflictWith describes the foreign host ("<mac> on <interface>"), or
+	// is "" when this node announces the address.
+	ConflictWith string
+}
+
+// ownership lists the addresses this node answers for (on the first
+// interface by name) and those a foreign host uses.
+func (a *Agent) ownership() map[netip.Addr]ownership {
+	out := map[netip.Addr]ownership{}
 	for name, seg := range a.segments {
 		for ip := range seg.answering {
-			if cur, ok := out[ip]; !ok || name < cur {
-				out[ip] = name
+			if cur, ok := out[ip]; !ok || name < cur.Interface {
+				out[ip] = ownership{Interface: name}
 			}
 		}
 	}
 	for ip, c := range a.conflicts {
-		out[ip] = "!" + c.MAC.String() + " on " + c.Interface
+		out[ip] = ownership{ConflictWith: c.MAC.String() + " on " + c.Interface}
 	}
 	return out
 }
@@ -759,26 +769,6 @@ handover:
 		a.stopSegment(seg, false)
 		delete(a.segments, name)
 	}
-}
-
-func sameSet(a, b map[netip.Addr]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// describeOwner renders an ownership entry for messages.
-func describeOwner(node, iface string) string {
-	if strings.HasPrefix(iface, "!") {
-		return "in use by another host (" + strings.TrimPrefix(iface, "!") + ")"
-	}
-	return "announced by node " + node + " on " + iface
 }
 
 // openDataplane resolves --dataplane (auto asks dataplane.Detect) and opens

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/herald-lb/herald/internal/controller"
 	"github.com/herald-lb/herald/internal/dataplane"
@@ -97,7 +98,7 @@ func endpointsFor(eps []discoveryv1.EndpointSlice, sp corev1.ServicePort, v4 boo
 		for _, p := range s.Ports {
 			// A slice port matches the service port by name ("" for a
 			// single unnamed port) and protocol.
-			if p.Port == nil || ptrOr(p.Name, "") != sp.Name || ptrOr(p.Protocol, corev1.ProtocolTCP) != orTCP(sp.Protocol) {
+			if p.Port == nil || ptr.Deref(p.Name, "") != sp.Name || ptr.Deref(p.Protocol, corev1.ProtocolTCP) != orTCP(sp.Protocol) {
 				continue
 			}
 			port = *p.Port
@@ -128,13 +129,6 @@ func endpointsFor(eps []discoveryv1.EndpointSlice, sp corev1.ServicePort, v4 boo
 		return out[i].Port < out[j].Port
 	})
 	return out
-}
-
-func ptrOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 func orTCP(p corev1.Protocol) corev1.Protocol {

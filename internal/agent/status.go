@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
@@ -54,7 +55,7 @@ type statusWriter struct {
 	log      *slog.Logger
 
 	mu    sync.Mutex
-	owned map[netip.Addr]string // address → interface, or "!<mac> on <if>" for a conflict
+	owned map[netip.Addr]ownership
 	kick  chan struct{}
 	// problems are per-node policy problems already reported, so each is
 	// an Event once, not once per reconcile.
@@ -66,15 +67,10 @@ func newStatusWriter(cl client.Client, recorder record.EventRecorder, node strin
 }
 
 // update hands the writer the current ownership and plan.
-func (w *statusWriter) update(owned map[netip.Addr]string, plan announce.Plan) {
+func (w *statusWriter) update(owned map[netip.Addr]ownership, plan announce.Plan) {
 	w.reportProblems(plan.Problems)
 	w.mu.Lock()
-	changed := len(owned) != len(w.owned)
-	for k, v := range owned {
-		if w.owned[k] != v {
-			changed = true
-		}
-	}
+	changed := !maps.Equal(owned, w.owned)
 	if changed {
 		w.owned = owned
 	}
@@ -133,17 +129,17 @@ func (w *statusWriter) sync(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		iface, ok := owned[primary.Unmap()]
+		own, ok := owned[primary.Unmap()]
 		if !ok {
 			continue
 		}
 		cond := metav1.Condition{Type: ConditionAnnounced, ObservedGeneration: svc.Generation}
-		if strings.HasPrefix(iface, "!") {
+		if own.ConflictWith != "" {
 			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonAddressConflict
 			// No node name: every node that sees the conflict writes the
 			// same message, so they do not overwrite each other.
 			cond.Message = fmt.Sprintf("%s is in use by another host on the LAN (%s); not announced",
-				primary, strings.TrimPrefix(iface, "!"))
+				primary, own.ConflictWith)
 		} else {
 			cond.Status, cond.Reason = metav1.ConditionTrue, ReasonAnnounced
 			cond.Message = w.announcedMessage(svc, owned)
@@ -172,15 +168,15 @@ func (w *statusWriter) sync(ctx context.Context) error {
 
 // announcedMessage lists the Service's addresses this node answers for:
 // "192.168.10.75 announced by node node1 on eth0".
-func (w *statusWriter) announcedMessage(svc *corev1.Service, owned map[netip.Addr]string) string {
+func (w *statusWriter) announcedMessage(svc *corev1.Service, owned map[netip.Addr]ownership) string {
 	var parts []string
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		a, err := netip.ParseAddr(in.IP)
 		if err != nil {
 			continue
 		}
-		if iface, ok := owned[a.Unmap()]; ok && !strings.HasPrefix(iface, "!") {
-			parts = append(parts, fmt.Sprintf("%s %s", a, describeOwner(w.node, iface)))
+		if own, ok := owned[a.Unmap()]; ok && own.ConflictWith == "" {
+			parts = append(parts, fmt.Sprintf("%s announced by node %s on %s", a, w.node, own.Interface))
 		}
 	}
 	sort.Strings(parts)

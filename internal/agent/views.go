@@ -16,12 +16,6 @@ import (
 	"github.com/herald-lb/herald/internal/controller"
 )
 
-// labelSelector adapts a Kubernetes label selector to announce.Selector.
-type labelSelector struct{ sel labels.Selector }
-
-// Matches reports whether the selector matches the given labels.
-func (s labelSelector) Matches(l map[string]string) bool { return s.sel.Matches(labels.Set(l)) }
-
 // policyView reduces an L2AnnouncementPolicy to what this node decides on.
 // The error names the field that cannot be used; such a policy is skipped.
 func policyView(p *heraldv1.L2AnnouncementPolicy, node *corev1.Node) (announce.Policy, error) {
@@ -50,7 +44,7 @@ func policyView(p *heraldv1.L2AnnouncementPolicy, node *corev1.Node) (announce.P
 		if err != nil {
 			return announce.Policy{}, fmt.Errorf("spec.serviceSelector: %w", err)
 		}
-		view.Services = labelSelector{sel}
+		view.Services = controller.LabelSelector{Selector: sel}
 	}
 	return view, nil
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -386,7 +387,7 @@ func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.R
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
-			if !ok1 || !ok2 || !equalAddresses(o.Status.Addresses, n.Status.Addresses) {
+			if !ok1 || !ok2 || !slices.Equal(o.Status.Addresses, n.Status.Addresses) {
 				c.enqueue(poolsKey)
 			}
 		},
@@ -395,18 +396,6 @@ func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.R
 		return regs, err
 	}
 	return regs, nil
-}
-
-func equalAddresses(a, b []corev1.NodeAddress) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // adopt loads pools and nodes into the allocator and records every address

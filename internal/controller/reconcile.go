@@ -229,7 +229,6 @@ func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service
 		updated.Status.LoadBalancer.Ingress = ingress
 	}
 	if !condChanged && !ingressChanged {
-		r.queue.AddAfter(poolStatusKey, poolStatusDelay)
 		return nil
 	}
 	if err := r.client.Status().Update(ctx, updated); err != nil {

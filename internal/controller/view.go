@@ -114,11 +114,12 @@ func ingressAddrs(svc *corev1.Service) []netip.Addr {
 	return out
 }
 
-// labelSelector adapts a Kubernetes label selector to ipam.Selector.
-type labelSelector struct{ sel labels.Selector }
+// LabelSelector adapts a Kubernetes label selector to the Matches method
+// of ipam.Selector and announce.Selector.
+type LabelSelector struct{ Selector labels.Selector }
 
 // Matches reports whether the selector matches the given labels.
-func (s labelSelector) Matches(l map[string]string) bool { return s.sel.Matches(labels.Set(l)) }
+func (s LabelSelector) Matches(l map[string]string) bool { return s.Selector.Matches(labels.Set(l)) }
 
 // poolView reduces a LoadBalancerIPPool to the allocator's view. The error
 // names the block or field that cannot be used.
@@ -140,7 +141,7 @@ func poolView(p *heraldv1.LoadBalancerIPPool) (ipam.Pool, error) {
 		if err != nil {
 			return ipam.Pool{}, fmt.Errorf("spec.serviceSelector: %w", err)
 		}
-		view.Selector = labelSelector{sel}
+		view.Selector = LabelSelector{Selector: sel}
 	}
 	return view, nil
 }

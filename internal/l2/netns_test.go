@@ -21,10 +21,8 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +31,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
+
+	"github.com/herald-lb/herald/internal/netnstest"
 )
 
 const nsPrefix = "herald-l2-"
@@ -57,51 +57,6 @@ func run(t testing.TB, args ...string) string {
 	return string(out)
 }
 
-var cleanupLeftovers sync.Once
-
-// removeLeftovers deletes namespaces this test suite left behind in earlier
-// runs that died before their cleanup. The creating PID is part of every
-// name, so namespaces of a concurrently running test binary are kept.
-func removeLeftovers(t testing.TB) {
-	cleanupLeftovers.Do(func() {
-		entries, err := os.ReadDir("/run/netns")
-		if err != nil {
-			return
-		}
-		for _, e := range entries {
-			name := e.Name()
-			if !strings.HasPrefix(name, nsPrefix) {
-				continue
-			}
-			pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, nsPrefix), "-")
-			pid, err := strconv.Atoi(pidStr)
-			if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
-				continue // its test binary is still running
-			}
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Logf("remove leftover namespace %s: %v %s", name, err, out)
-			}
-		}
-	})
-}
-
-// requireNetns skips the test unless it can create network namespaces.
-func requireNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip command")
-	}
-	removeLeftovers(t)
-	probe := fmt.Sprintf("%s%d-check", nsPrefix, os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespaces: %v %s", err, out)
-	}
-	_ = exec.Command("ip", "netns", "del", probe).Run()
-}
-
 // lan is one test's namespaces: a switch and the hosts on it.
 type lan struct {
 	t     *testing.T
@@ -118,7 +73,7 @@ type lan struct {
 // tested for real.
 func newLAN(t *testing.T, roles ...string) *lan {
 	t.Helper()
-	requireNetns(t)
+	netnstest.Require(t, nsPrefix)
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

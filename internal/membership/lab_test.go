@@ -4,7 +4,6 @@ package membership
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,10 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/herald-lb/herald/internal/netnstest"
 )
 
 // This file builds a small Ethernet segment out of network namespaces: a
@@ -43,17 +42,6 @@ type segment struct {
 	nodes  []string
 }
 
-// requireRoot skips tests that need to create namespaces.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW) to build network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip")
-	}
-}
-
 func ipCmd(t *testing.T, args ...string) {
 	t.Helper()
 	out, err := exec.Command("ip", args...).CombinedOutput()
@@ -62,35 +50,10 @@ func ipCmd(t *testing.T, args ...string) {
 	}
 }
 
-// removeLeftovers deletes namespaces of earlier runs whose process is gone.
-func removeLeftovers(t *testing.T) {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, nsPrefix) {
-			continue
-		}
-		pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, nsPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-				t.Logf("removing leftover %s: %v: %s", name, err, out)
-			}
-		}
-	}
-}
-
 // newSegment builds a bridge namespace and n node namespaces.
 func newSegment(t *testing.T, n int) *segment {
 	t.Helper()
-	requireRoot(t)
-	removeLeftovers(t)
+	netnstest.Require(t, nsPrefix)
 	id := fmt.Sprintf("%s%d-%04x", nsPrefix, os.Getpid(), rand.Uint32()&0xffff)
 	s := &segment{t: t, bridge: id + "-sw"}
 	t.Cleanup(s.teardown)
