@@ -37,7 +37,7 @@ verify-generated: generate
 		echo "generated files are stale; run 'make generate' and commit:"; \
 		git status --porcelain -- api config/crd deploy/helm/herald/crds; git --no-pager diff --stat -- api config/crd deploy/helm/herald/crds; exit 1; fi
 
-## tools: build (or find cached) kube-apiserver, etcd and kubectl for tests
+## tools: build (or find cached) the control plane, kubectl and helm for tests
 tools:
 	$(GO) run ./internal/testenv/cmd/buildtools
 

@@ -25,13 +25,19 @@ const (
 	toolsModuleDir = "hack/tools"
 	// kubernetesModule is the module whose version names the built binaries.
 	kubernetesModule = "k8s.io/kubernetes"
+	// helmModule is the Helm module; the helm binary is installed at the
+	// version the root go.mod requires, so that tests using the Helm SDK and
+	// the helm command line agree.
+	helmModule = "helm.sh/helm/v4"
+	// helmPackage is the helm command, installed as "helm".
+	helmPackage = helmModule + "/cmd/helm"
 
 	// cacheEnv overrides the base directory of the binary cache.
 	cacheEnv = "HERALD_TOOLS_CACHE"
 
 	// recipeVersion is part of the cache key; bump it when the way the
 	// binaries are built changes in a way the hashed files do not show.
-	recipeVersion = "herald-testenv-tools/1"
+	recipeVersion = "herald-testenv-tools/2"
 )
 
 // buildPackages returns the packages built into the cache, in the order
@@ -39,6 +45,8 @@ const (
 func buildPackages() []string {
 	return []string{
 		"k8s.io/kubernetes/cmd/kube-apiserver",
+		"k8s.io/kubernetes/cmd/kube-controller-manager",
+		"k8s.io/kubernetes/cmd/kube-scheduler",
 		"k8s.io/kubernetes/cmd/kubectl",
 		"./cmd/etcd",
 	}
@@ -48,29 +56,53 @@ func buildPackages() []string {
 // whose content decides the cache key.
 func hashedFiles() []string { return []string{"go.mod", "go.sum", "cmd/etcd/main.go"} }
 
+// recipe is what decides the content of the cache, besides the hashed
+// files of the tools module.
+type recipe struct {
+	// toolsDir is the directory of the tools module.
+	toolsDir string
+	// ldflags stamp the Kubernetes version (see versionLDFlags).
+	ldflags string
+	// helmVersion is the version of helmModule that is installed.
+	helmVersion string
+}
+
 // Paths locates the control-plane binaries built from the pinned modules in
-// hack/tools.
+// hack/tools, and the helm command of the Helm version the root go.mod
+// requires.
 type Paths struct {
 	// Dir is the cache directory that holds the binaries.
 	Dir string
 	// APIServer is the kube-apiserver binary.
 	APIServer string
+	// ControllerManager is the kube-controller-manager binary.
+	ControllerManager string
+	// Scheduler is the kube-scheduler binary.
+	Scheduler string
 	// Etcd is the etcd binary.
 	Etcd string
 	// Kubectl is the kubectl binary.
 	Kubectl string
+	// Helm is the helm binary, of the helm.sh/helm/v4 version that the
+	// root go.mod requires; `helm version --short` prints that version.
+	Helm string
 }
 
 func pathsIn(dir string) Paths {
 	return Paths{
-		Dir:       dir,
-		APIServer: filepath.Join(dir, "kube-apiserver"),
-		Etcd:      filepath.Join(dir, "etcd"),
-		Kubectl:   filepath.Join(dir, "kubectl"),
+		Dir:               dir,
+		APIServer:         filepath.Join(dir, "kube-apiserver"),
+		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
+		Scheduler:         filepath.Join(dir, "kube-scheduler"),
+		Etcd:              filepath.Join(dir, "etcd"),
+		Kubectl:           filepath.Join(dir, "kubectl"),
+		Helm:              filepath.Join(dir, "helm"),
 	}
 }
 
-func (p Paths) all() []string { return []string{p.APIServer, p.Etcd, p.Kubectl} }
+func (p Paths) all() []string {
+	return []string{p.APIServer, p.ControllerManager, p.Scheduler, p.Etcd, p.Kubectl, p.Helm}
+}
 
 // complete reports whether every binary exists as an executable file.
 func (p Paths) complete() bool {
@@ -83,16 +115,21 @@ func (p Paths) complete() bool {
 	return true
 }
 
-// Binaries returns the kube-apiserver, etcd and kubectl binaries for the
-// pinned versions in hack/tools, building them first if the cache does not
-// hold them yet.
+// Binaries returns the kube-apiserver, kube-controller-manager,
+// kube-scheduler, etcd and kubectl binaries for the pinned versions in
+// hack/tools, and a helm binary of the helm.sh/helm/v4 version the root
+// go.mod requires, building them first if the cache does not hold them yet.
 //
 // The repository root is found by walking up from the working directory to
 // the go.mod of module github.com/herald-lb/herald. The cache directory is
 // <base>/<key>, where <base> is $HERALD_TOOLS_CACHE if set and otherwise
 // herald/tools under the user cache directory (~/.cache/herald/tools), and
-// <key> is a short SHA-256 of hack/tools/go.mod, go.sum, cmd/etcd/main.go and
-// the build flags, so a version bump builds into a fresh directory.
+// <key> is a short SHA-256 of hack/tools/go.mod, go.sum, cmd/etcd/main.go,
+// the build flags and the Helm version, so a version bump builds into a
+// fresh directory. The Kubernetes binaries are built in the tools module;
+// helm is installed with `go install helm.sh/helm/v4/cmd/helm@<version>`
+// outside any module, from its own go.mod, which needs the module proxy (or
+// a module cache that already holds its dependencies).
 //
 // A build takes several minutes the first time (the Go build cache makes
 // later ones fast). Concurrent callers, including other test binaries of the
@@ -109,12 +146,14 @@ func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
 	if err != nil {
 		return Paths{}, err
 	}
-	toolsDir := filepath.Join(root, toolsModuleDir)
-	ldflags, err := versionLDFlags(filepath.Join(toolsDir, "go.mod"))
-	if err != nil {
+	r := recipe{toolsDir: filepath.Join(root, toolsModuleDir)}
+	if r.ldflags, err = versionLDFlags(filepath.Join(r.toolsDir, "go.mod")); err != nil {
 		return Paths{}, err
 	}
-	dir, err := cacheDir(toolsDir, ldflags)
+	if r.helmVersion, err = helmVersion(filepath.Join(root, "go.mod")); err != nil {
+		return Paths{}, err
+	}
+	dir, err := cacheDir(r)
 	if err != nil {
 		return Paths{}, err
 	}
@@ -136,7 +175,7 @@ func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
 	if paths.complete() {
 		return paths, nil
 	}
-	if err := build(ctx, log, toolsDir, dir, ldflags); err != nil {
+	if err := build(ctx, log, r, dir); err != nil {
 		return Paths{}, err
 	}
 	if !paths.complete() {
@@ -237,13 +276,34 @@ func versionLDFlags(gomodPath string) (string, error) {
 		pkg, v, parts[0], parts[1]), nil
 }
 
-// cacheDir computes the cache directory for the tools module in toolsDir.
-func cacheDir(toolsDir, ldflags string) (string, error) {
+// helmVersion returns the version of the Helm module that the go.mod at
+// gomodPath requires.
+func helmVersion(gomodPath string) (string, error) {
+	data, err := os.ReadFile(gomodPath)
+	if err != nil {
+		return "", fmt.Errorf("read root module: %w", err)
+	}
+	v := requiredVersion(data, helmModule)
+	if v == "" {
+		return "", fmt.Errorf("%s does not require %s", gomodPath, helmModule)
+	}
+	return v, nil
+}
+
+// helmLDFlags returns the -ldflags that stamp version into helm, as Helm's
+// own release build does; without them `helm version` prints only the
+// major.minor version hard-coded in its source.
+func helmLDFlags(version string) string {
+	return "-X " + helmModule + "/internal/version.version=" + version
+}
+
+// cacheDir computes the cache directory for r.
+func cacheDir(r recipe) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s/%s\n%s\n%s\n", recipeVersion, runtime.GOOS, runtime.GOARCH, ldflags,
-		strings.Join(buildPackages(), " "))
+	fmt.Fprintf(h, "%s\n%s/%s\n%s\n%s\n%s@%s\n", recipeVersion, runtime.GOOS, runtime.GOARCH, r.ldflags,
+		strings.Join(buildPackages(), " "), helmPackage, r.helmVersion)
 	for _, name := range hashedFiles() {
-		data, err := os.ReadFile(filepath.Join(toolsDir, name))
+		data, err := os.ReadFile(filepath.Join(r.toolsDir, name))
 		if err != nil {
 			return "", fmt.Errorf("hash tools module: %w", err)
 		}
@@ -303,7 +363,7 @@ func lockFile(ctx context.Context, path string, log *slog.Logger) (func(), error
 
 // build compiles the binaries into a temporary directory inside dir and
 // renames them into dir. The caller holds the lock on dir.
-func build(ctx context.Context, log *slog.Logger, toolsDir, dir, ldflags string) error {
+func build(ctx context.Context, log *slog.Logger, r recipe, dir string) error {
 	// Leftovers of killed builds; nobody else builds here while we hold the lock.
 	if stale, err := filepath.Glob(filepath.Join(dir, ".build-*")); err == nil {
 		for _, s := range stale {
@@ -323,25 +383,49 @@ func build(ctx context.Context, log *slog.Logger, toolsDir, dir, ldflags string)
 	}
 	defer logFile.Close()
 
-	args := append([]string{"build", "-ldflags", ldflags, "-o", tmp + string(filepath.Separator)}, buildPackages()...)
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = toolsDir
-	// The tools module is built on its own, whatever workspace surrounds it.
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// helm is installed outside any module (from its own go.mod), so it
+	// runs in an empty directory of its own.
+	helmDir := filepath.Join(tmp, "helm-work")
+	if err := os.Mkdir(helmDir, 0o755); err != nil {
+		return fmt.Errorf("create helm build directory: %w", err)
+	}
+	steps := []struct {
+		dir  string
+		env  []string
+		args []string
+	}{{
+		// The tools module is built on its own, whatever workspace surrounds it.
+		dir:  r.toolsDir,
+		env:  []string{"GOWORK=off"},
+		args: append([]string{"build", "-ldflags", r.ldflags, "-o", tmp + string(filepath.Separator)}, buildPackages()...),
+	}, {
+		dir:  helmDir,
+		env:  []string{"GOWORK=off", "GOFLAGS=-mod=mod", "GOBIN=" + tmp},
+		args: []string{"install", "-ldflags", helmLDFlags(r.helmVersion), helmPackage + "@" + r.helmVersion},
+	}}
 
-	log.Info("testenv: building kube-apiserver, etcd and kubectl (the first build takes several minutes)",
-		"dir", dir, "log", logPath)
+	log.Info("testenv: building kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubectl and helm "+
+		"(the first build takes several minutes)", "dir", dir, "log", logPath)
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), toolsDir, err, tailFile(logPath, 40))
+	for _, step := range steps {
+		fmt.Fprintf(logFile, "# go %s (in %s)\n", strings.Join(step.args, " "), step.dir)
+		cmd := exec.CommandContext(ctx, "go", step.args...)
+		cmd.Dir = step.dir
+		cmd.Env = append(os.Environ(), step.env...)
+		cmd.Stdout = logFile
+		cmd.Stderr = logFile
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(step.args, " "), step.dir, err, tailFile(logPath, 40))
+		}
 	}
 	log.Info("testenv: built control-plane binaries", "dir", dir, "took", time.Since(start).Round(time.Second))
 
+	names := []string{"helm"}
 	for _, pkg := range buildPackages() {
-		name := filepath.Base(pkg)
+		names = append(names, filepath.Base(pkg))
+	}
+	for _, name := range names {
 		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("install %s: %w", name, err)
 		}

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -16,6 +17,8 @@ type pkiFiles struct {
 	// serving certificate (with its CA appended) to servingCert.
 	certDir     string
 	servingCert string
+	// servingCA is where writeServingCA puts the CA of servingCert alone.
+	servingCA string
 	// tokenFile is the --token-auth-file holding adminToken.
 	tokenFile  string
 	adminToken string
@@ -36,6 +39,7 @@ func writePKI(dir string) (pkiFiles, error) {
 		// k8s.io/apiserver's SecureServingOptions: <cert-dir>/<PairName>.crt
 		// with PairName "apiserver".
 		servingCert:  filepath.Join(certDir, "apiserver.crt"),
+		servingCA:    filepath.Join(certDir, "ca.crt"),
 		tokenFile:    filepath.Join(dir, "tokens.csv"),
 		saPrivateKey: filepath.Join(dir, "sa.key"),
 		saPublicKey:  filepath.Join(dir, "sa.pub"),
@@ -69,4 +73,43 @@ func writePKI(dir string) (pkiFiles, error) {
 		return pkiFiles{}, fmt.Errorf("write serviceaccount public key: %w", err)
 	}
 	return f, nil
+}
+
+// writeServingCA writes the CA certificates of the API server's serving
+// certificate bundle (the self-signed CA that kube-apiserver appends to the
+// certificate it generates) to f.servingCA. It is the --root-ca-file of the
+// controller manager, which publishes it as the kube-root-ca.crt ConfigMap
+// that in-cluster clients trust.
+func (f pkiFiles) writeServingCA() error {
+	bundle, err := os.ReadFile(f.servingCert)
+	if err != nil {
+		return fmt.Errorf("read serving certificate: %w", err)
+	}
+	var cas bytes.Buffer
+	for rest := bundle; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("parse serving certificate %s: %w", f.servingCert, err)
+		}
+		if cert.IsCA {
+			if err := pem.Encode(&cas, block); err != nil {
+				return fmt.Errorf("encode serving CA: %w", err)
+			}
+		}
+	}
+	if cas.Len() == 0 {
+		return fmt.Errorf("no CA certificate in %s", f.servingCert)
+	}
+	if err := os.WriteFile(f.servingCA, cas.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write serving CA: %w", err)
+	}
+	return nil
 }

@@ -1,15 +1,20 @@
-// Package testenv runs a real etcd and kube-apiserver for integration tests.
+// Package testenv runs a real etcd and kube-apiserver, and optionally
+// kube-controller-manager and kube-scheduler, for integration tests.
 //
 // The binaries are built from the pinned modules in hack/tools and cached
 // (see Binaries), so only the first run compiles. That first build takes
 // longer than go test's default 10-minute timeout on a small machine:
 // prebuild with `go run ./internal/testenv/cmd/buildtools` or pass a larger
 // -timeout. Set HERALD_KEEP_TESTENV=1 to keep an environment's directory,
-// with the etcd and kube-apiserver logs, after Stop. Start launches a private
-// control plane on free loopback ports, with RBAC, ServiceAccount tokens and
-// dual-stack Service CIDRs, and returns an admin client for it. There is no
-// kube-controller-manager or scheduler: nothing creates default
-// ServiceAccounts, schedules Pods or runs the garbage collector.
+// with the process logs, after Stop. Start launches a private control plane
+// on free loopback ports, with RBAC, ServiceAccount tokens and dual-stack
+// Service CIDRs, and returns an admin client for it.
+//
+// By default only etcd and the API server run: nothing creates default
+// ServiceAccounts, schedules Pods or runs the garbage collector. With
+// Options.Controllers, kube-controller-manager and kube-scheduler run too:
+// a full control plane, still without kubelets, so Pods are created and
+// bound to Nodes but never run.
 //
 // Tests use StartForTest for an environment of their own, or Shared from
 // TestMain for one environment per package. Callers skip such tests in
@@ -51,12 +56,21 @@ const (
 	ServiceCIDRv4 = "10.96.0.0/16"
 	// ServiceCIDRv6 is the IPv6 Service CIDR.
 	ServiceCIDRv6 = "fd00:10:96::/112"
+	// DefaultClusterCIDR is the Pod CIDR that Nodes get their spec.podCIDR
+	// from when Options.Controllers is set and Options.ClusterCIDR is not.
+	DefaultClusterCIDR = "10.244.0.0/16"
 	// AdminUser is the user name of the admin token, in group system:masters.
 	AdminUser = "herald-testenv-admin"
 
-	defaultStartTimeout = 90 * time.Second
-	stopGrace           = 10 * time.Second
-	startAttempts       = 3
+	defaultStartTimeout            = 90 * time.Second
+	defaultStartTimeoutControllers = 2 * time.Minute
+	stopGrace                      = 10 * time.Second
+	startAttempts                  = 3
+
+	// nodeMaskIPv4 and nodeMaskIPv6 are the sizes of the Pod CIDRs that the
+	// controller manager gives each Node.
+	nodeMaskIPv4 = 24
+	nodeMaskIPv6 = 64
 )
 
 // errAddrInUse marks a start that failed because a picked port was taken
@@ -74,14 +88,50 @@ type Options struct {
 	// ExtraAPIServerFlags are appended to the kube-apiserver command line;
 	// a later flag overrides an earlier one.
 	ExtraAPIServerFlags []string
-	// StartTimeout bounds the wait for etcd and the API server to become
-	// ready, not counting a build of the binaries. Zero means 90 seconds.
+
+	// Controllers also runs kube-controller-manager and kube-scheduler
+	// against the API server once it is ready, as the admin user and
+	// without leader election, and Start waits until both work: the
+	// controller manager has created the "default" ServiceAccount and the
+	// kube-root-ca.crt ConfigMap in the default namespace, and the
+	// scheduler's /readyz reports its informers synced.
+	//
+	// All default controllers run, so namespaces get their "default"
+	// ServiceAccount and kube-root-ca.crt ConfigMap (holding the CA of the
+	// API server's serving certificate), Deployments get ReplicaSets and
+	// Pods, the garbage collector and namespace deletion work, and Nodes get
+	// spec.podCIDRs from ClusterCIDR. The scheduler binds Pods to Nodes that
+	// are Ready, have allocatable "pods" (and room for the Pods' requests)
+	// and carry no taint the Pods do not tolerate. Nothing runs the
+	// Pods: there is no kubelet. For the same reason the node lifecycle
+	// controller marks a Node whose status (or Lease in kube-node-lease) is
+	// not renewed as unreachable after its grace period (50 seconds), and
+	// taints it; tests that keep Nodes longer renew them or pass
+	// ExtraControllerManagerFlags.
+	Controllers bool
+	// ClusterCIDR is the Pod CIDR from which the controller manager gives
+	// each Node its spec.podCIDRs: one prefix, or an IPv4 and an IPv6
+	// prefix separated by a comma for dual-stack Nodes. Each Node gets a /24
+	// of an IPv4 prefix and a /64 of an IPv6 one. Empty means
+	// DefaultClusterCIDR. Used only with Controllers.
+	ClusterCIDR string
+	// ExtraControllerManagerFlags are appended to the kube-controller-manager
+	// command line (with Controllers); a later flag overrides an earlier one.
+	ExtraControllerManagerFlags []string
+	// ExtraSchedulerFlags are appended to the kube-scheduler command line
+	// (with Controllers); a later flag overrides an earlier one.
+	ExtraSchedulerFlags []string
+
+	// StartTimeout bounds the wait for the processes to become ready, not
+	// counting a build of the binaries. Zero means 90 seconds, or 2 minutes
+	// with Controllers.
 	StartTimeout time.Duration
 	// Logger receives progress messages. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Env is a running etcd and kube-apiserver. Stop it when done.
+// Env is a running etcd and kube-apiserver, and with Options.Controllers
+// kube-controller-manager and kube-scheduler. Stop it when done.
 type Env struct {
 	// Config is an admin (system:masters) client configuration.
 	Config *rest.Config
@@ -89,19 +139,30 @@ type Env struct {
 	// usable by kubectl (see Binaries).
 	KubeconfigPath string
 	// Dir is the private directory of the environment: data, certificates,
-	// keys and the logs etcd.log and kube-apiserver.log.
+	// keys and the logs etcd.log and kube-apiserver.log, and with
+	// Controllers kube-controller-manager.log and kube-scheduler.log.
 	Dir string
 	// APIServerURL is the https URL of the API server on 127.0.0.1.
 	APIServerURL string
 	// EtcdURL is the client URL of etcd on 127.0.0.1.
 	EtcdURL string
+	// ClusterCIDR is the Pod CIDR that Nodes get their spec.podCIDRs from
+	// (Options.ClusterCIDR or DefaultClusterCIDR), or empty without
+	// Options.Controllers.
+	ClusterCIDR string
 	// Binaries are the binaries the environment runs.
 	Binaries Paths
 
 	clientset *kubernetes.Clientset
 	log       *slog.Logger
+	pki       pkiFiles
 	etcd      *process
 	apiserver *process
+	// controllerManager and scheduler run only with Options.Controllers.
+	controllerManager *process
+	scheduler         *process
+	// schedulerURL is the https URL of the scheduler's health endpoints.
+	schedulerURL string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -111,6 +172,8 @@ type Env struct {
 // kube-apiserver on free loopback ports in a new temporary directory and
 // waits until the API server is ready, the default namespace and the
 // kubernetes Service exist and the CRDs from opts.CRDDirs are established.
+// With opts.Controllers it also starts kube-controller-manager and
+// kube-scheduler and waits for them (see Options.Controllers).
 //
 // ctx bounds only the start; the processes run until Stop. They run in
 // their own process groups and are killed if the process that started them
@@ -125,6 +188,14 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if opts.Controllers {
+		if opts.ClusterCIDR == "" {
+			opts.ClusterCIDR = DefaultClusterCIDR
+		}
+		if _, _, err := clusterCIDR(opts.ClusterCIDR); err != nil {
+			return nil, err
+		}
 	}
 	paths, err := binaries(ctx, log)
 	if err != nil {
@@ -147,6 +218,9 @@ func start(ctx context.Context, opts Options, paths Paths, log *slog.Logger) (_ 
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
 		timeout = defaultStartTimeout
+		if opts.Controllers {
+			timeout = defaultStartTimeoutControllers
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -164,7 +238,12 @@ func start(ctx context.Context, opts Options, paths Paths, log *slog.Logger) (_ 
 		}
 	}()
 
-	ports, err := freePorts(3)
+	nPorts := 3
+	if opts.Controllers {
+		// The scheduler serves /readyz, which tells when it can schedule.
+		nPorts++
+	}
+	ports, err := freePorts(nPorts)
 	if err != nil {
 		return e, err
 	}
@@ -178,8 +257,20 @@ func start(ctx context.Context, opts Options, paths Paths, log *slog.Logger) (_ 
 	if err := e.startAPIServer(ctx, apiPort, opts.ExtraAPIServerFlags); err != nil {
 		return e, err
 	}
+	if opts.Controllers {
+		// They start while the CRDs are installed; a late CRD is picked up
+		// by the controllers that watch all resources.
+		if err := e.startControllers(opts, ports[3]); err != nil {
+			return e, err
+		}
+	}
 	if err := e.installCRDs(ctx, opts.CRDDirs); err != nil {
 		return e, err
+	}
+	if opts.Controllers {
+		if err := e.waitControllers(ctx); err != nil {
+			return e, err
+		}
 	}
 	log.Debug("testenv: control plane ready", "url", e.APIServerURL, "dir", e.Dir,
 		"took", time.Since(started).Round(time.Millisecond))
@@ -252,6 +343,7 @@ func (e *Env) startAPIServer(ctx context.Context, port int, extra []string) erro
 	if err != nil {
 		return err
 	}
+	e.pki = pki
 	args := []string{
 		"--etcd-servers=" + e.EtcdURL,
 		"--bind-address=127.0.0.1",
@@ -345,9 +437,15 @@ func (e *Env) waitReady(ctx context.Context) error {
 	return err
 }
 
+// processes returns the processes in the order Stop stops them: the clients
+// of the API server first, etcd last.
+func (e *Env) processes() []*process {
+	return []*process{e.scheduler, e.controllerManager, e.apiserver, e.etcd}
+}
+
 // exitErr reports whether a started process has exited.
 func (e *Env) exitErr() error {
-	for _, p := range []*process{e.etcd, e.apiserver} {
+	for _, p := range e.processes() {
 		if p == nil {
 			continue
 		}
@@ -422,14 +520,16 @@ func (e *Env) ServiceAccountConfig(ctx context.Context, namespace, name string) 
 	return cfg, nil
 }
 
-// Stop terminates kube-apiserver and etcd (SIGTERM, then SIGKILL after 10
-// seconds) and removes Dir unless HERALD_KEEP_TESTENV=1, in which case it
+// Stop terminates kube-scheduler, kube-controller-manager, kube-apiserver
+// and etcd, in that order (each with SIGTERM, then SIGKILL after 10
+// seconds), and removes Dir unless HERALD_KEEP_TESTENV=1, in which case it
 // logs where Dir is. It is safe to call more than once.
 func (e *Env) Stop() error {
 	e.stopOnce.Do(func() {
 		var errs []error
-		// The API server first, so that it does not spin on a lost etcd.
-		for _, p := range []*process{e.apiserver, e.etcd} {
+		// The clients of the API server first, then the API server, so that
+		// none of them spins on a lost server.
+		for _, p := range e.processes() {
 			if p == nil {
 				continue
 			}

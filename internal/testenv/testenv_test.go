@@ -13,16 +13,19 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 )
 
 var shared = NewShared(Options{})
@@ -352,6 +355,187 @@ func TestStopKillsProcesses(t *testing.T) {
 	}
 }
 
+// TestControllers checks that the controller manager and the scheduler of
+// a Controllers environment really work.
+func TestControllers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
+	}
+	t.Setenv(keepEnv, "")
+	started := time.Now()
+	e := StartForTest(t, Options{Controllers: true})
+	t.Logf("Start took %v", time.Since(started).Round(time.Millisecond))
+	ctx := t.Context()
+	client := e.Clientset()
+	if e.ClusterCIDR != DefaultClusterCIDR {
+		t.Errorf("ClusterCIDR = %q, want %q", e.ClusterCIDR, DefaultClusterCIDR)
+	}
+
+	// A Ready Node with room for Pods gets a Pod CIDR from the node IPAM
+	// controller. (Without a kubelet the node lifecycle controller declares
+	// it unreachable after 50 seconds; the test is done long before.)
+	node, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create node: %v", err)
+	}
+	room := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("4"),
+		corev1.ResourceMemory: resource.MustParse("8Gi"),
+		corev1.ResourcePods:   resource.MustParse("110"),
+	}
+	// The controllers update the new Node too (Pod CIDR, taints): retry on
+	// a conflict, as a kubelet would.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := client.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		node.Status = corev1.NodeStatus{
+			Capacity:    room,
+			Allocatable: room,
+			Conditions: []corev1.NodeCondition{{
+				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				LastHeartbeatTime: now, LastTransitionTime: now,
+			}},
+		}
+		_, err = client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("update node status: %v", err)
+	}
+	err = poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		node, err = client.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		return err == nil && node.Spec.PodCIDR != "", err
+	})
+	if err != nil {
+		t.Fatalf("wait for node podCIDR: %v", err)
+	}
+	podCIDR, err := netip.ParsePrefix(node.Spec.PodCIDR)
+	if err != nil || podCIDR.Bits() != 24 || !netip.MustParsePrefix(DefaultClusterCIDR).Contains(podCIDR.Addr()) {
+		t.Errorf("node podCIDR = %q, want a /24 in %s", node.Spec.PodCIDR, DefaultClusterCIDR)
+	}
+
+	// A new namespace gets its default ServiceAccount and the CA ConfigMap,
+	// and that CA verifies the API server, as for an in-cluster client.
+	ns := namespace(t, e)
+	var cm *corev1.ConfigMap
+	err = poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		if _, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			return false, nil
+		}
+		cm, err = client.CoreV1().ConfigMaps(ns).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("wait for serviceaccount default and configmap kube-root-ca.crt in %s: %v", ns, err)
+	}
+	inCluster := rest.CopyConfig(e.Config)
+	inCluster.CAData = []byte(cm.Data["ca.crt"])
+	if c, err := kubernetes.NewForConfig(inCluster); err != nil {
+		t.Error(err)
+	} else if _, err := c.Discovery().ServerVersion(); err != nil {
+		t.Errorf("API server not trusted with the CA of kube-root-ca.crt: %v", err)
+	}
+
+	// A Deployment gets a Pod (deployment and replicaset controllers) that
+	// the scheduler binds to the Node.
+	replicas := int32(1)
+	labels := map[string]string{"app": "web"}
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "web", Image: "registry.invalid/web:1",
+				}}},
+			},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment: %v", err)
+	}
+	var pods *corev1.PodList
+	err = poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		pods, err = client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		return err == nil && len(pods.Items) == 1 && pods.Items[0].Spec.NodeName != "", err
+	})
+	if err != nil {
+		t.Fatalf("wait for a scheduled pod of deployment web: %v (pods: %+v)", err, pods)
+	}
+	if pod := pods.Items[0]; pod.Spec.NodeName != "node-a" {
+		t.Errorf("pod %s bound to %q, want node-a", pod.Name, pod.Spec.NodeName)
+	}
+
+	for _, name := range []string{"kube-controller-manager.log", "kube-scheduler.log"} {
+		if fi, err := os.Stat(filepath.Join(e.Dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("log %s: %v, want a non-empty file", name, err)
+		}
+	}
+
+	// helm is the version the root go.mod requires.
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := helmVersion(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, e.Binaries.Helm, "version", "--short").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm version: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("helm version --short = %q, want %q", got, want)
+	}
+
+	// Stop ends the controller manager and the scheduler too.
+	pids := []int{e.scheduler.pid(), e.controllerManager.pid()}
+	stopped := time.Now()
+	if err := e.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	t.Logf("Stop took %v", time.Since(stopped).Round(time.Millisecond))
+	for _, pid := range pids {
+		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process group %d after Stop: kill 0 = %v, want ESRCH", pid, err)
+		}
+	}
+}
+
+func TestClusterCIDR(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		flags    []string
+	}{
+		{"10.244.0.0/16", "10.244.0.0/16", []string{"--node-cidr-mask-size=24"}},
+		{"fd00:10:244::/48", "fd00:10:244::/48", []string{"--node-cidr-mask-size=64"}},
+		{"10.244.0.0/16, fd00:10:244::/48", "10.244.0.0/16,fd00:10:244::/48",
+			[]string{"--node-cidr-mask-size-ipv4=24", "--node-cidr-mask-size-ipv6=64"}},
+		{"10.244.1.0/24", "10.244.1.0/24", []string{"--node-cidr-mask-size=24"}},
+	} {
+		got, flags, err := clusterCIDR(tc.in)
+		if err != nil || got != tc.want || !slices.Equal(flags, tc.flags) {
+			t.Errorf("clusterCIDR(%q) = %q, %q, %v; want %q, %q", tc.in, got, flags, err, tc.want, tc.flags)
+		}
+	}
+	for _, bad := range []string{"", "10.244.0.0", "10.244.0.1/16", "10.244.0.0/25", "10.0.0.0/8,10.244.0.0/16",
+		"fd00::/48,fd01::/48", "10.0.0.0/8,fd00::/48,10.1.0.0/16"} {
+		if _, _, err := clusterCIDR(bad); err == nil {
+			t.Errorf("clusterCIDR(%q) succeeded, want an error", bad)
+		}
+	}
+	if _, err := Start(t.Context(), Options{Controllers: true, ClusterCIDR: "10.244.0.0/33"}); err == nil {
+		t.Error("Start with a bad ClusterCIDR succeeded")
+	}
+}
+
 func TestGoModParsing(t *testing.T) {
 	gomod := []byte(`// comment
 module   github.com/herald-lb/herald/hack/tools // trailing
@@ -406,18 +590,25 @@ func TestCacheDir(t *testing.T) {
 	tools := filepath.Join(root, toolsModuleDir)
 	base := t.TempDir()
 	t.Setenv(cacheEnv, base)
-	a, err := cacheDir(tools, "-X a=1")
-	if err != nil {
-		t.Fatal(err)
+	dir := func(ldflags, helm string) string {
+		t.Helper()
+		d, err := cacheDir(recipe{toolsDir: tools, ldflags: ldflags, helmVersion: helm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if filepath.Dir(d) != base {
+			t.Errorf("cacheDir = %s, want a directory under %s", d, base)
+		}
+		return d
 	}
-	b, err := cacheDir(tools, "-X a=2")
-	if err != nil {
-		t.Fatal(err)
+	a := dir("-X a=1", "v4.3.1")
+	if b := dir("-X a=2", "v4.3.1"); a == b {
+		t.Errorf("cacheDir = %s for different ldflags", a)
 	}
-	if filepath.Dir(a) != base || filepath.Dir(b) != base || a == b {
-		t.Errorf("cacheDir = %s and %s, want two different directories under %s", a, b, base)
+	if b := dir("-X a=1", "v4.3.2"); a == b {
+		t.Errorf("cacheDir = %s for different Helm versions", a)
 	}
-	if again, _ := cacheDir(tools, "-X a=1"); again != a {
+	if again := dir("-X a=1", "v4.3.1"); again != a {
 		t.Errorf("cacheDir not stable: %s then %s", a, again)
 	}
 }

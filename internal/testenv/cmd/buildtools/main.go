@@ -1,7 +1,8 @@
-// Command buildtools builds (or finds in the cache) the kube-apiserver, etcd
-// and kubectl binaries that internal/testenv runs, and prints the directory
-// that holds them, so that a Makefile or CI can build them ahead of the
-// tests:
+// Command buildtools builds (or finds in the cache) the binaries that
+// internal/testenv runs and hands to tests (kube-apiserver,
+// kube-controller-manager, kube-scheduler, etcd, kubectl and helm), and
+// prints the directory that holds them, so that a Makefile or CI can build
+// them ahead of the tests:
 //
 //	go run ./internal/testenv/cmd/buildtools
 package main
