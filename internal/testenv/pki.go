@@ -7,16 +7,21 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+
+	certutil "k8s.io/client-go/util/cert"
 )
 
 // pkiFiles are the credentials of one environment.
 type pkiFiles struct {
-	// certDir is kube-apiserver's --cert-dir; it writes a self-signed
-	// serving certificate (with its CA appended) to servingCert.
+	// certDir is kube-apiserver's --cert-dir, where writePKI puts the
+	// self-signed serving certificate (with its CA appended) servingCert
+	// and its key servingKey, which the API server then uses.
 	certDir     string
 	servingCert string
+	servingKey  string
 	// servingCA is where writeServingCA puts the CA of servingCert alone.
 	servingCA string
 	// tokenFile is the --token-auth-file holding adminToken.
@@ -39,6 +44,7 @@ func writePKI(dir string) (pkiFiles, error) {
 		// k8s.io/apiserver's SecureServingOptions: <cert-dir>/<PairName>.crt
 		// with PairName "apiserver".
 		servingCert:  filepath.Join(certDir, "apiserver.crt"),
+		servingKey:   filepath.Join(certDir, "apiserver.key"),
 		servingCA:    filepath.Join(certDir, "ca.crt"),
 		tokenFile:    filepath.Join(dir, "tokens.csv"),
 		saPrivateKey: filepath.Join(dir, "sa.key"),
@@ -54,6 +60,23 @@ func writePKI(dir string) (pkiFiles, error) {
 	line := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
 	if err := os.WriteFile(f.tokenFile, []byte(line), 0o600); err != nil {
 		return pkiFiles{}, fmt.Errorf("write token file: %w", err)
+	}
+
+	// The certificate kube-apiserver would generate itself, plus localhost:
+	// clients on a node reach it through a KubePrism-style proxy at
+	// localhost:7445, as on Talos, whose API server certificates name
+	// localhost too.
+	cert, certKey, err := certutil.GenerateSelfSignedCertKey("127.0.0.1",
+		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.ParseIP("10.96.0.1"), net.ParseIP("fd00:10:96::1")},
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
+	if err != nil {
+		return pkiFiles{}, fmt.Errorf("generate serving certificate: %w", err)
+	}
+	if err := os.WriteFile(f.servingKey, certKey, 0o600); err != nil {
+		return pkiFiles{}, fmt.Errorf("write serving key: %w", err)
+	}
+	if err := os.WriteFile(f.servingCert, cert, 0o644); err != nil {
+		return pkiFiles{}, fmt.Errorf("write serving certificate: %w", err)
 	}
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -76,8 +99,8 @@ func writePKI(dir string) (pkiFiles, error) {
 }
 
 // writeServingCA writes the CA certificates of the API server's serving
-// certificate bundle (the self-signed CA that kube-apiserver appends to the
-// certificate it generates) to f.servingCA. It is the --root-ca-file of the
+// certificate bundle (the self-signed CA that writePKI appended to the
+// certificate) to f.servingCA. It is the --root-ca-file of the
 // controller manager, which publishes it as the kube-root-ca.crt ConfigMap
 // that in-cluster clients trust.
 func (f pkiFiles) writeServingCA() error {

@@ -3,7 +3,9 @@ package testenv
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -625,5 +627,30 @@ func TestTailFile(t *testing.T) {
 	lines := strings.Split(tailFile(path, 3), "\n")
 	if len(lines) != 3 || len(lines[2]) != 99 || len(lines[0]) != 97 {
 		t.Errorf("tailFile = %q", lines)
+	}
+}
+
+// TestServingCertificateNames checks that clients verifying the API
+// server's certificate may call it localhost (a KubePrism-style proxy on
+// localhost:7445) or kubernetes.default.svc, not only 127.0.0.1.
+func TestServingCertificateNames(t *testing.T) {
+	e := env(t)
+	u, err := url.Parse(e.APIServerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"localhost", "127.0.0.1", "kubernetes.default.svc"} {
+		cfg := rest.CopyConfig(e.Config)
+		cfg.Host = "https://" + net.JoinHostPort("127.0.0.1", u.Port())
+		if name != "127.0.0.1" {
+			cfg.TLSClientConfig.ServerName = name
+		}
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.Discovery().ServerVersion(); err != nil {
+			t.Errorf("API server as %q: %v", name, err)
+		}
 	}
 }
