@@ -1,0 +1,184 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herald-lb/herald/internal/lab"
+	"github.com/herald-lb/herald/internal/lab/images"
+	"github.com/herald-lb/herald/internal/lab/kubelet"
+)
+
+func newLabCommand() *cobra.Command {
+	opts := lab.Options{}
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A Kubernetes cluster in network namespaces on this machine, with Herald installed (root only)",
+		Long: `herald lab runs the Talos tutorial on one Linux machine, as root, without
+containers or VMs: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler (built from pinned modules), N nodes in network namespaces on
+a LAN bridge (192.168.10.0/24, nodes from .215) with a KubePrism-style proxy
+on localhost:7445 and a process kubelet each, a LAN client (192.168.10.10),
+and Herald installed with its Helm chart and the Talos preset.`,
+	}
+	cmd.PersistentFlags().StringVar(&opts.Dir, "dir", envOr("HERALD_LAB_DIR", lab.DefaultDir), "the lab's state directory ($HERALD_LAB_DIR)")
+	cmd.PersistentFlags().StringVar(&opts.Prefix, "prefix", envOr("HERALD_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's network namespace names ($HERALD_LAB_PREFIX)")
+
+	var chart string
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Start the lab (or check it is up) and install Herald",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			s, err := lab.Up(ctx, opts, chart, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			if err := lab.PrintStatus(ctx, s, cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), `
+Try: herald lab kubectl get nodes -o wide
+     herald lab client -- ip neigh
+     herald lab down`)
+			return nil
+		},
+	}
+	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
+	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "also give the LAN IPv6 addresses (fd00:10::/64)")
+	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
+
+	daemon := &cobra.Command{
+		Use:    "daemon",
+		Short:  "Run the lab in the foreground (what `up` starts in the background)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log, err := newLogger("info", "text")
+			if err != nil {
+				return err
+			}
+			return lab.RunDaemon(ctx, opts, log)
+		},
+	}
+	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
+	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab's hosts, nodes, Herald's Pods and LoadBalancer Services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			return lab.PrintStatus(cmd.Context(), s, cmd.OutOrStdout())
+		},
+	}
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Stop the lab and remove its namespaces (also after a crash)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lab.Down(opts, cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "The lab is down.")
+			return nil
+		},
+	}
+	client := &cobra.Command{
+		Use:   "client -- COMMAND [ARG...]",
+		Short: "Run a command on the LAN client (192.168.10.10), e.g. curl or arp -n",
+		RunE: func(_ *cobra.Command, args []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			return lab.ExecIn(s, "client", args)
+		},
+	}
+	node := &cobra.Command{
+		Use:   "node NAME -- COMMAND [ARG...]",
+		Short: "Run a command in a node's network namespace",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			return lab.ExecIn(s, args[0], args[1:])
+		},
+	}
+	kubectl := &cobra.Command{
+		Use:                "kubectl [ARG...]",
+		Short:              "Run kubectl with the lab's kubeconfig",
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			dir := envOr("HERALD_LAB_DIR", lab.DefaultDir)
+			// Flag parsing is off so that kubectl gets every flag; the lab's
+			// own --dir may still come first.
+			if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
+				dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
+			}
+			s, err := lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			return lab.Kubectl(s, args)
+		},
+	}
+
+	var shim kubelet.Shim
+	shimCmd := &cobra.Command{
+		Use:    "shim [flags] -- PROGRAM [ARG...]",
+		Short:  "Enter a Pod's namespaces and exec its program (run by the lab kubelet)",
+		Hidden: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			shim.Argv = args
+			return shim.Exec()
+		},
+	}
+	shimCmd.Flags().StringVar(&shim.NetNS, "netns", "", "network namespace file to join")
+	shimCmd.Flags().StringVar(&shim.Hostname, "hostname", "", "hostname")
+	shimCmd.Flags().StringArrayVar(&shim.Mounts, "mount", nil, "bind mount SRC:DST[:ro]")
+	shimCmd.Flags().StringSliceVar(&shim.Capabilities, "caps", nil, "capabilities to keep (ALL, NONE or names)")
+	shimCmd.Flags().BoolVar(&shim.NoNewPrivs, "no-new-privs", false, "set no_new_privs")
+	shimCmd.Flags().StringVar(&shim.WorkingDir, "workdir", "", "working directory")
+
+	builtin := &cobra.Command{
+		Use:                "builtin PROGRAM [ARG...]",
+		Short:              "Run one of the lab's built-in images (nginx, agnhost)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		Args:               cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return images.Run(ctx, args[0], args[1:], cmd.OutOrStdout())
+		},
+	}
+
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, shimCmd, builtin)
+	return cmd
+}
+
+// envOr returns the environment variable name, or def when it is empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

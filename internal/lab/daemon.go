@@ -1,0 +1,186 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/herald-lb/herald/internal/lab/kubelet"
+	"github.com/herald-lb/herald/internal/testenv"
+)
+
+// nodesReadyTimeout bounds the wait for every node to register, get its
+// podCIDR and be Ready.
+const nodesReadyTimeout = 2 * time.Minute
+
+// RunDaemon is `herald lab daemon`: it builds the network, starts the
+// control plane, the KubePrism proxies and a kubelet per node, publishes
+// the lab's State once every node is Ready, and keeps all of it running
+// until ctx is done; then it stops the Pods, the control plane and removes
+// the namespaces.
+func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) {
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return fmt.Errorf("lab directory: %w", err)
+	}
+	_ = os.Remove(filepath.Join(opts.Dir, stateFile))
+	if err := os.WriteFile(filepath.Join(opts.Dir, pidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	defer func() {
+		_ = os.Remove(filepath.Join(opts.Dir, stateFile))
+		_ = os.Remove(filepath.Join(opts.Dir, pidFile))
+	}()
+
+	topo, err := NewTopology(opts.Prefix, opts.Nodes, opts.IPv6)
+	if err != nil {
+		return err
+	}
+	herald, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("locate the herald binary: %w", err)
+	}
+	log.Info("lab: building the network", "nodes", len(topo.Nodes), "prefix", opts.Prefix)
+	if err := topo.Create(); err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := RemoveNamespaces(opts.Prefix); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+
+	log.Info("lab: starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
+	env, err := testenv.Start(ctx, testenv.Options{Controllers: true, Logger: log})
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	defer func() {
+		if serr := env.Stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	kubeconfig := filepath.Join(opts.Dir, "kubeconfig")
+	data, err := os.ReadFile(env.KubeconfigPath)
+	if err == nil {
+		err = os.WriteFile(kubeconfig, data, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("copy kubeconfig: %w", err)
+	}
+	u, err := url.Parse(env.APIServerURL)
+	if err != nil {
+		return fmt.Errorf("API server URL: %w", err)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	errc := make(chan error, len(topo.Nodes))
+	for _, node := range topo.Nodes {
+		prism, err := ListenKubePrism(node.NetNS, u.Host, log.With("node", node.Name))
+		if err != nil {
+			return fmt.Errorf("kubeprism on %s: %w", node.Name, err)
+		}
+		wg.Go(func() { prism.Serve(runCtx) })
+
+		labels := map[string]string{}
+		if node.Name == "cp1" {
+			labels["node-role.kubernetes.io/control-plane"] = ""
+		}
+		kl, err := kubelet.New(kubelet.Config{
+			NodeName:       node.Name,
+			NodeIP:         node.IPv4,
+			NetNS:          node.NetNS,
+			PodNetNSPrefix: opts.Prefix + "pod-",
+			Interface:      "eth0",
+			Client:         env.Clientset(),
+			Herald:         herald,
+			Dir:            filepath.Join(opts.Dir, "nodes", node.Name),
+			Version:        kubeletVersion(env),
+			Labels:         labels,
+			Logger:         log,
+		})
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := kl.Run(runCtx); err != nil && runCtx.Err() == nil {
+				errc <- fmt.Errorf("kubelet %s: %w", node.Name, err)
+			}
+		})
+	}
+
+	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
+		return err
+	}
+	if err := writeState(opts.Dir, State{
+		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
+	}); err != nil {
+		return err
+	}
+	log.Info("lab: up", "kubeconfig", kubeconfig, "apiserver", env.APIServerURL)
+
+	select {
+	case <-ctx.Done():
+		log.Info("lab: stopping")
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// kubeletVersion is the API server's version, so nodes look like they run
+// a matching kubelet.
+func kubeletVersion(env *testenv.Env) string {
+	v, err := env.Clientset().Discovery().ServerVersion()
+	if err != nil {
+		return "v0.0.0-herald-lab"
+	}
+	return v.GitVersion
+}
+
+// waitNodesReady waits until every node is registered, Ready and has a
+// podCIDR.
+func waitNodesReady(ctx context.Context, env *testenv.Env, topo Topology, errc <-chan error) error {
+	ctx, cancel := context.WithTimeout(ctx, nodesReadyTimeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		nodes, err := env.Clientset().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		ready := 0
+		if err == nil {
+			for _, n := range nodes.Items {
+				for _, c := range n.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Spec.PodCIDR != "" {
+						ready++
+					}
+				}
+			}
+		}
+		if ready == len(topo.Nodes) {
+			return nil
+		}
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d nodes to be Ready with a podCIDR (%d are): %w", len(topo.Nodes), ready, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

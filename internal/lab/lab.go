@@ -1,0 +1,139 @@
+// Package lab runs Herald's lab: a Kubernetes cluster on one Linux machine,
+// without containers or VMs, for the tutorial, the end-to-end tests and the
+// benchmarks.
+//
+// The control plane (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler, built from pinned modules by internal/testenv) runs in
+// the root network namespace on loopback ports. Each node is a network
+// namespace on a LAN bridge (192.168.10.0/24, nodes from .215, a client at
+// .10) with a KubePrism-style proxy on localhost:7445 and a process kubelet
+// (internal/lab/kubelet); Herald is installed with its own Helm chart and
+// the Talos preset, its images running the local herald binary.
+//
+// The lab outlives the command that starts it: Up starts a daemon (`herald
+// lab daemon`, detached, logging to <dir>/lab.log) that owns every process
+// and namespace, and waits until the cluster works. Down stops the daemon
+// and removes whatever a crashed one left; Up does the same first, so both
+// are idempotent.
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/herald-lb/herald/internal/testenv"
+)
+
+const (
+	// DefaultDir is the lab's state directory.
+	DefaultDir = "/var/lib/herald-lab"
+	// DefaultPrefix starts the name of every network namespace of the lab.
+	DefaultPrefix = "hl-"
+
+	stateFile = "state.json"
+	pidFile   = "daemon.pid"
+	logFile   = "lab.log"
+)
+
+// Options configures a lab.
+type Options struct {
+	// Dir is the state directory (kubeconfig, logs, Pod volumes).
+	Dir string
+	// Prefix starts the names of the lab's network namespaces; two labs
+	// with different prefixes and directories can run side by side.
+	Prefix string
+	// Nodes is the number of nodes: cp1, node1, ….
+	Nodes int
+	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN.
+	IPv6 bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	return o
+}
+
+// State is what a running lab publishes in <dir>/state.json once it works.
+type State struct {
+	// PID is the daemon's process ID.
+	PID int `json:"pid"`
+	// Kubeconfig is an admin kubeconfig for the lab's API server.
+	Kubeconfig string `json:"kubeconfig"`
+	// APIServer is the API server's URL (root namespace, loopback).
+	APIServer string `json:"apiServer"`
+	// Tools are the control-plane binaries (kubectl, helm, …).
+	Tools testenv.Paths `json:"tools"`
+	// Topology is the lab's network.
+	Topology Topology `json:"topology"`
+}
+
+// ReadState returns the state of the lab in dir, or an error if no lab is
+// running there.
+func ReadState(dir string) (State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return State{}, fmt.Errorf("no lab is running in %s (start one with `herald lab up`)", dir)
+		}
+		return State{}, fmt.Errorf("read lab state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return State{}, fmt.Errorf("lab state %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	if !alive(s.PID) {
+		return State{}, fmt.Errorf("the lab in %s has stopped (its daemon, pid %d, is gone; see %s; `herald lab up` starts it again)",
+			dir, s.PID, filepath.Join(dir, logFile))
+	}
+	return s, nil
+}
+
+func writeState(dir string, s State) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write lab state: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, stateFile))
+}
+
+// alive reports whether pid is a running herald lab daemon (not a recycled
+// PID of something else).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	return len(args) > 2 && args[1] == "lab" && args[2] == "daemon" && syscall.Kill(pid, 0) == nil
+}
+
+// daemonPID returns the PID recorded in dir, if that daemon still runs.
+func daemonPID(dir string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, pidFile))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid, err == nil && alive(pid)
+}

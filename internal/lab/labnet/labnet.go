@@ -1,0 +1,113 @@
+// Package labnet is the lab's plumbing for named network namespaces (the
+// ones `ip netns` manages under /run/netns): running `ip`, and opening
+// sockets inside a namespace from a process that lives outside it.
+//
+// A socket belongs to the namespace of the thread that created it and stays
+// there, so In, Dial and Listen switch one locked OS thread into the
+// namespace only for as long as the socket is being created.
+package labnet
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// IP runs the ip(8) command with args and returns its trimmed output; a
+// failure carries the command line and what ip printed.
+func IP(args ...string) (string, error) {
+	return Run("ip", args...)
+}
+
+// Run runs a command, returning its trimmed combined output; a failure
+// carries the command line and what the command printed.
+func Run(name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// In runs fn on an OS thread switched into the named namespace. Sockets fn
+// creates stay in that namespace after In returns.
+func In(name string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("open current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(name)
+		if err != nil {
+			errc <- fmt.Errorf("open network namespace %s: %w", name, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter network namespace %s: %w", name, err)
+			return
+		}
+		ferr := fn()
+		// Unlock only once back home; otherwise the thread dies with this
+		// goroutine instead of running other goroutines in the wrong
+		// namespace.
+		if err := netns.Set(orig); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Listen opens a listener inside the named namespace.
+func Listen(name, network, address string) (net.Listener, error) {
+	var ln net.Listener
+	err := In(name, func() (err error) {
+		ln, err = net.Listen(network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s %s in %s: %w", network, address, name, err)
+	}
+	return ln, nil
+}
+
+// Dialer returns a DialContext function whose connections originate in the
+// named namespace, for http.Transport and probes.
+func Dialer(name string) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		var conn net.Conn
+		err := In(name, func() (err error) {
+			var d net.Dialer
+			conn, err = d.DialContext(ctx, network, address)
+			return err
+		})
+		return conn, err
+	}
+}
+
+// Exists reports whether the named namespace exists.
+func Exists(name string) bool {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return false
+	}
+	_ = h.Close()
+	return true
+}
+
+// Path returns the file that names the namespace, for setns(2).
+func Path(name string) string { return "/run/netns/" + name }

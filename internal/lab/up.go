@@ -1,0 +1,213 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herald-lb/herald/internal/testenv"
+)
+
+const (
+	// upTimeout bounds the wait for the daemon to report the lab up (the
+	// binaries are built before, in the foreground).
+	upTimeout = 5 * time.Minute
+	// downGrace is how long Down waits for the daemon to stop its Pods and
+	// the control plane before killing it.
+	downGrace = 60 * time.Second
+	// ReleaseName and ReleaseNamespace are Herald's Helm release in the lab:
+	// kube-system, as the Talos tutorial installs it.
+	ReleaseName      = "herald"
+	ReleaseNamespace = "kube-system"
+)
+
+// Up brings the lab up, or checks that it is, and installs (or upgrades)
+// Herald with its Helm chart and the Talos preset. Progress goes to out.
+func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, error) {
+	opts = opts.withDefaults()
+	if _, ok := daemonPID(opts.Dir); ok {
+		if s, err := ReadState(opts.Dir); err == nil {
+			fmt.Fprintf(out, "The lab in %s is already up (daemon pid %d).\n", opts.Dir, s.PID)
+			return s, installHerald(ctx, s, chart, out)
+		}
+		// A daemon that is not up yet, or stuck: start over.
+	}
+	if err := Down(opts, out); err != nil {
+		return State{}, err
+	}
+	fmt.Fprintln(out, "Building (or finding in the cache) etcd, the Kubernetes control plane, kubectl and helm…")
+	if _, err := testenv.Binaries(ctx); err != nil {
+		return State{}, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return State{}, fmt.Errorf("lab directory: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return State{}, fmt.Errorf("locate the herald binary: %w", err)
+	}
+	logPath := filepath.Join(opts.Dir, logFile)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return State{}, fmt.Errorf("lab log: %w", err)
+	}
+	defer logf.Close()
+	args := []string{"lab", "daemon", "--dir", opts.Dir, "--prefix", opts.Prefix, "--nodes", strconv.Itoa(opts.Nodes)}
+	if opts.IPv6 {
+		args = append(args, "--ipv6")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own session: the lab outlives this command and its terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return State{}, fmt.Errorf("start the lab daemon: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	fmt.Fprintf(out, "Starting the lab: %d nodes in network namespaces %s*, control plane on loopback (log: %s)…\n",
+		opts.Nodes, opts.Prefix, logPath)
+
+	deadline := time.After(upTimeout)
+	for {
+		s, err := ReadState(opts.Dir)
+		if err == nil {
+			fmt.Fprintf(out, "Control plane and %d nodes are up.\n", len(s.Topology.Nodes))
+			return s, installHerald(ctx, s, chart, out)
+		}
+		select {
+		case <-exited:
+			return State{}, fmt.Errorf("the lab daemon exited while starting; the end of %s:\n%s", logPath, tail(logPath, 30))
+		case <-deadline:
+			return State{}, fmt.Errorf("the lab did not come up within %s; see %s", upTimeout, logPath)
+		case <-ctx.Done():
+			return State{}, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// installHerald installs Herald with helm, the Talos preset and the lab's
+// image (the local herald binary), and waits for its Pods.
+func installHerald(ctx context.Context, s State, chart string, out io.Writer) error {
+	if chart == "" {
+		var err error
+		if chart, err = FindChart(); err != nil {
+			return err
+		}
+	}
+	args := []string{"upgrade", "--install", ReleaseName, chart,
+		"--namespace", ReleaseNamespace,
+		"--values", filepath.Join(chart, "values-talos.yaml"),
+		// The lab's kubelet runs the local binary for Herald's image.
+		"--set", "image.pullPolicy=Never",
+		"--wait", "--timeout", "5m",
+		"--kubeconfig", s.Kubeconfig,
+	}
+	fmt.Fprintf(out, "$ helm %s\n", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, s.Tools.Helm, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("helm install of Herald: %w", err)
+	}
+	return nil
+}
+
+// FindChart finds deploy/helm/herald above the working directory.
+func FindChart() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		c := filepath.Join(dir, "deploy", "helm", "herald")
+		if _, err := os.Stat(filepath.Join(c, "Chart.yaml")); err == nil {
+			return c, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no deploy/helm/herald above %s: run from Herald's repository or pass --chart", wd)
+		}
+	}
+}
+
+// Down stops the lab's daemon (SIGTERM: Pods, then the control plane) and
+// removes every namespace with the lab's prefix, also after a crash.
+func Down(opts Options, out io.Writer) error {
+	opts = opts.withDefaults()
+	if pid, ok := daemonPID(opts.Dir); ok {
+		fmt.Fprintf(out, "Stopping the lab daemon (pid %d)…\n", pid)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(downGrace)
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if alive(pid) {
+			fmt.Fprintf(out, "The daemon did not stop within %s; killing it.\n", downGrace)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			for alive(pid) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	var errs []error
+	if err := RemoveNamespaces(opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	for _, f := range []string{stateFile, pidFile, "kubeconfig"} {
+		if err := os.Remove(filepath.Join(opts.Dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(opts.Dir, "nodes")); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ExecIn replaces this process with argv running in the named host's
+// network namespace (`ip netns exec`), so a terminal passes through.
+func ExecIn(s State, host string, argv []string) error {
+	h, ok := s.Topology.Node(host)
+	if !ok {
+		var names []string
+		for _, h := range s.Topology.Hosts() {
+			names = append(names, h.Name)
+		}
+		return fmt.Errorf("no host %q in the lab (hosts: %s)", host, strings.Join(names, ", "))
+	}
+	if len(argv) == 0 {
+		argv = []string{"sh"}
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(ip, append([]string{"ip", "netns", "exec", h.NetNS}, argv...), os.Environ())
+}
+
+// Kubectl replaces this process with the lab's kubectl and kubeconfig.
+func Kubectl(s State, args []string) error {
+	env := append(os.Environ(), "KUBECONFIG="+s.Kubeconfig)
+	return syscall.Exec(s.Tools.Kubectl, append([]string{"kubectl"}, args...), env)
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
