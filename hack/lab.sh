@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "hack/lab.sh needs root (network namespaces)"; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in make:make ip:iproute2 curl:curl arp:net-tools; do
+for pkg in make:make ip:iproute2 curl:curl arp:net-tools nft:nftables; do
 	command -v "${pkg%%:*}" >/dev/null 2>&1 || need+=("${pkg#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,9 +46,17 @@ make -s build
 step "Bringing up the lab and installing Herald with its Helm chart (Talos preset)"
 run lab up
 
+# A second run starts the tutorial over in the running lab.
+kubectl delete service nginx echo --ignore-not-found >/dev/null
+kubectl delete deployment nginx echo --ignore-not-found --wait >/dev/null
+kubectl delete lbpool first-pool --ignore-not-found >/dev/null
+kubectl delete l2announcementpolicy default-policy --ignore-not-found >/dev/null
+
 step "1. A pool of addresses and an L2 announcement policy"
 run kubectl apply -f examples/pool.yaml
 run kubectl apply -f examples/l2policy.yaml
+pool_ready() { [ "$(kubectl get lbpool first-pool -o jsonpath='{.status.conditions[?(@.type=="IPsAvailable")].message}')" = 4 ]; }
+wait_for "the pool does not report 4 available addresses" 50 pool_ready
 run kubectl get lbpool
 
 step "2. nginx, exposed as a LoadBalancer Service"
@@ -62,7 +70,8 @@ run kubectl get svc nginx
 step "3. From a machine on the LAN: curl the address"
 welcome() { client curl -sS --max-time 2 http://192.168.10.75 | grep -q 'Welcome to nginx!'; }
 wait_for "curl http://192.168.10.75 from the client did not return the nginx page" 50 welcome
-run client curl -sS http://192.168.10.75 | grep '<title>'
+echo '$ client curl -sS http://192.168.10.75 | grep title'
+client curl -sS http://192.168.10.75 | grep '<title>'
 run client arp -n 192.168.10.75
 run kubectl get svc nginx -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 
@@ -77,7 +86,7 @@ ip=$(echo_ip)
 clientip() { client curl -sS --max-time 2 "http://$ip/clientip"; }
 wait_for "curl http://$ip/clientip failed" 50 clientip
 seen=$(clientip)
-echo "externalTrafficPolicy=Cluster: the backend sees $seen (a node's address: the announcing node masquerades)"
+echo "externalTrafficPolicy=Cluster: the backend sees $seen (the announcing node's address: it masquerades)"
 case "$seen" in 192.168.10.10:*) fail "with Cluster the backend should see a node, not the client";; esac
 run kubectl patch svc echo -p '{"spec":{"externalTrafficPolicy":"Local"}}'
 sees_client() { clientip | grep -q '^192\.168\.10\.10:'; }

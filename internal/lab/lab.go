@@ -52,6 +52,10 @@ type Options struct {
 	Nodes int
 	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN.
 	IPv6 bool
+	// Herald is the herald binary that runs the daemon (and with it every
+	// Herald Pod); empty means this executable, which is right for the
+	// herald command and wrong for a test binary.
+	Herald string
 }
 
 func (o Options) withDefaults() Options {

@@ -50,9 +50,12 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return State{}, fmt.Errorf("lab directory: %w", err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return State{}, fmt.Errorf("locate the herald binary: %w", err)
+	self := opts.Herald
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return State{}, fmt.Errorf("locate the herald binary: %w", err)
+		}
 	}
 	logPath := filepath.Join(opts.Dir, logFile)
 	logf, err := os.Create(logPath)
