@@ -32,10 +32,12 @@ const knownImages = "nginx, agnhost, herald"
 // registry, tag and digest are ignored, so "nginx", "nginx:1.27" and
 // "docker.io/library/nginx@sha256:..." are the same program:
 //
-//   - nginx serves the default welcome site. The official image's default
-//     command is `nginx -g "daemon off;"`, so a command line starting with
-//     nginx is accepted and ignored (the built-in has no configuration);
-//     any other command is an error.
+//   - nginx serves the files under /usr/share/nginx/html (a volume mounted
+//     there, as with the official image), "/" being the default welcome
+//     page unless the directory has an index.html. The official image's
+//     default command is `nginx -g "daemon off;"`, so a command line
+//     starting with nginx is accepted and ignored (the built-in has no
+//     configuration); any other command is an error.
 //   - agnhost runs the built-in agnhost with args as its subcommand and
 //     flags. The image's entrypoint is /agnhost, so a command of /agnhost or
 //     agnhost is dropped; with neither command nor args it runs `pause`,

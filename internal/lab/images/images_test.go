@@ -3,10 +3,12 @@ package images
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,7 +123,10 @@ func get(t *testing.T, c *http.Client, method, url string) (int, http.Header, st
 
 func TestNginx(t *testing.T) {
 	var log strings.Builder // written by Run's handlers, read after Run returns
-	addr, stop := start(t, "nginx", []string{"--listen", "127.0.0.1:0"}, &log)
+	// A root that does not exist: the welcome page whatever this machine
+	// has in /usr/share/nginx/html.
+	root := filepath.Join(t.TempDir(), "none")
+	addr, stop := start(t, "nginx", []string{"--listen", "127.0.0.1:0", "--root", root}, &log)
 	base := "http://" + addr.String()
 	tests := []struct {
 		method, path string
@@ -146,6 +151,87 @@ func TestNginx(t *testing.T) {
 	}
 	stop()
 	if want := `"GET /nope HTTP/1.1" 404 `; !strings.Contains(log.String(), want) {
+		t.Errorf("access log %q lacks %q", log.String(), want)
+	}
+}
+
+// With a root directory nginx serves its files, like the official image
+// does from /usr/share/nginx/html; "/" stays the welcome page until the root
+// has an index.html.
+func TestNginxRoot(t *testing.T) {
+	root := t.TempDir()
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(root, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "docs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "docs", "index.html"), []byte("<p>docs</p>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	addr, stop := start(t, "nginx", []string{"--listen", "127.0.0.1:0", "--root", root}, &log)
+	base := "http://" + addr.String()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	status, header, body := get(t, noRedirect, "GET", base+"/big.bin")
+	if status != 200 || body != string(big) || header.Get("Server") != "nginx" || header.Get("Content-Length") != strconv.Itoa(len(big)) {
+		t.Errorf("GET /big.bin = %d, Server %q, Content-Length %s, %d bytes (equal: %v); want 200, nginx, the file's %d bytes",
+			status, header.Get("Server"), header.Get("Content-Length"), len(body), body == string(big), len(big))
+	}
+	req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/big.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Range", "bytes=10-19")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(part) != string(big[10:20]) {
+		t.Errorf("GET /big.bin, Range bytes=10-19 = %d %q; want 206 %q", resp.StatusCode, part, big[10:20])
+	}
+	tests := []struct {
+		method, path string
+		status       int
+		body         string // a substring of the body
+		location     string
+	}{
+		{"GET", "/", 200, "Welcome to nginx!", ""},
+		{"GET", "/index.html", 200, "Welcome to nginx!", ""},
+		{"HEAD", "/big.bin", 200, "", ""},
+		{"GET", "/docs/", 200, "<p>docs</p>", ""},
+		{"GET", "/docs", 301, "", "/docs/"},
+		{"GET", "/nope.bin", 404, "<h1>404 Not Found</h1>", ""},
+		{"GET", "/../../etc/passwd", 404, "404", ""},
+		{"GET", "/docs/nope/", 404, "404", ""},
+		{"POST", "/big.bin", 405, "405", ""},
+	}
+	for _, tt := range tests {
+		status, header, body := get(t, noRedirect, tt.method, base+tt.path)
+		if status != tt.status || !strings.Contains(body, tt.body) || header.Get("Location") != tt.location {
+			t.Errorf("%s %s = %d, Location %q, body %.80q; want %d, Location %q, body containing %q",
+				tt.method, tt.path, status, header.Get("Location"), body, tt.status, tt.location, tt.body)
+		}
+	}
+
+	// Once the root has an index.html, "/" is that file.
+	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte("<h1>mine</h1>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/", "/index.html"} {
+		if status, _, body := get(t, noRedirect, "GET", base+p); status != 200 || body != "<h1>mine</h1>" {
+			t.Errorf("GET %s with an index.html in the root = %d %q; want 200 <h1>mine</h1>", p, status, body)
+		}
+	}
+	stop()
+	if want := fmt.Sprintf(`"GET /big.bin HTTP/1.1" 200 %d `, len(big)); !strings.Contains(log.String(), want) {
 		t.Errorf("access log %q lacks %q", log.String(), want)
 	}
 }

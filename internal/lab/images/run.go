@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -100,40 +103,126 @@ Commercial support is available at
 </html>
 `
 
-// runNginx serves what the official nginx image serves out of the box.
-// ":80" listens on every IPv4 and IPv6 address, as nginx's default site does.
+// defaultRoot is the official image's document root.
+const defaultRoot = "/usr/share/nginx/html"
+
+// runNginx serves what the official nginx image serves out of the box: the
+// files under --root (GET and HEAD, with ranges), "/" being its index.html.
+// Without a root directory, or without an index.html in it, "/" and
+// "/index.html" are the default welcome page, so a Pod that mounts a volume
+// of files at /usr/share/nginx/html keeps the welcome page unless it brings
+// its own. ":80" listens on every IPv4 and IPv6 address, as nginx's default
+// site does.
 func runNginx(ctx context.Context, args []string, stdout io.Writer, ready func(net.Addr)) error {
 	fs := newFlags("nginx")
 	listen := fs.String("listen", ":80", "address to listen on")
+	root := fs.String("root", defaultRoot, "directory of the files to serve")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("nginx: %w", err)
 	}
 	// log.Logger serialises writes from concurrent requests.
 	access := log.New(stdout, "", 0)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		status, body := http.StatusOK, welcomePage
-		switch {
-		case r.URL.Path != "/" && r.URL.Path != "/index.html":
-			status = http.StatusNotFound
-		case r.Method != http.MethodGet && r.Method != http.MethodHead:
-			status = http.StatusMethodNotAllowed
-		}
-		if status != http.StatusOK {
-			text := strconv.Itoa(status) + " " + http.StatusText(status)
-			body = "<html>\r\n<head><title>" + text + "</title></head>\r\n<body>\r\n<center><h1>" +
-				text + "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-		}
-		w.Header().Set("Server", "nginx")
-		w.Header().Set("Content-Type", "text/html")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, body)
+		lw := &loggingWriter{ResponseWriter: w}
+		lw.Header().Set("Server", "nginx")
+		serveNginx(lw, r, *root)
 		// nginx's "combined" log format, which is what `kubectl logs` shows.
 		access.Printf("%s - - [%s] %q %d %d %q %q", r.RemoteAddr, time.Now().Format("02/Jan/2006:15:04:05 -0700"),
-			r.Method+" "+r.URL.RequestURI()+" "+r.Proto, status, len(body), r.Referer(), r.UserAgent())
+			r.Method+" "+r.URL.RequestURI()+" "+r.Proto, lw.status, lw.bytes, r.Referer(), r.UserAgent())
 	})
 	return serve(ctx, *listen, h, ready)
 }
+
+// serveNginx answers one request: a file under root, the welcome page, or
+// one of nginx's error pages.
+func serveNginx(w http.ResponseWriter, r *http.Request, root string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		nginxError(w, http.StatusMethodNotAllowed)
+		return
+	}
+	name := path.Clean("/" + r.URL.Path)
+	if strings.HasSuffix(r.URL.Path, "/") {
+		name = path.Join(name, "index.html")
+	}
+	f, err := os.Open(filepath.Join(root, filepath.FromSlash(name)))
+	var fi os.FileInfo
+	if err == nil {
+		defer f.Close()
+		fi, err = f.Stat()
+	}
+	switch {
+	case err == nil && fi.IsDir():
+		// nginx redirects a directory without its slash.
+		http.Redirect(w, r, name+"/", http.StatusMovedPermanently)
+	case err == nil:
+		http.ServeContent(w, r, name, fi.ModTime(), f)
+	case name == "/index.html":
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Length", strconv.Itoa(len(welcomePage)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = io.WriteString(w, welcomePage)
+		}
+	case errors.Is(err, os.ErrPermission):
+		nginxError(w, http.StatusForbidden)
+	default:
+		nginxError(w, http.StatusNotFound)
+	}
+}
+
+// nginxError writes nginx's built-in error page for status.
+func nginxError(w http.ResponseWriter, status int) {
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	body := "<html>\r\n<head><title>" + text + "</title></head>\r\n<body>\r\n<center><h1>" +
+		text + "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	w.Header().Set("Content-Type", "text/html")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+// loggingWriter records the status and the body bytes of a response for
+// the access log. It keeps the underlying writer's ReadFrom, so a file is
+// still sent with sendfile(2).
+type loggingWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *loggingWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *loggingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *loggingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(w.ResponseWriter, src)
+	}
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *loggingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // runAgnhost runs a subcommand of Kubernetes' e2e test image agnhost.
 func runAgnhost(ctx context.Context, args []string, stdout io.Writer, ready func(net.Addr)) error {
