@@ -26,11 +26,16 @@
 //     endpoint i; the last rule matches always. This needs no anonymous maps
 //     and is exact for any n.
 //   - chain "postrouting" (nat hook postrouting, priority srcnat) masquerades
-//     connections that were DNATed and whose original destination is a
+//     connections that were DNATed ("ct status dnat") to an endpoint of a
 //     service with traffic policy Cluster (sets "masquerade4"/"masquerade6",
-//     keyed by "ct original daddr . l4proto . ct original proto-dst"). It
-//     uses conntrack, not packet or connection marks, so it cannot collide
-//     with mark bits that a CNI or firewall owns.
+//     keyed by the translated "daddr . l4proto . dport" and the service port,
+//     "ct original proto-dst"). It uses conntrack
+//     and the packet, not packet or connection marks, so it cannot collide
+//     with mark bits that a CNI or firewall owns; and every expression is
+//     one nft(8) can print, so `nft list ruleset` shows the table. (Keying
+//     on "ct original daddr" would need the per-family conntrack keys, which
+//     google/nftables cannot express; the generic one is 16 bytes in an
+//     inet table and nft 1.0.6 aborts while printing it.)
 //   - chains "filter-prerouting"/"filter-output" (filter hooks at priority
 //     dstnat-10) reject packets to a service without usable endpoints with
 //     ICMP(v6) port unreachable (as kube-proxy does), so a TCP client fails
@@ -48,7 +53,9 @@
 // agent was down are left to conntrack's UDP timeout.
 //
 // Not handled: a pod reaching a Local service's VIP and being balanced to
-// itself (hairpin) is not masqueraded, so that one connection fails, and
+// itself (hairpin) is not masqueraded, so that one connection fails; an
+// endpoint (address and port) behind a Cluster and a Local service with the
+// same service port (on different VIPs) is masqueraded for both; and
 // --dataplane=nftables does nothing for ClusterIPs or NodePorts.
 package dataplane
 
@@ -458,6 +465,12 @@ func (t *Table) program(c *nftables.Conn, plan []planned) error {
 		p    planned
 	}
 	var chains []svcChain
+	type masqKey struct {
+		addr        netip.Addr
+		proto       byte
+		port, vport uint16
+	}
+	masqSeen := map[masqKey]bool{}
 	for i, p := range plan {
 		fi := 0
 		if !p.svc.VIP.Is4() {
@@ -473,12 +486,17 @@ func (t *Table) program(c *nftables.Conn, plan []planned) error {
 		chains = append(chains, svcChain{name: name, p: p})
 		svcElems[fi] = append(svcElems[fi], nftables.SetElement{Key: k, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}})
 		if !p.svc.TrafficPolicyLocal {
-			// conntrack's original destination is 16 bytes in an inet
-			// table for both families: an IPv4 address is followed by
-			// zeros (the kernel zeroes tuples before filling them).
-			var a [16]byte
-			copy(a[:], vip)
-			masqElems[fi] = append(masqElems[fi], nftables.SetElement{Key: key(a[:], p.proto, p.svc.Port)})
+			for _, e := range p.eps {
+				// Services on different VIPs may share an endpoint and a
+				// port: one element serves them all.
+				mk := masqKey{e.Addr, p.proto, e.Port, p.svc.Port}
+				if masqSeen[mk] {
+					continue
+				}
+				masqSeen[mk] = true
+				k := binary.BigEndian.AppendUint16(key(e.Addr.AsSlice(), p.proto, e.Port), p.svc.Port)
+				masqElems[fi] = append(masqElems[fi], nftables.SetElement{Key: append(k, 0, 0)})
+			}
 		}
 	}
 	for fi, f := range families {
@@ -489,7 +507,7 @@ func (t *Table) program(c *nftables.Conn, plan []planned) error {
 		}
 		masqSets[fi] = &nftables.Set{
 			Table: tbl, Name: "masquerade" + f.suffix, Concatenation: true,
-			KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService),
+			KeyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInetService),
 		}
 		noepSets[fi] = &nftables.Set{
 			Table: tbl, Name: "no-endpoints" + f.suffix, Concatenation: true,
@@ -570,22 +588,22 @@ func (t *Table) program(c *nftables.Conn, plan []planned) error {
 		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: noep.Name}}})
 	}
 
-	// postrouting: masquerade DNATed connections of Cluster services.
+	// postrouting: masquerade DNATed connections to Cluster endpoints.
 	post := c.AddChain(&nftables.Chain{Table: tbl, Name: "postrouting", Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	for fi, f := range families {
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: post, Exprs: []expr.Any{
+		exprs := []expr.Any{
 			&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
 				Mask: binary.NativeEndian.AppendUint32(nil, ipsDstNAT), Xor: []byte{0, 0, 0, 0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0, 0, 0}},
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{f.nfproto}},
-			&expr.Ct{Register: reg1, Key: expr.CtKeyDST, Direction: 0},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32v6},
-			&expr.Ct{Register: reg32v6 + 1, Key: expr.CtKeyPROTODST, Direction: 0},
+		}
+		exprs = append(exprs, matchDest(f)...)
+		exprs = append(exprs,
+			&expr.Ct{Register: f.secondReg() + 2, Key: expr.CtKeyPROTODST, Direction: 0},
 			&expr.Lookup{SourceRegister: reg1, SetName: masqSets[fi].Name, SetID: masqSets[fi].ID},
 			&expr.Masq{},
-		}})
+		)
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: post, Exprs: exprs})
 	}
 	return nil
 }

@@ -567,3 +567,32 @@ func TestUDPRemovedEndpointConntrackCleared(t *testing.T) {
 		t.Errorf("UDP flow still answered by removed endpoint %s after Sync", first)
 	}
 }
+
+// TestNftPrintsTable checks that nft(8) can print Herald's table, so that
+// `nft list ruleset` on a node shows it instead of aborting, including two
+// Cluster services on different VIPs sharing endpoints and a port.
+func TestNftPrintsTable(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatalf("nft(8) is needed to check the printed table (apt-get install nftables): %v", err)
+	}
+	l := newLab(t, 2)
+	tbl := l.open()
+	other4 := netip.MustParseAddr("192.168.10.101")
+	netnstest.Run(t, "ip", "-n", l.lan.Namespace("client"), "route", "add", other4.String()+"/32", "via", node4)
+	mustSync(t, tbl,
+		Service{Key: "default/web:http/TCP", VIP: vip4, Port: 80, Protocol: "TCP", Endpoints: l.endpoints(vip4)},
+		Service{Key: "default/web2:http/TCP", VIP: other4, Port: 80, Protocol: "TCP", Endpoints: l.endpoints(other4)},
+		Service{Key: "default/local:http/TCP", VIP: vip4, Port: 81, Protocol: "TCP", TrafficPolicyLocal: true, Endpoints: l.endpoints(vip4, true, true)},
+		Service{Key: "default/web6:http/TCP", VIP: vip6, Port: 80, Protocol: "TCP", Endpoints: l.endpoints(vip6)},
+		Service{Key: "default/none:http/TCP", VIP: vip4, Port: 82, Protocol: "TCP"},
+	)
+	out := netnstest.Run(t, "ip", "netns", "exec", l.lan.Namespace("node"), "nft", "list", "table", "inet", "herald")
+	for _, want := range []string{"ct original proto-dst", "masquerade", "dnat ip to", "numgen random mod 2", "reject"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nft list table inet herald lacks %q:\n%s", want, out)
+		}
+	}
+	if pods, _ := l.tally(other4, 80, 4); len(pods) == 0 {
+		t.Errorf("the second Cluster service sharing endpoints did not answer")
+	}
+}

@@ -157,4 +157,58 @@ func TestTutorial(t *testing.T) {
 			return err == nil && strings.Contains(out, "Welcome to nginx!"), out
 		})
 	})
+
+	t.Run("an unknown image says why in the Pod's status", func(t *testing.T) {
+		l.kubectl("create", "deployment", "cache", "--image=redis:7")
+		eventually(t, 60*time.Second, "ErrImagePull with the reason", func() (bool, string) {
+			out, _ := l.herald("kubectl", "get", "pods", "-l", "app=cache", "-o",
+				`jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}: {.items[0].status.containerStatuses[0].state.waiting.message}`)
+			return strings.HasPrefix(out, "ErrImagePull: ") && strings.Contains(out, `image "redis:7": not a built-in program`), out
+		})
+		l.kubectl("delete", "deployment", "cache")
+	})
+
+	t.Run("agents run with only NET_RAW and NET_ADMIN and their own token", func(t *testing.T) {
+		ids := strings.Fields(l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=agent",
+			"-o", `jsonpath={range .items[*]}{.status.containerStatuses[0].containerID}{" "}{end}`))
+		if len(ids) != len(s.Topology.Nodes) {
+			t.Fatalf("agent containers %v, want one per node", ids)
+		}
+		// CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
+		const want = "0000000000003000"
+		for _, id := range ids {
+			pid := strings.TrimPrefix(id, "herald-lab://")
+			status, err := os.ReadFile("/proc/" + pid + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(string(status), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && f[0] == "CapEff:" && f[1] != want {
+					t.Errorf("agent pid %s: CapEff %s, want %s (NET_RAW|NET_ADMIN)", pid, f[1], want)
+				}
+			}
+			environ, err := os.ReadFile("/proc/" + pid + "/environ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(environ), "KUBERNETES_SERVICE_HOST=localhost\x00") {
+				t.Errorf("agent pid %s does not use KubePrism (KUBERNETES_SERVICE_HOST=localhost)", pid)
+			}
+		}
+	})
+
+	t.Run("the data plane's table goes with the agents", func(t *testing.T) {
+		for _, h := range s.Topology.Nodes {
+			if out, err := labnet.IP("netns", "exec", h.NetNS, "nft", "list", "tables"); err != nil || !strings.Contains(out, "inet herald") {
+				t.Fatalf("%s: no inet herald table while the agent runs: %v %s", h.Name, err, out)
+			}
+		}
+		l.kubectl("-n", "herald-system", "delete", "daemonset", "herald-agent", "--wait")
+		for _, h := range s.Topology.Nodes {
+			eventually(t, 30*time.Second, h.Name+": table removed on clean shutdown", func() (bool, string) {
+				out, err := labnet.IP("netns", "exec", h.NetNS, "nft", "list", "tables")
+				return err == nil && !strings.Contains(out, "herald"), out
+			})
+		}
+	})
 }

@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
 
@@ -190,8 +191,20 @@ func (k *Kubelet) register(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("get node %s: %w", k.cfg.NodeName, err)
 	}
-	k.log.Info("kubelet: node registered")
-	return k.postStatus(ctx, node)
+	k.log.Info("kubelet: node registered", "resourceVersion", node.ResourceVersion)
+	return k.updateStatus(ctx)
+}
+
+// updateStatus re-posts the Node's status, on the latest version of the
+// Node: kube-controller-manager edits new Nodes (podCIDR, taints) too.
+func (k *Kubelet) updateStatus(ctx context.Context) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		return k.postStatus(ctx, node)
+	})
 }
 
 // postStatus writes the Node's addresses, capacity and Ready condition.
@@ -255,11 +268,7 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 		case <-renew.C:
 			k.renewLease(ctx)
 		case <-status.C:
-			node, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
-			if err == nil {
-				err = k.postStatus(ctx, node)
-			}
-			if err != nil && ctx.Err() == nil {
+			if err := k.updateStatus(ctx); err != nil && ctx.Err() == nil {
 				k.log.Warn("kubelet: node status", "err", err)
 			}
 		}
