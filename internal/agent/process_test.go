@@ -6,9 +6,10 @@ package agent_test
 // namespace, exactly as on Talos.
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/herald-lb/herald/internal/l2"
+	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/placement"
 )
 
@@ -58,43 +60,22 @@ func herald(tb testing.TB) string {
 	return heraldBin
 }
 
-// kubePrism listens on 127.0.0.1:7445 inside role's namespace and forwards
-// every connection to the API server, dialled from this (the root)
-// namespace.
+// kubePrism runs the lab's KubePrism-style proxy on localhost:7445 inside
+// role's namespace, forwarding to the API server from the root namespace.
 func (c *cluster) kubePrism(role string) {
 	c.t.Helper()
 	u, err := url.Parse(c.cfg.Host)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	var ln net.Listener
-	if err := c.lan.In(role, func() (err error) {
-		ln, err = net.Listen("tcp", "127.0.0.1:7445")
-		return err
-	}); err != nil {
-		c.t.Fatalf("proxy listener in %s: %v", role, err)
+	prism, err := lab.ListenKubePrism(c.lan.Namespace(role), u.Host, slog.Default())
+	if err != nil {
+		c.t.Fatalf("proxy in %s: %v", role, err)
 	}
-	c.t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { prism.Serve(ctx); close(done) }()
+	c.t.Cleanup(func() { cancel(); <-done })
 }
 
 // agentProcess is `herald agent` running in a node's namespace.

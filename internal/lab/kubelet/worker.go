@@ -319,7 +319,7 @@ func (w *podWorker) start(ctx context.Context, c *container, argv, env []string)
 			return fmt.Errorf("volume mount %q: no such volume", m.Name)
 		}
 		if m.SubPath != "" {
-			src = filepath.Join(src, filepath.Clean("/" + m.SubPath))
+			src = filepath.Join(src, filepath.Clean("/"+m.SubPath))
 		}
 		spec := src + ":" + m.MountPath
 		if m.ReadOnly {
