@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
@@ -56,7 +57,9 @@ func NewTopology(prefix string, nodes int, ipv6 bool) (Topology, error) {
 	host := func(name string, n int) Host {
 		h := Host{Name: name, NetNS: prefix + name, IPv4: addrIn(lanV4(), n)}
 		if ipv6 {
-			h.IPv6 = addrIn(lanV6(), 0x200+n)
+			// The same digits as the IPv4 host part: .215 is ::215.
+			digits, _ := strconv.ParseUint(strconv.Itoa(n), 16, 32)
+			h.IPv6 = addrIn(lanV6(), int(digits))
 		}
 		return h
 	}
