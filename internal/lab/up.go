@@ -36,6 +36,10 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if _, ok := daemonPID(opts.Dir); ok {
 		if s, err := ReadState(opts.Dir); err == nil {
 			fmt.Fprintf(out, "The lab in %s is already up (daemon pid %d).\n", opts.Dir, s.PID)
+			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 {
+				fmt.Fprintf(out, "It has %d nodes (IPv6: %v), not what was asked; `herald lab down` first to change that.\n",
+					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid())
+			}
 			return s, installHerald(ctx, s, chart, out)
 		}
 		// A daemon that is not up yet, or stuck: start over.
