@@ -2,24 +2,20 @@ package cli
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/agent"
 	"github.com/herald-lb/herald/internal/membership"
+	"github.com/herald-lb/herald/internal/metricsserver"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -71,7 +67,7 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 				return err
 			}
 			if metricsAddr != "" {
-				stop, err := serveMetrics(cmd.Context(), metricsAddr, reg)
+				stop, err := metricsserver.Serve(cmd.Context(), metricsserver.Options{Addr: metricsAddr, Registry: reg, Logger: log})
 				if err != nil {
 					return err
 				}
@@ -95,23 +91,4 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
-}
-
-// serveMetrics serves reg on addr until stop is called or ctx is done.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (stop func(), err error) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on metrics address %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.ErrorS(err, "metrics server stopped")
-		}
-	}()
-	return func() { _ = srv.Close() }, nil
 }

@@ -11,14 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,6 +34,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/ipam"
+	"github.com/herald-lb/herald/internal/metricsserver"
 )
 
 // Options configure a Controller. The zero value of each field has a
@@ -194,11 +193,22 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // exits and restarts clean, as client-go recommends.
 func (c *Controller) Run(ctx context.Context) error {
 	if c.opts.MetricsAddr != "" {
-		srv, err := c.serveHTTP(ctx)
+		stop, err := metricsserver.Serve(ctx, metricsserver.Options{
+			Addr:     c.opts.MetricsAddr,
+			Registry: c.metrics.registry,
+			// A standby is ready too: it serves by taking over.
+			Ready: func(ctx context.Context) error {
+				if !c.cache.WaitForCacheSync(ctx) {
+					return errors.New("caches not synced")
+				}
+				return nil
+			},
+			Logger: c.log,
+		})
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		defer stop()
 	}
 	for _, obj := range []client.Object{&corev1.Service{}, &corev1.Node{}, &heraldv1.LoadBalancerIPPool{}} {
 		if _, err := c.cache.GetInformer(ctx, obj); err != nil {
@@ -257,32 +267,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 	}
 	return nil
-}
-
-// serveHTTP serves metrics and health endpoints until ctx is done.
-func (c *Controller) serveHTTP(ctx context.Context) (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		// A standby is ready too: it serves by taking over.
-		if !c.cache.WaitForCacheSync(ctx) {
-			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	srv := &http.Server{Addr: c.opts.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := listen(ctx, c.opts.MetricsAddr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on metrics address %s: %w", c.opts.MetricsAddr, err)
-	}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	return srv, nil
 }
 
 // lead runs the IPAM loop for one leadership term.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -369,12 +368,6 @@ func joinAddrs(as []ipam.Assignment) string {
 		parts[i] = a.Addr.String()
 	}
 	return strings.Join(parts, ",")
-}
-
-// listen opens a TCP listener on addr, bound to ctx.
-func listen(ctx context.Context, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
-	return lc.Listen(ctx, "tcp", addr)
 }
 
 // conflictExpiry is how long an address a foreign host used stays out of
