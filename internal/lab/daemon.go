@@ -23,6 +23,9 @@ import (
 // podCIDR and be Ready.
 const nodesReadyTimeout = 2 * time.Minute
 
+// podCIDRv6 is the IPv6 Pod CIDR of a lab with --ipv6; each node gets a /64.
+const podCIDRv6 = "fd00:10:244::/56"
+
 // RunDaemon is `herald lab daemon`: it builds the network, starts the
 // control plane, the KubePrism proxies and a kubelet per node, publishes
 // the lab's State once every node is Ready, and keeps all of it running
@@ -61,7 +64,12 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	}()
 
 	log.Info("lab: starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
-	env, err := testenv.Start(ctx, testenv.Options{Controllers: true, Logger: log})
+	clusterCIDR := testenv.DefaultClusterCIDR
+	if opts.IPv6 {
+		// Dual-stack Pods, so IPv6 load-balancer addresses have endpoints.
+		clusterCIDR += "," + podCIDRv6
+	}
+	env, err := testenv.Start(ctx, testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log})
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -104,6 +112,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		kl, err := kubelet.New(kubelet.Config{
 			NodeName:       node.Name,
 			NodeIP:         node.IPv4,
+			NodeIPv6:       node.IPv6,
 			NetNS:          node.NetNS,
 			PodNetNSPrefix: opts.Prefix + "pod-",
 			Interface:      "eth0",

@@ -212,3 +212,66 @@ func TestTutorial(t *testing.T) {
 		}
 	})
 }
+
+// TestIPv6Lab runs a dual-stack lab (--ipv6): a Service with addresses of
+// both families from one pool, announced with ARP and NDP, and curl over
+// IPv6 from the LAN client reaching an IPv6 Pod address.
+func TestIPv6Lab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the lab needs root, network namespaces and the control plane")
+	}
+	const prefix6 = "hle2e6-"
+	netnstest.Require(t, prefix6)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &labEnv{t: t, root: root, dir: t.TempDir()}
+	l.env = append(os.Environ(), "HERALD_LAB_DIR="+l.dir, "HERALD_LAB_PREFIX="+prefix6)
+	if out, err := exec.Command("make", "-C", root, "-s", "build").CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := l.herald("down"); err != nil {
+			t.Errorf("herald lab down: %v\n%s", err, out)
+		}
+	})
+	if out, err := l.herald("up", "--ipv6", "--nodes", "2"); err != nil {
+		t.Fatalf("herald lab up --ipv6: %v\n%s", err, out)
+	}
+	pool := filepath.Join(t.TempDir(), "pool.yaml")
+	if err := os.WriteFile(pool, []byte(`apiVersion: herald.dev/v1alpha1
+kind: LoadBalancerIPPool
+metadata:
+  name: dual
+spec:
+  blocks:
+    - start: 192.168.10.75
+      stop: 192.168.10.78
+    - start: fd00:10::75
+      stop: fd00:10::78
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.kubectl("apply", "-f", pool, "-f", filepath.Join(root, "examples", "l2policy.yaml"))
+	l.kubectl("create", "deployment", "nginx", "--image=nginx:latest")
+	l.kubectl("rollout", "status", "deployment/nginx", "--timeout=2m")
+	if ips := l.kubectl("get", "pods", "-l", "app=nginx", "-o", "jsonpath={.items[0].status.podIPs[*].ip}"); !strings.Contains(ips, "fd00:10:244:") {
+		t.Fatalf("Pod IPs %q: want an IPv4 and an IPv6 address", ips)
+	}
+	l.kubectl("expose", "deployment", "nginx", "--type=LoadBalancer", "--port=80")
+	l.kubectl("patch", "svc", "nginx", "-p", `{"spec":{"ipFamilyPolicy":"PreferDualStack"}}`)
+	eventually(t, 30*time.Second, "EXTERNAL-IP of both families", func() (bool, string) {
+		out, _ := l.herald("kubectl", "get", "svc", "nginx", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+		return out == "192.168.10.75 fd00:10::75", out
+	})
+	for _, url := range []string{"http://192.168.10.75/", "http://[fd00:10::75]/"} {
+		eventually(t, 30*time.Second, "curl "+url+" from the client", func() (bool, string) {
+			out, err := l.client("curl", "-sS", "-g", "--max-time", "2", url)
+			return err == nil && strings.Contains(out, "Welcome to nginx!"), out
+		})
+	}
+	if out, err := l.client("ip", "-6", "neigh", "show", "fd00:10::75"); err != nil || !strings.Contains(out, "lladdr") {
+		t.Errorf("the client has no NDP entry for fd00:10::75: %v %s", err, out)
+	}
+}

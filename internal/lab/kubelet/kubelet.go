@@ -57,8 +57,10 @@ const (
 type Config struct {
 	// NodeName is the Node's name.
 	NodeName string
-	// NodeIP is the node's address on the LAN (InternalIP).
+	// NodeIP is the node's IPv4 address on the LAN (InternalIP).
 	NodeIP netip.Addr
+	// NodeIPv6 is the node's IPv6 address on the LAN, if it has one.
+	NodeIPv6 netip.Addr
 	// NetNS is the name of the node's network namespace (`ip netns`).
 	NetNS string
 	// PodNetNSPrefix prefixes the names of Pod network namespaces.
@@ -220,8 +222,11 @@ func (k *Kubelet) postStatus(ctx context.Context, node *corev1.Node) error {
 	node.Status.Allocatable = capacity
 	node.Status.Addresses = []corev1.NodeAddress{
 		{Type: corev1.NodeInternalIP, Address: k.cfg.NodeIP.String()},
-		{Type: corev1.NodeHostName, Address: k.cfg.NodeName},
 	}
+	if k.cfg.NodeIPv6.IsValid() {
+		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: k.cfg.NodeIPv6.String()})
+	}
+	node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: k.cfg.NodeName})
 	node.Status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion:          k.cfg.Version,
 		OperatingSystem:         "linux",
@@ -303,12 +308,16 @@ func (k *Kubelet) waitPodCIDR(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		node, err := k.cfg.Client.CoreV1().Nodes().Get(ctx, k.cfg.NodeName, metav1.GetOptions{})
-		if err == nil && node.Spec.PodCIDR != "" {
-			prefix, err := netip.ParsePrefix(node.Spec.PodCIDR)
-			if err != nil {
-				return fmt.Errorf("node %s podCIDR: %w", k.cfg.NodeName, err)
+		if err == nil && len(node.Spec.PodCIDRs) > 0 {
+			var cidrs []netip.Prefix
+			for _, c := range node.Spec.PodCIDRs {
+				prefix, err := netip.ParsePrefix(c)
+				if err != nil {
+					return fmt.Errorf("node %s podCIDR: %w", k.cfg.NodeName, err)
+				}
+				cidrs = append(cidrs, prefix)
 			}
-			return k.net.setUp(prefix)
+			return k.net.setUp(cidrs)
 		}
 		select {
 		case <-ctx.Done():
@@ -323,16 +332,18 @@ func (k *Kubelet) syncRoutes(store cache.Store) {
 	routes := map[netip.Prefix]netip.Addr{}
 	for _, obj := range store.List() {
 		node := obj.(*corev1.Node)
-		if node.Name == k.cfg.NodeName || node.Spec.PodCIDR == "" {
+		if node.Name == k.cfg.NodeName {
 			continue
 		}
-		prefix, err := netip.ParsePrefix(node.Spec.PodCIDR)
-		if err != nil {
-			continue
-		}
-		for _, a := range node.Status.Addresses {
-			if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP && ip.Is4() == prefix.Addr().Is4() {
-				routes[prefix] = ip
+		for _, c := range node.Spec.PodCIDRs {
+			prefix, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue
+			}
+			for _, a := range node.Status.Addresses {
+				if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP && ip.Is4() == prefix.Addr().Is4() {
+					routes[prefix] = ip
+				}
 			}
 		}
 	}
@@ -382,4 +393,13 @@ func (k *Kubelet) stopAll() {
 // podDir is the directory of a Pod's volumes and logs.
 func (k *Kubelet) podDir(pod *corev1.Pod) string {
 	return filepath.Join(k.cfg.Dir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID))
+}
+
+// hostIPs are the node's LAN addresses, IPv4 first.
+func (k *Kubelet) hostIPs() []string {
+	ips := []string{k.cfg.NodeIP.String()}
+	if k.cfg.NodeIPv6.IsValid() {
+		ips = append(ips, k.cfg.NodeIPv6.String())
+	}
+	return ips
 }

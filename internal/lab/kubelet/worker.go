@@ -55,7 +55,7 @@ type podWorker struct {
 	gone     bool
 	network  *podNetwork
 	netns    string
-	podIP    string
+	podIPs   []string // IPv4 first
 	volumes  map[string]string
 	refresh  time.Time
 	podError string // why the Pod cannot start, for its conditions
@@ -198,14 +198,17 @@ func (w *podWorker) ensureNetwork() error {
 		return nil
 	}
 	if w.pod.Spec.HostNetwork {
-		w.netns, w.podIP = w.k.cfg.NetNS, w.k.cfg.NodeIP.String()
+		w.netns, w.podIPs = w.k.cfg.NetNS, w.k.hostIPs()
 		return nil
 	}
 	n, err := w.k.net.addPod(strings.ReplaceAll(string(w.pod.UID), "-", "")[:8])
 	if err != nil {
 		return err
 	}
-	w.network, w.netns, w.podIP = n, n.netns, n.addr.String()
+	w.network, w.netns, w.podIPs = n, n.netns, nil
+	for _, a := range n.addrs {
+		w.podIPs = append(w.podIPs, a.String())
+	}
 	return nil
 }
 
@@ -270,7 +273,7 @@ func (w *podWorker) prepare(ctx context.Context, spec *corev1.Container) ([]stri
 		hostname = w.k.cfg.NodeName
 	}
 	pod := w.pod.DeepCopy()
-	pod.Status.PodIP, pod.Status.HostIP = w.podIP, w.k.cfg.NodeIP.String()
+	pod.Status.PodIP, pod.Status.HostIP = w.podIPs[0], w.k.cfg.NodeIP.String()
 	env, err := w.k.environment(ctx, pod, spec, hostname)
 	if err != nil {
 		return nil, nil, err
@@ -447,7 +450,7 @@ func (w *podWorker) probeLoop(ctx context.Context, c *container, p *corev1.Probe
 	case <-time.After(time.Duration(p.InitialDelaySeconds) * time.Second):
 	}
 	w.mu.Lock()
-	podIP, spec := w.podIP, c.spec
+	podIP, spec := w.podIPs[0], c.spec
 	w.mu.Unlock()
 	for {
 		err := pr.probe(ctx, p, &spec, podIP)
@@ -545,11 +548,15 @@ func (w *podWorker) status() corev1.PodStatus {
 	if !w.started.IsZero() {
 		st.StartTime = &metav1.Time{Time: w.started.Truncate(time.Second)}
 	}
-	st.HostIP = w.k.cfg.NodeIP.String()
-	st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
+	for _, ip := range w.k.hostIPs() {
+		st.HostIPs = append(st.HostIPs, corev1.HostIP{IP: ip})
+	}
+	st.HostIP = st.HostIPs[0].IP
 	if w.netns != "" {
-		st.PodIP = w.podIP
-		st.PodIPs = []corev1.PodIP{{IP: w.podIP}}
+		st.PodIP = w.podIPs[0]
+		for _, ip := range w.podIPs {
+			st.PodIPs = append(st.PodIPs, corev1.PodIP{IP: ip})
+		}
 	}
 	allReady, anyRunning, allDone, anyFailed := len(pod.Spec.Containers) > 0, false, len(pod.Spec.Containers) > 0, false
 	for _, spec := range pod.Spec.Containers {
