@@ -54,7 +54,7 @@ Try: herald lab kubectl get nodes -o wide
 		},
 	}
 	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
-	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "also give the LAN IPv6 addresses (fd00:10::/64)")
+	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
 
 	daemon := &cobra.Command{

@@ -50,7 +50,8 @@ type Options struct {
 	Prefix string
 	// Nodes is the number of nodes: cp1, node1, ….
 	Nodes int
-	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN.
+	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN and makes Pods
+	// dual-stack.
 	IPv6 bool
 	// Herald is the herald binary that runs the daemon (and with it every
 	// Herald Pod); empty means this executable, which is right for the
