@@ -140,6 +140,7 @@ func (w *podWorker) sync(ctx context.Context) (bool, time.Duration) {
 	if w.gone {
 		w.stopAll(time.Second)
 		w.releaseNetwork()
+		w.removeVolumes()
 		return true, 0
 	}
 	if pod.DeletionTimestamp != nil {
@@ -154,6 +155,7 @@ func (w *podWorker) sync(ctx context.Context) (bool, time.Duration) {
 			log.Warn("kubelet: delete stopped pod", "err", err)
 			return false, retryEvery
 		}
+		w.removeVolumes()
 		log.Info("kubelet: pod stopped and deleted")
 		return true, 0
 	}
@@ -219,6 +221,15 @@ func (w *podWorker) releaseNetwork() {
 		w.network = nil
 	}
 	w.netns = ""
+}
+
+// removeVolumes deletes the written volumes (Secrets, tokens) of a Pod
+// that is gone; its logs stay until the lab is torn down.
+func (w *podWorker) removeVolumes() {
+	if err := os.RemoveAll(filepath.Join(w.k.podDir(w.pod), "volumes")); err != nil {
+		w.logger().Warn("kubelet: remove pod volumes", "err", err)
+	}
+	w.volumes = nil
 }
 
 // ensureVolumes writes the volumes once, and again when a token is due.
