@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // BenchmarkVIP: one op = rounds downloads of a 64 MiB file and requests
@@ -61,7 +66,16 @@ func BenchmarkVIP(b *testing.B) {
 
 			var rate [2][]float64      // MB/s: VIP, direct
 			var lat [2][]time.Duration // small GETs: VIP, direct
+			var errs [2][]string       // failed requests, with when
 			addrs := [2]string{vip, direct}
+			t0 := time.Now()
+			fail := func(p int, what string, err error) {
+				errs[p] = append(errs[p], fmt.Sprintf("%s from %s at %+dms: %v", what, addrs[p], time.Since(t0).Milliseconds(), err))
+			}
+			// What the client and the cluster do meanwhile, to explain a
+			// failed request.
+			w := e.watchMAC(b, 10*time.Minute)
+			ew := e.watchEndpoints(b, t0)
 			b.ResetTimer()
 			for range b.N {
 				err := e.inClient(func(dial dialFunc) error {
@@ -78,7 +92,8 @@ func BenchmarkVIP(b *testing.B) {
 						start := time.Now()
 						n, err := fetch(dial, addrs[p], "/"+bigFile, buf, time.Minute)
 						if err != nil {
-							return fmt.Errorf("download %d from %s after %s: %w", i, addrs[p], time.Since(start), err)
+							fail(p, fmt.Sprintf("download %d", i), err)
+							continue
 						}
 						rate[p] = append(rate[p], float64(n)/time.Since(start).Seconds()/1e6)
 					}
@@ -86,7 +101,8 @@ func BenchmarkVIP(b *testing.B) {
 						p := (i + i/2) % 2
 						start := time.Now()
 						if _, err := fetch(dial, addrs[p], "/", buf, 2*time.Second); err != nil {
-							return fmt.Errorf("GET %d of / from %s after %s: %w", i, addrs[p], time.Since(start), err)
+							fail(p, fmt.Sprintf("GET %d of /", i), err)
+							continue
 						}
 						lat[p] = append(lat[p], time.Since(start))
 					}
@@ -97,6 +113,23 @@ func BenchmarkVIP(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			w.stop()
+			ew.stop()
+			for p, name := range []string{"vip", "direct"} {
+				b.ReportMetric(float64(len(errs[p])), name+"-errors")
+				if len(errs[p]) > 0 {
+					b.Logf("%s: %d requests failed on the %s path: %s", c.name, len(errs[p]), name, strings.Join(errs[p][:min(5, len(errs[p]))], "; "))
+				}
+				if len(errs[p]) > (*rounds+*requests)/100 || len(rate[p]) == 0 {
+					b.Errorf("%s: more than 1%% of the requests failed on the %s path", c.name, name)
+				}
+			}
+			if len(errs[0])+len(errs[1]) > 0 {
+				b.Logf("%s: meanwhile the client sent to %s; %s", c.name, w.describe(t0, e.macNames(b)), ew.describe())
+			}
+			if b.Failed() {
+				return
+			}
 			b.ReportMetric(0, "ns/op")
 			mbVIP, mbDirect := median(rate[0]), median(rate[1])
 			b.ReportMetric(mbVIP, "vip-MB/s")
@@ -137,4 +170,56 @@ func median(xs []float64) float64 {
 	xs = slices.Clone(xs)
 	slices.Sort(xs)
 	return xs[len(xs)/2]
+}
+
+// endpointWatcher records the Service's ready endpoints and announcer when
+// they change, every 100 ms.
+type endpointWatcher struct {
+	mu      sync.Mutex
+	changes []string
+	cancel  func()
+	wg      sync.WaitGroup
+}
+
+func (e *env) watchEndpoints(b *testing.B, t0 time.Time) *endpointWatcher {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	w := &endpointWatcher{cancel: cancel}
+	w.wg.Go(func() {
+		last := ""
+		for ctx.Err() == nil {
+			state := "announced by " + e.announcer(ctx) + ", ready endpoints"
+			if eps, err := e.kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svcName}); err == nil {
+				for _, s := range eps.Items {
+					for _, ep := range s.Endpoints {
+						if ptr.Deref(ep.Conditions.Ready, true) {
+							state += " " + strings.Join(ep.Addresses, ",")
+						}
+					}
+				}
+			}
+			if state != last && ctx.Err() == nil {
+				w.mu.Lock()
+				w.changes = append(w.changes, fmt.Sprintf("%s at %+dms", state, time.Since(t0).Milliseconds()))
+				w.mu.Unlock()
+				last = state
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	b.Cleanup(w.stop)
+	return w
+}
+
+func (w *endpointWatcher) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+func (w *endpointWatcher) describe() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.changes, " → ")
 }
