@@ -3,7 +3,6 @@ package labbench_test
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -108,11 +107,9 @@ func BenchmarkHTTPFailover(b *testing.B) {
 			if _, err := labnet.IP("-n", netns, "link", "set", "eth0", "up"); err != nil {
 				b.Error(err)
 			}
-			// The kernel dropped the node's routes to the other podCIDRs
-			// with the link, and the lab's kubelet does not put them back
-			// (it remembers having added them): do what a CNI's route
-			// daemon would.
-			e.restorePodRoutes(b, owner)
+			// The lab's kubelet puts the node's routes to the other
+			// podCIDRs back when the link comes up (the kernel drops
+			// them with the link), as a CNI's route daemon would.
 		}
 		var failover, back []time.Duration
 		failed, total := 0, 0
@@ -215,31 +212,6 @@ func paren(s string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%s)", s)
-}
-
-// restorePodRoutes adds node's host-gw routes to the other nodes' podCIDRs
-// again, as the lab's kubelet set them up.
-func (e *env) restorePodRoutes(b *testing.B, node string) {
-	b.Helper()
-	nodes, err := e.kube.CoreV1().Nodes().List(b.Context(), metav1.ListOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	netns := e.host(b, node).NetNS
-	for _, n := range nodes.Items {
-		if n.Name == node {
-			continue
-		}
-		for _, cidr := range n.Spec.PodCIDRs {
-			if strings.Contains(cidr, ":") {
-				continue // the benchmarks' lab is IPv4
-			}
-			via := e.host(b, n.Name).IPv4.String()
-			if _, err := labnet.IP("-n", netns, "route", "replace", cidr, "via", via, "dev", "eth0"); err != nil {
-				b.Error(err)
-			}
-		}
-	}
 }
 
 // macNames maps each node's eth0 MAC to the node's name.

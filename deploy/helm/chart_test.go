@@ -353,6 +353,20 @@ func TestHeartbeatSecret(t *testing.T) {
 	}
 }
 
+// TestAgentRollout checks the rolling update waits for each new agent to
+// settle before the next node's agent goes (see bench/lab's rolling
+// restart).
+func TestAgentRollout(t *testing.T) {
+	ds := get[appsv1.DaemonSet](t, mustRender(t, "herald-system", nil, nil), "DaemonSet", "herald-agent")
+	if ds.Spec.MinReadySeconds != 5 {
+		t.Errorf("agent minReadySeconds %d, want 5", ds.Spec.MinReadySeconds)
+	}
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("agent rolling update %+v, want maxUnavailable 1", ru)
+	}
+}
+
 func TestController(t *testing.T) {
 	o := mustRender(t, "herald-system", nil, nil)
 	d := get[appsv1.Deployment](t, o, "Deployment", "herald-controller")

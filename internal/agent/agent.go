@@ -67,7 +67,9 @@ type Options struct {
 	// kube-proxy or Cilium does).
 	Dataplane DataplaneMode
 	// LeaveGrace bounds how long a stopping agent keeps answering after its
-	// last "leaving" heartbeat while it waits for successors to claim.
+	// last "leaving" heartbeat while it waits for successors to claim; with
+	// a data plane, the table then forwards for one more LeaveGrace before
+	// it is removed, for clients that have not heard the successor yet.
 	LeaveGrace time.Duration
 	// NetNS, when set, is the network namespace holding the node's links;
 	// the agent's raw sockets and link watch live there while its API
@@ -130,6 +132,7 @@ type Agent struct {
 	table        *dataplane.Table    // nil without a data plane
 	dpWant       []dataplane.Service // what the table should hold
 	dpHave       []dataplane.Service // what the last successful Sync wrote
+	handedOver   bool                // leave handed addresses to successors
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
 }
@@ -277,8 +280,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.table != nil {
 		defer func() {
-			// A clean stop removes Herald's table; a crash leaves it
-			// forwarding until the next agent's first Sync.
+			// A clean stop removes Herald's table, after the hand-over
+			// and one more grace window: clients whose ARP/NDP cache
+			// still names this node keep being forwarded while the
+			// successors' announcements reach them. A crash leaves the
+			// table forwarding until the next agent's first Sync.
+			if a.handedOver {
+				time.Sleep(a.opts.LeaveGrace)
+			}
 			if err := a.table.Close(true); err != nil {
 				a.log.Warn("removing the nftables table failed", "err", err)
 			}
@@ -741,6 +750,7 @@ func (a *Agent) leave() {
 	if len(a.segments) == 0 {
 		return
 	}
+	a.handedOver = true
 	a.log.Info("leaving: handing addresses over")
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.LeaveGrace)
 	defer cancel()

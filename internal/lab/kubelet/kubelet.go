@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -28,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,6 +49,9 @@ const (
 	// leaseDuration is the node Lease's duration; the kubelet renews it
 	// every leaseDuration/4, like the real one.
 	leaseDuration = 40 * time.Second
+	// routeResync is how often the routes to other nodes' Pods are
+	// re-applied (a link flap drops them).
+	routeResync = 5 * time.Second
 	// statusEvery is how often the Node's Ready condition is re-posted.
 	statusEvery = time.Minute
 	// bridgeName is the node's Pod bridge; the first address of the
@@ -167,8 +173,47 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	pods.Start(ctx.Done())
 	defer pods.Shutdown()
 
-	k.heartbeat(ctx)
+	resync := func() { k.syncRoutes(nodeInformer.GetStore()) }
+	k.watchLink(ctx, resync)
+	k.heartbeat(ctx, resync)
 	return nil
+}
+
+// watchLink calls resync whenever the node's LAN interface comes up: the
+// kernel dropped the routes via it when it went down, and a CNI's route
+// daemon puts them back at once. (The periodic resync is the safety net.)
+func (k *Kubelet) watchLink(ctx context.Context, resync func()) {
+	ns, err := netns.GetFromName(k.cfg.NetNS)
+	if err != nil {
+		k.log.Warn("kubelet: cannot watch the LAN link; routes come back with the periodic sync", "err", err)
+		return
+	}
+	updates := make(chan netlink.LinkUpdate, 16)
+	err = netlink.LinkSubscribeWithOptions(updates, ctx.Done(), netlink.LinkSubscribeOptions{
+		Namespace:     &ns,
+		ErrorCallback: func(err error) { k.log.Warn("kubelet: link watch", "err", err) },
+	})
+	_ = ns.Close()
+	if err != nil {
+		k.log.Warn("kubelet: cannot watch the LAN link; routes come back with the periodic sync", "err", err)
+		return
+	}
+	go func() {
+		wasUp := true
+		for u := range updates {
+			if u.Attrs().Name != k.cfg.Interface {
+				continue
+			}
+			up := u.Attrs().OperState == netlink.OperUp || u.Attrs().Flags&net.FlagUp != 0 && u.Attrs().OperState == netlink.OperUnknown
+			if up && !wasUp {
+				resync()
+				// Once more shortly after, in case the connected route
+				// the gateway needs was not back yet.
+				time.AfterFunc(200*time.Millisecond, resync)
+			}
+			wasUp = up
+		}
+	}()
 }
 
 // register creates or updates the Node and posts it Ready.
@@ -259,10 +304,12 @@ func (k *Kubelet) postStatus(ctx context.Context, node *corev1.Node) error {
 
 // heartbeat renews the node Lease and re-posts the status until ctx is
 // done, as the real kubelet does, so the node lifecycle controller keeps
-// the node Ready.
-func (k *Kubelet) heartbeat(ctx context.Context) {
+// the node Ready; every routeResync it calls resync.
+func (k *Kubelet) heartbeat(ctx context.Context, resync func()) {
 	renew := time.NewTicker(leaseDuration / 4)
 	defer renew.Stop()
+	routes := time.NewTicker(routeResync)
+	defer routes.Stop()
 	status := time.NewTicker(statusEvery)
 	defer status.Stop()
 	k.renewLease(ctx)
@@ -272,6 +319,8 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 			return
 		case <-renew.C:
 			k.renewLease(ctx)
+		case <-routes.C:
+			resync()
 		case <-status.C:
 			if err := k.updateStatus(ctx); err != nil && ctx.Err() == nil {
 				k.log.Warn("kubelet: node status", "err", err)

@@ -92,9 +92,9 @@ func (n *nodeNetwork) syncRoutes(want map[netip.Prefix]netip.Addr) error {
 	}
 	var errs []error
 	for prefix, via := range want {
-		if n.routes[prefix] == via {
-			continue
-		}
+		// Replaced every time, not only when new: the kernel drops the
+		// routes with the link (ip link set eth0 down), and a periodic
+		// sync puts them back, as a CNI's route daemon would.
 		if _, err := labnet.IP("-n", n.netns, "route", "replace", prefix.String(), "via", via.String(), "dev", n.iface); err != nil {
 			errs = append(errs, err)
 			continue
