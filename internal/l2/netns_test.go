@@ -19,7 +19,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -30,8 +29,8 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/vishvananda/netns"
 
+	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/netnstest"
 )
 
@@ -126,34 +125,7 @@ func (l *lan) in(role string, fn func() error) error {
 	if !ok {
 		return fmt.Errorf("no host %q", role)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is unlocked only if it is back in its own namespace;
-		// otherwise it dies with this goroutine.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+	return labnet.In(ns, fn)
 }
 
 // iface looks up eth0 in role's namespace.

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/herald-lb/herald/internal/lab/kubelet"
+	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -58,7 +59,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		return err
 	}
 	defer func() {
-		if rerr := RemoveNamespaces(opts.Prefix); rerr != nil {
+		if rerr := labnet.RemoveNamespaces(opts.Prefix); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 	}()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
 )
@@ -101,7 +100,7 @@ func (t Topology) Node(name string) (Host, bool) {
 // Create builds the network from scratch, removing what a previous lab
 // with the same prefix left.
 func (t Topology) Create() error {
-	if err := RemoveNamespaces(t.Prefix); err != nil {
+	if err := labnet.RemoveNamespaces(t.Prefix); err != nil {
 		return err
 	}
 	steps := [][]string{
@@ -126,29 +125,6 @@ func (t Topology) Create() error {
 		if _, err := labnet.IP(args...); err != nil {
 			return fmt.Errorf("lab network: %w", err)
 		}
-	}
-	return nil
-}
-
-// RemoveNamespaces deletes every network namespace whose name starts with
-// prefix (the lab's, and its Pods').
-func RemoveNamespaces(prefix string) error {
-	out, err := labnet.IP("netns", "list")
-	if err != nil {
-		return err
-	}
-	var errs []string
-	for _, line := range strings.Split(out, "\n") {
-		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if name == "" || !strings.HasPrefix(name, prefix) {
-			continue
-		}
-		if _, err := labnet.IP("netns", "del", name); err != nil {
-			errs = append(errs, err.Error())
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("remove lab namespaces: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -92,7 +93,7 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 		}
 		select {
 		case <-exited:
-			return State{}, fmt.Errorf("the lab daemon exited while starting; the end of %s:\n%s", logPath, tail(logPath, 30))
+			return State{}, fmt.Errorf("the lab daemon exited while starting; the end of %s:\n%s", logPath, testenv.TailFile(logPath, 30))
 		case <-deadline:
 			return State{}, fmt.Errorf("the lab did not come up within %s; see %s", upTimeout, logPath)
 		case <-ctx.Done():
@@ -128,21 +129,14 @@ func installHerald(ctx context.Context, s State, chart string, out io.Writer) er
 	return nil
 }
 
-// FindChart finds deploy/helm/herald above the working directory.
+// FindChart returns deploy/helm/herald in the Herald repository that holds
+// the working directory.
 func FindChart() (string, error) {
-	wd, err := os.Getwd()
+	root, err := testenv.RepoRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("find Herald's Helm chart (run from Herald's repository or pass --chart): %w", err)
 	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		c := filepath.Join(dir, "deploy", "helm", "herald")
-		if _, err := os.Stat(filepath.Join(c, "Chart.yaml")); err == nil {
-			return c, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no deploy/helm/herald above %s: run from Herald's repository or pass --chart", wd)
-		}
-	}
+	return filepath.Join(root, "deploy", "helm", "herald"), nil
 }
 
 // Down stops the lab's daemon (SIGTERM: Pods, then the control plane) and
@@ -165,7 +159,7 @@ func Down(opts Options, out io.Writer) error {
 		}
 	}
 	var errs []error
-	if err := RemoveNamespaces(opts.Prefix); err != nil {
+	if err := labnet.RemoveNamespaces(opts.Prefix); err != nil {
 		errs = append(errs, err)
 	}
 	for _, f := range []string{stateFile, pidFile, "kubeconfig"} {
@@ -204,17 +198,4 @@ func ExecIn(s State, host string, argv []string) error {
 func Kubectl(s State, args []string) error {
 	env := append(os.Environ(), "KUBECONFIG="+s.Kubeconfig)
 	return syscall.Exec(s.Tools.Kubectl, append([]string{"kubectl"}, args...), env)
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +26,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/herald-lb/herald/internal/lab/labnet"
 )
 
 // Run runs a command and fails the test with its output if it fails.
@@ -179,34 +180,7 @@ func (l *LAN) In(role string, fn func() error) error {
 	if !ok {
 		return fmt.Errorf("no host %q", role)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		// The thread is unlocked only when back in its own namespace;
-		// otherwise it dies with this goroutine.
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+	return labnet.In(ns, fn)
 }
 
 // MAC returns the hardware address of role's eth0.

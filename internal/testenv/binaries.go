@@ -142,7 +142,7 @@ func Binaries(ctx context.Context) (Paths, error) {
 }
 
 func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return Paths{}, err
 	}
@@ -184,9 +184,9 @@ func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
 	return paths, nil
 }
 
-// repoRoot walks up from the working directory to the directory whose
+// RepoRoot walks up from the working directory to the directory whose
 // go.mod declares the root module.
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("get working directory: %w", err)
@@ -416,7 +416,7 @@ func build(ctx context.Context, log *slog.Logger, r recipe, dir string) error {
 		cmd.Stderr = logFile
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(step.args, " "), step.dir, err, tailFile(logPath, 40))
+			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(step.args, " "), step.dir, err, TailFile(logPath, 40))
 		}
 	}
 	log.Info("testenv: built control-plane binaries", "dir", dir, "took", time.Since(start).Round(time.Second))

@@ -72,7 +72,7 @@ func (p *process) exitErr() error {
 }
 
 // tail returns the last lines of the process log.
-func (p *process) tail() string { return tailFile(p.logPath, 40) }
+func (p *process) tail() string { return TailFile(p.logPath, 40) }
 
 // addrInUse reports whether the process log says a port was taken.
 func (p *process) addrInUse() bool {
@@ -105,9 +105,9 @@ func (p *process) stop(grace time.Duration) error {
 	return nil
 }
 
-// tailFile returns the last n lines of the file at path, or a note why it
+// TailFile returns the last n lines of the file at path, or a note why it
 // could not be read.
-func tailFile(path string, n int) string {
+func TailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)

@@ -481,7 +481,7 @@ func TestControllers(t *testing.T) {
 	}
 
 	// helm is the version the root go.mod requires.
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +585,7 @@ replace k8s.io/api => k8s.io/api v0.37.2
 }
 
 func TestCacheDir(t *testing.T) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,9 +624,9 @@ func TestTailFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(tailFile(path, 3), "\n")
+	lines := strings.Split(TailFile(path, 3), "\n")
 	if len(lines) != 3 || len(lines[2]) != 99 || len(lines[0]) != 97 {
-		t.Errorf("tailFile = %q", lines)
+		t.Errorf("TailFile = %q", lines)
 	}
 }
 

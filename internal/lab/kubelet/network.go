@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
@@ -194,13 +193,7 @@ func (n *nodeNetwork) removePodNetns(p *podNetwork) {
 // tearDown removes the bridge and any Pod namespace left behind.
 func (n *nodeNetwork) tearDown() {
 	_, _ = labnet.IP("-n", n.netns, "link", "del", bridgeName)
-	out, err := labnet.IP("netns", "list")
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, n.podPrefix) {
-			_, _ = labnet.IP("netns", "del", name)
-		}
+	if err := labnet.RemoveNamespaces(n.podPrefix); err != nil {
+		n.log.Warn("kubelet: remove pod namespaces", "err", err)
 	}
 }

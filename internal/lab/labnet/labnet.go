@@ -111,3 +111,26 @@ func Exists(name string) bool {
 
 // Path returns the file that names the namespace, for setns(2).
 func Path(name string) string { return "/run/netns/" + name }
+
+// RemoveNamespaces deletes every network namespace whose name starts with
+// prefix.
+func RemoveNamespaces(prefix string) error {
+	out, err := IP("netns", "list")
+	if err != nil {
+		return err
+	}
+	var errs []string
+	for _, line := range strings.Split(out, "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if name == "" || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		if _, err := IP("netns", "del", name); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("remove namespaces %s*: %s", prefix, strings.Join(errs, "; "))
+	}
+	return nil
+}
