@@ -39,12 +39,10 @@ func fieldValue(pod *corev1.Pod, path string) (string, error) {
 
 // environment builds a container's environment as the kubelet does: the
 // kubernetes Service's variables, then envFrom, then env (later wins), with
-// HOSTNAME and a PATH.
-func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Container, hostname string) ([]string, error) {
-	vars := map[string]string{
-		"PATH":     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOSTNAME": hostname,
-	}
+// HOSTNAME and a PATH. It returns the NAME=value list and the same as a
+// map, for $(NAME) in the command and arguments.
+func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Container, hostname string) ([]string, map[string]string, error) {
+	vars := map[string]string{}
 	var order []string
 	set := func(name, value string) {
 		if _, ok := vars[name]; !ok {
@@ -52,7 +50,7 @@ func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 		}
 		vars[name] = value
 	}
-	set("PATH", vars["PATH"])
+	set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	set("HOSTNAME", hostname)
 	if svc, err := k.cfg.Client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{}); err == nil && len(svc.Spec.Ports) > 0 {
 		port := strconv.Itoa(int(svc.Spec.Ports[0].Port))
@@ -69,7 +67,7 @@ func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 				if ptr.Deref(from.ConfigMapRef.Optional, false) {
 					continue
 				}
-				return nil, fmt.Errorf("envFrom configmap %s: %w", from.ConfigMapRef.Name, err)
+				return nil, nil, fmt.Errorf("envFrom configmap %s: %w", from.ConfigMapRef.Name, err)
 			}
 			data = cm.Data
 		case from.SecretRef != nil:
@@ -78,7 +76,7 @@ func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 				if ptr.Deref(from.SecretRef.Optional, false) {
 					continue
 				}
-				return nil, fmt.Errorf("envFrom secret %s: %w", from.SecretRef.Name, err)
+				return nil, nil, fmt.Errorf("envFrom secret %s: %w", from.SecretRef.Name, err)
 			}
 			data = map[string]string{}
 			for key, v := range s.Data {
@@ -92,7 +90,7 @@ func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	for _, e := range c.Env {
 		v, err := k.envValue(ctx, pod, e)
 		if err != nil {
-			return nil, fmt.Errorf("env %s: %w", e.Name, err)
+			return nil, nil, fmt.Errorf("env %s: %w", e.Name, err)
 		}
 		set(e.Name, expand(v, vars))
 	}
@@ -100,7 +98,7 @@ func (k *Kubelet) environment(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	for _, name := range order {
 		env = append(env, name+"="+vars[name])
 	}
-	return env, nil
+	return env, vars, nil
 }
 
 func (k *Kubelet) envValue(ctx context.Context, pod *corev1.Pod, e corev1.EnvVar) (string, error) {

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 )
 
@@ -151,5 +152,49 @@ func TestShimArgs(t *testing.T) {
 	}
 	if got := (Shim{Argv: []string{"x"}}).Args(); !slices.Contains(got, "NONE") {
 		t.Errorf("no capabilities must say NONE: %v", got)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	client := fake.NewClientset(
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Port: 443}}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "shop"}, Data: map[string][]byte{"key": []byte("k3y")}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cm", Namespace: "shop"}, Data: map[string]string{"MODE": "fast", "PORT": "80"}},
+	)
+	k := &Kubelet{cfg: Config{Client: client}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop"}, Spec: corev1.PodSpec{NodeName: "node1"}}
+	c := &corev1.Container{
+		EnvFrom: []corev1.EnvFromSource{{Prefix: "CM_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}},
+		Env: []corev1.EnvVar{
+			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "key"}}},
+			{Name: "WHERE", Value: "$(NODE_NAME):$(CM_PORT)"},
+			{Name: "KUBERNETES_SERVICE_HOST", Value: "localhost"},
+		},
+	}
+	env, vars, err := k.environment(t.Context(), pod, c, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOSTNAME=web-1",
+		"KUBERNETES_SERVICE_HOST=localhost", // the Talos preset overrides the Service's
+		"KUBERNETES_SERVICE_PORT=443",
+		"KUBERNETES_PORT=tcp://10.96.0.1:443",
+		"CM_MODE=fast", "CM_PORT=80",
+		"NODE_NAME=node1", "KEY=k3y", "WHERE=node1:80",
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(env)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("environment\n got %v\nwant %v", env, want)
+	}
+	if vars["WHERE"] != "node1:80" || vars["PATH"] == "" {
+		t.Errorf("vars %v", vars)
+	}
+	c.Env = append(c.Env, corev1.EnvVar{Name: "MISSING", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Key: "k"}}})
+	if _, _, err := k.environment(t.Context(), pod, c, "web-1"); err == nil {
+		t.Error("a missing Secret gave no error")
 	}
 }

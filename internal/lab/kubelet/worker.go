@@ -285,14 +285,9 @@ func (w *podWorker) prepare(ctx context.Context, spec *corev1.Container) ([]stri
 	}
 	pod := w.pod.DeepCopy()
 	pod.Status.PodIP, pod.Status.HostIP = w.podIPs[0], w.k.cfg.NodeIP.String()
-	env, err := w.k.environment(ctx, pod, spec, hostname)
+	env, vars, err := w.k.environment(ctx, pod, spec, hostname)
 	if err != nil {
 		return nil, nil, err
-	}
-	vars := map[string]string{}
-	for _, kv := range env {
-		name, v, _ := strings.Cut(kv, "=")
-		vars[name] = v
 	}
 	expandAll := func(in []string) []string {
 		out := make([]string, len(in))
