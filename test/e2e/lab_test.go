@@ -71,7 +71,11 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-func TestTutorial(t *testing.T) {
+// newLab prepares a lab with its own state directory and namespace
+// prefix, brought down (and checked gone) when the test ends; the test
+// starts it.
+func newLab(t *testing.T, prefix string) *labEnv {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("the lab needs root, network namespaces and the control plane")
 	}
@@ -90,6 +94,12 @@ func TestTutorial(t *testing.T) {
 			t.Errorf("namespaces left after herald lab down:\n%s", out)
 		}
 	})
+	return l
+}
+
+func TestTutorial(t *testing.T) {
+	l := newLab(t, prefix)
+	root := l.root
 
 	// The README's main command: lab up, Herald from its chart, the tutorial
 	// with its own checks (EXTERNAL-IP, curl, /clientip, Local).
@@ -108,7 +118,7 @@ func TestTutorial(t *testing.T) {
 			t.Log(sc.Text())
 		}
 	}()
-	err = script.Run()
+	err := script.Run()
 	_ = pw.Close()
 	<-done
 	if err != nil {
@@ -217,25 +227,11 @@ func TestTutorial(t *testing.T) {
 // both families from one pool, announced with ARP and NDP, and curl over
 // IPv6 from the LAN client reaching an IPv6 Pod address.
 func TestIPv6Lab(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the lab needs root, network namespaces and the control plane")
-	}
-	const prefix6 = "hle2e6-"
-	netnstest.Require(t, prefix6)
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &labEnv{t: t, root: root, dir: t.TempDir()}
-	l.env = append(os.Environ(), "HERALD_LAB_DIR="+l.dir, "HERALD_LAB_PREFIX="+prefix6)
+	l := newLab(t, "hle2e6-")
+	root := l.root
 	if out, err := exec.Command("make", "-C", root, "-s", "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
-	t.Cleanup(func() {
-		if out, err := l.herald("down"); err != nil {
-			t.Errorf("herald lab down: %v\n%s", err, out)
-		}
-	})
 	if out, err := l.herald("up", "--ipv6", "--nodes", "2"); err != nil {
 		t.Fatalf("herald lab up --ipv6: %v\n%s", err, out)
 	}
