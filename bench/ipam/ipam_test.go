@@ -9,7 +9,6 @@ package ipam_test
 import (
 	"context"
 	"fmt"
-	"github.com/go-logr/logr"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,6 +34,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/controller"
+	heraldkube "github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -136,7 +138,7 @@ func BenchmarkHeraldThousandServices(b *testing.B) {
 	ctx := context.Background()
 	cfg := fastConfig(b)
 	kube := kubernetes.NewForConfigOrDie(cfg)
-	scheme, err := controller.Scheme()
+	scheme, err := heraldkube.Scheme()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -50,6 +50,7 @@ import (
 
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
+	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 const (
@@ -126,12 +127,10 @@ func labEnv(b *testing.B) *env {
 	if testing.Short() {
 		b.Skip("the lab benchmarks need root, network namespaces and a control plane: not in -short mode")
 	}
-	if os.Geteuid() != 0 {
-		b.Skip("the lab benchmarks need root (network namespaces, nftables)")
-	}
+	testrequire.Root(b, "the lab benchmarks need network namespaces and nftables")
 	for _, tool := range []string{"ip", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("the lab benchmarks need %s in PATH", tool)
+			testrequire.Missing(b, "the lab benchmarks need %s in PATH", tool)
 		}
 	}
 	setUpOnce.Do(func() { shared, setUpErr = setUp(b) })

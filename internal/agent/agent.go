@@ -36,10 +36,11 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
-	"github.com/herald-lb/herald/internal/controller"
 	"github.com/herald-lb/herald/internal/dataplane"
+	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/membership"
+	"github.com/herald-lb/herald/internal/netnsenter"
 	"github.com/herald-lb/herald/internal/placement"
 )
 
@@ -176,7 +177,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if len(opts.Key) < membership.MinKeyLen {
 		return nil, fmt.Errorf("heartbeat key has %d bytes, want at least %d", len(opts.Key), membership.MinKeyLen)
 	}
-	scheme, err := controller.Scheme()
+	scheme, err := kube.Scheme()
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +440,7 @@ func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
 func (a *Agent) startSegment(name string) (*segment, error) {
 	seg := &segment{iface: name, answering: map[netip.Addr]bool{}, claims: map[netip.Addr]bool{}, eligibleSince: map[netip.Addr]time.Time{}}
 	log := a.log.With("interface", name)
-	err := inNetNS(a.opts.NetNS, func() error {
+	err := netnsenter.DoOptional(a.opts.NetNS, func() error {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
 			return fmt.Errorf("find interface: %w", err)
@@ -619,7 +620,7 @@ func (a *Agent) mayAnswer(seg *segment, ip netip.Addr) bool {
 	iface, opts, ns := seg.iface, a.opts.Probe, a.opts.NetNS
 	go func() {
 		var conflict *l2.Conflict
-		err := inNetNS(ns, func() error {
+		err := netnsenter.DoOptional(ns, func() error {
 			ifi, err := net.InterfaceByName(iface)
 			if err != nil {
 				return fmt.Errorf("find interface: %w", err)

@@ -32,7 +32,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/agent"
-	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/netnstest"
 	"github.com/herald-lb/herald/internal/placement"
 	"github.com/herald-lb/herald/internal/testenv"
@@ -86,7 +86,7 @@ func newClusterOn(t testing.TB, env *testenv.Env) *cluster {
 	c := &cluster{t: t, lan: netnstest.New(t, nsPrefix, hosts...), cfg: rest.CopyConfig(env.Config), stops: map[string]func(){}, macs: map[string]string{}}
 	c.cfg.QPS, c.cfg.Burst = 200, 400
 	c.kube = kubernetes.NewForConfigOrDie(c.cfg)
-	scheme, err := controller.Scheme()
+	scheme, err := kube.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/herald-lb/herald/internal/controller"
 	"github.com/herald-lb/herald/internal/dataplane"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 // DataplaneMode chooses who forwards traffic for load-balancer addresses.
@@ -56,7 +56,7 @@ func dataplaneServices(svcs []corev1.Service, slices []discoveryv1.EndpointSlice
 	var out []dataplane.Service
 	for i := range svcs {
 		svc := &svcs[i]
-		if !controller.Serves(svc, defaultClass) {
+		if !kube.Serves(svc, defaultClass) {
 			continue
 		}
 		key := svc.Namespace + "/" + svc.Name

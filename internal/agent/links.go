@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sort"
 
 	"github.com/vishvananda/netlink"
@@ -14,33 +13,6 @@ import (
 
 	"github.com/herald-lb/herald/internal/announce"
 )
-
-// inNetNS runs fn on a thread switched into ns, so sockets fn opens belong
-// to that namespace (they stay there after the thread switches back). A
-// nil handle means the caller's own namespace.
-func inNetNS(ns *netns.NsHandle, fn func() error) error {
-	if ns == nil {
-		return fn()
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(*ns); err != nil {
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	fnErr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace; LockOSThread without
-		// Unlock makes the runtime retire it when the goroutine exits.
-		runtime.LockOSThread()
-		return fmt.Errorf("return to the original network namespace: %w", err)
-	}
-	return fnErr
-}
 
 // listInterfaces reads the node's links through h.
 func listInterfaces(h *netlink.Handle) ([]announce.Interface, error) {

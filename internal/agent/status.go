@@ -21,6 +21,7 @@ import (
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 // Service condition and event written by the announcing node.
@@ -28,7 +29,7 @@ const (
 	// ConditionAnnounced is True when a node answers ARP/NDP for the
 	// Service's primary address; the message names the node and the
 	// interface.
-	ConditionAnnounced = controller.ConditionAnnounced
+	ConditionAnnounced = kube.ConditionAnnounced
 	// ReasonAnnounced is the reason of a True ConditionAnnounced.
 	ReasonAnnounced = "Announced"
 	// ReasonAddressConflict: a foreign host on the LAN uses the address.

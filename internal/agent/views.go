@@ -13,7 +13,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
-	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 // policyView reduces an L2AnnouncementPolicy to what this node decides on.
@@ -44,7 +44,7 @@ func policyView(p *heraldv1.L2AnnouncementPolicy, node *corev1.Node) (announce.P
 		if err != nil {
 			return announce.Policy{}, fmt.Errorf("spec.serviceSelector: %w", err)
 		}
-		view.Services = controller.LabelSelector{Selector: sel}
+		view.Services = kube.LabelSelector{Selector: sel}
 	}
 	return view, nil
 }
@@ -54,11 +54,11 @@ func policyView(p *heraldv1.L2AnnouncementPolicy, node *corev1.Node) (announce.P
 func serviceView(svc *corev1.Service, defaultClass bool, localReady bool) (announce.Service, bool) {
 	view := announce.Service{
 		Key:                svc.Namespace + "/" + svc.Name,
-		Labels:             controller.ServiceLabels(svc),
+		Labels:             kube.ServiceLabels(svc),
 		TrafficPolicyLocal: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		LocalReadyEndpoint: localReady,
 	}
-	if controller.Serves(svc, defaultClass) {
+	if kube.Serves(svc, defaultClass) {
 		for _, in := range svc.Status.LoadBalancer.Ingress {
 			if a, err := netip.ParseAddr(in.IP); err == nil {
 				view.LoadBalancerIPs = append(view.LoadBalancerIPs, a.Unmap())

@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
@@ -43,12 +46,15 @@ one leads (a Lease), the other takes over when it goes.`,
 			cfg.QPS, cfg.Burst = qps, burst
 			cfg.UserAgent = "herald-controller/" + Version
 			if opts.Identity == "" {
-				opts.Identity = os.Getenv("POD_NAME")
-			}
-			if opts.Identity == "" {
-				if opts.Identity, err = os.Hostname(); err != nil {
-					return err
+				// Unique per process, as controller-runtime does: two
+				// replicas run by hand on one host must not both lead.
+				base := os.Getenv("POD_NAME")
+				if base == "" {
+					if base, err = os.Hostname(); err != nil {
+						return fmt.Errorf("find a leader identity: %w", err)
+					}
 				}
+				opts.Identity = base + "_" + string(uuid.NewUUID())
 			}
 			if opts.LeaseNamespace == "" {
 				opts.LeaseNamespace = os.Getenv("POD_NAMESPACE")
@@ -63,7 +69,7 @@ one leads (a Lease), the other takes over when it goes.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-	f.StringVar(&opts.Identity, "identity", "", "name of this replica in the leader Lease (default: $POD_NAME, else the hostname)")
+	f.StringVar(&opts.Identity, "identity", "", "name of this replica in the leader Lease (default: $POD_NAME, else the hostname, plus a random suffix)")
 	f.StringVar(&opts.LeaseNamespace, "lease-namespace", "", "namespace of the leader Lease (default: $POD_NAMESPACE, else herald-system)")
 	f.StringVar(&opts.LeaseName, "lease-name", "herald-controller", "name of the leader Lease")
 	f.DurationVar(&opts.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")

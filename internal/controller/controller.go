@@ -17,9 +17,11 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -34,6 +36,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/ipam"
+	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/metricsserver"
 )
 
@@ -87,19 +90,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Scheme returns a runtime.Scheme with the Kubernetes built-in types and
-// Herald's API.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("register Kubernetes types: %w", err)
-	}
-	if err := heraldv1.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("register Herald types: %w", err)
-	}
-	return s, nil
-}
-
 // Queue keys other than Service keys ("namespace/name" always has a slash).
 const (
 	poolsKey      = "@pools"       // re-read pools and nodes, revalidate every Service
@@ -151,7 +141,7 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		return nil, fmt.Errorf("leader election needs lease duration (%s) > renew deadline (%s) > retry period (%s)",
 			opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod)
 	}
-	scheme, err := Scheme()
+	scheme, err := kube.Scheme()
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +213,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		return errors.New("informer caches did not sync")
 	}
+	if err := c.checkLeaseNamespace(ctx); err != nil {
+		return err
+	}
 	c.log.Info("caches synced; waiting for the leader lease",
 		"lease", c.opts.LeaseNamespace+"/"+c.opts.LeaseName)
 
@@ -267,6 +260,28 @@ func (c *Controller) Run(ctx context.Context) error {
 	case <-time.After(5 * time.Second):
 	}
 	return nil
+}
+
+// checkLeaseNamespace fails at once, saying what to do, when the leader
+// Lease's namespace does not exist; client-go's elector would otherwise
+// retry forever with 'namespaces "herald-system" not found'. A dry-run
+// create needs no verb beyond the elector's own and writes nothing.
+func (c *Controller) checkLeaseNamespace(ctx context.Context) error {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.LeaseNamespace, Name: c.opts.LeaseName}}
+	_, err := c.kube.CoordinationV1().Leases(c.opts.LeaseNamespace).Create(ctx, lease, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	switch {
+	case err == nil || apierrors.IsAlreadyExists(err):
+		return nil
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("the namespace %q for the leader Lease does not exist: create it (kubectl create namespace %s), "+
+			"or run the controller in the namespace Herald is installed in (--lease-namespace or $POD_NAMESPACE): %w",
+			c.opts.LeaseNamespace, c.opts.LeaseNamespace, err)
+	default:
+		// Anything else (RBAC, a flaky API server) is the elector's to
+		// retry and report.
+		c.log.Warn("cannot check the leader Lease's namespace", "namespace", c.opts.LeaseNamespace, "err", err)
+		return nil
+	}
 }
 
 // lead runs the IPAM loop for one leadership term.
@@ -406,7 +421,7 @@ func (c *Controller) adopt(ctx context.Context) error {
 	for i := range items {
 		svc := &items[i]
 		addrs := ingressAddrs(svc)
-		if !Serves(svc, c.opts.DefaultClass) || len(addrs) == 0 {
+		if !kube.Serves(svc, c.opts.DefaultClass) || len(addrs) == 0 {
 			continue
 		}
 		view, err := serviceView(svc)

@@ -13,6 +13,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 // The tutorial's pool: kubectl shows the tutorial's columns and 4 free IPs,
@@ -147,7 +148,7 @@ func TestRequestedIPInUseUntilReleased(t *testing.T) {
 	h.waitIPs(h.ns, "wants", "10.40.0.1")
 	h.eventually(wait, func() string {
 		s := h.getService(h.ns, "holder")
-		if len(s.Status.LoadBalancer.Ingress) != 0 || meta.FindStatusCondition(s.Status.Conditions, controller.ConditionIPAllocated) != nil {
+		if len(s.Status.LoadBalancer.Ingress) != 0 || meta.FindStatusCondition(s.Status.Conditions, kube.ConditionIPAllocated) != nil {
 			return fmt.Sprintf("holder still shows %v %v", ingressIPs(s), s.Status.Conditions)
 		}
 		return ""
@@ -360,7 +361,7 @@ func TestForeignClassUntouched(t *testing.T) {
 	h.startController("c1", true)
 	h.createPool("pool", []string{"10.90.0.1-10.90.0.5"})
 	h.createService(h.ns, "foreign", withClass("example.com/other"))
-	h.createService(h.ns, "ours", withClass(controller.Class))
+	h.createService(h.ns, "ours", withClass(kube.Class))
 	h.waitIPs(h.ns, "ours", "10.90.0.1")
 	h.consistently(time.Second, func() string {
 		s := h.getService(h.ns, "foreign")
@@ -377,7 +378,7 @@ func TestDefaultClassOff(t *testing.T) {
 	h.startController("c1", true, func(o *controller.Options) { o.DefaultClass = false })
 	h.createPool("pool", []string{"10.91.0.1-10.91.0.5"})
 	h.createService(h.ns, "classless")
-	h.createService(h.ns, "ours", withClass(controller.Class))
+	h.createService(h.ns, "ours", withClass(kube.Class))
 	h.waitIPs(h.ns, "ours", "10.91.0.1")
 	h.consistently(time.Second, func() string {
 		if s := h.getService(h.ns, "classless"); len(s.Status.LoadBalancer.Ingress) != 0 {
@@ -473,7 +474,7 @@ func TestBadInputIsReportedAndOthersServed(t *testing.T) {
 	h.updateService(h.ns, "good", func(s *corev1.Service) { s.Annotations = map[string]string{"herald.dev/ips": "10.110.0.999"} })
 	h.eventually(wait, func() string {
 		s := h.getService(h.ns, "good")
-		c := meta.FindStatusCondition(s.Status.Conditions, controller.ConditionIPAllocated)
+		c := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionIPAllocated)
 		if c == nil || c.Reason != "InvalidRequest" {
 			return fmt.Sprintf("condition %+v", c)
 		}
@@ -519,7 +520,7 @@ func TestAddressConflictMovesService(t *testing.T) {
 	// What the announcing agent writes when its probe finds another host.
 	s := h.getService(h.ns, "web")
 	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{
-		Type: controller.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: controller.ReasonAddressConflict,
+		Type: kube.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: controller.ReasonAddressConflict,
 		Message: "10.130.0.1 is in use by another host on the LAN (02:00:5e:10:00:99 on eth0); not announced",
 	})
 	if _, err := h.kube.CoreV1().Services(h.ns).UpdateStatus(h.ctx, s, metav1.UpdateOptions{}); err != nil {

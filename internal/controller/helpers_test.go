@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"github.com/go-logr/logr"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,6 +26,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -56,7 +58,7 @@ func newHarness(t *testing.T) *harness {
 	env := shared.Env(t)
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 500, 1000
-	scheme, err := controller.Scheme()
+	scheme, err := kube.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,10 +360,10 @@ func (h *harness) waitIPs(ns, name string, want ...string) {
 		s := h.getService(ns, name)
 		got := ingressIPs(s)
 		if strings.Join(got, ",") != strings.Join(want, ",") {
-			c := meta.FindStatusCondition(s.Status.Conditions, controller.ConditionIPAllocated)
+			c := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionIPAllocated)
 			return fmt.Sprintf("%s/%s ingress %v, want %v (condition %+v)", ns, name, got, want, c)
 		}
-		c := meta.FindStatusCondition(s.Status.Conditions, controller.ConditionIPAllocated)
+		c := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionIPAllocated)
 		if len(want) > 0 && (c == nil || c.Status != metav1.ConditionTrue) {
 			return fmt.Sprintf("%s/%s has %v but condition %+v", ns, name, got, c)
 		}
@@ -376,7 +378,7 @@ func (h *harness) waitPending(ns, name, reason string) string {
 	var msg string
 	h.eventually(wait, func() string {
 		s := h.getService(ns, name)
-		c := meta.FindStatusCondition(s.Status.Conditions, controller.ConditionIPAllocated)
+		c := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionIPAllocated)
 		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != reason {
 			return fmt.Sprintf("%s/%s condition %+v, want False/%s", ns, name, c, reason)
 		}

@@ -20,6 +20,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/ipam"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 // Service condition types and event reasons Herald writes.
@@ -119,7 +120,7 @@ func (r *reconciler) reconcileService(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("get service %s: %w", key, err)
 	}
-	if !Serves(&svc, r.opts.DefaultClass) {
+	if !kube.Serves(&svc, r.opts.DefaultClass) {
 		released := r.release(key, log)
 		return r.clearStatus(ctx, &svc, released, log)
 	}

@@ -7,49 +7,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/ipam"
+	"github.com/herald-lb/herald/internal/kube"
 )
-
-// Label keys that pool and policy selectors can use to match a Service's
-// namespace and name (the same keys Cilium uses, so selectors carry over).
-const (
-	ServiceNamespaceLabel = "io.kubernetes.service.namespace"
-	ServiceNameLabel      = "io.kubernetes.service.name"
-)
-
-// Class is the loadBalancerClass Herald serves. Services without a class are
-// served too unless the controller runs with --default-class=false.
-const Class = "herald.dev/l2"
-
-// Serves reports whether svc is a LoadBalancer Service that Herald serves:
-// of class herald.dev/l2, or of no class when defaultClass is set.
-func Serves(svc *corev1.Service, defaultClass bool) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if svc.Spec.LoadBalancerClass == nil {
-		return defaultClass
-	}
-	return *svc.Spec.LoadBalancerClass == Class
-}
 
 // serviceKey is the queue key and allocator key of a Service.
 func serviceKey(namespace, name string) string { return namespace + "/" + name }
-
-// ServiceLabels returns svc's labels plus the synthetic namespace and name
-// keys that selectors match against.
-func ServiceLabels(svc *corev1.Service) map[string]string {
-	out := make(map[string]string, len(svc.Labels)+2)
-	for k, v := range svc.Labels {
-		out[k] = v
-	}
-	out[ServiceNamespaceLabel] = svc.Namespace
-	out[ServiceNameLabel] = svc.Name
-	return out
-}
 
 // serviceView reduces a Service to what the allocator decides on. The error
 // names the annotation or field that could not be read.
@@ -67,7 +32,7 @@ func viewWithRequest(svc *corev1.Service, req ipam.Request) ipam.Service {
 	view := ipam.Service{
 		Key:                serviceKey(svc.Namespace, svc.Name),
 		Namespace:          svc.Namespace,
-		Labels:             ServiceLabels(svc),
+		Labels:             kube.ServiceLabels(svc),
 		Policy:             ipam.SingleStack,
 		Requested:          req.Requested,
 		Pool:               req.Pool,
@@ -114,13 +79,6 @@ func ingressAddrs(svc *corev1.Service) []netip.Addr {
 	return out
 }
 
-// LabelSelector adapts a Kubernetes label selector to the Matches method
-// of ipam.Selector and announce.Selector.
-type LabelSelector struct{ Selector labels.Selector }
-
-// Matches reports whether the selector matches the given labels.
-func (s LabelSelector) Matches(l map[string]string) bool { return s.Selector.Matches(labels.Set(l)) }
-
 // poolView reduces a LoadBalancerIPPool to the allocator's view. The error
 // names the block or field that cannot be used.
 func poolView(p *heraldv1.LoadBalancerIPPool) (ipam.Pool, error) {
@@ -141,7 +99,7 @@ func poolView(p *heraldv1.LoadBalancerIPPool) (ipam.Pool, error) {
 		if err != nil {
 			return ipam.Pool{}, fmt.Errorf("spec.serviceSelector: %w", err)
 		}
-		view.Selector = LabelSelector{Selector: sel}
+		view.Selector = kube.LabelSelector{Selector: sel}
 	}
 	return view, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/ipam"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 func TestServes(t *testing.T) {
@@ -26,13 +27,13 @@ func TestServes(t *testing.T) {
 	}{
 		{"no class, default on", lb(nil), true, true},
 		{"no class, default off", lb(nil), false, false},
-		{"herald class, default off", lb(ptr.To(Class)), false, true},
+		{"herald class, default off", lb(ptr.To(kube.Class)), false, true},
 		{"foreign class", lb(ptr.To("example.com/other")), true, false},
 		{"cluster IP", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP}}, true, false},
 		{"node port", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort}}, true, false},
 	}
 	for _, c := range cases {
-		if got := Serves(c.svc, c.defaultClass); got != c.want {
+		if got := kube.Serves(c.svc, c.defaultClass); got != c.want {
 			t.Errorf("%s: isHerald = %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -64,7 +65,7 @@ func TestServiceView(t *testing.T) {
 	want := ipam.Service{
 		Key:       "web/nginx",
 		Namespace: "web",
-		Labels:    map[string]string{"tier": "gold", ServiceNamespaceLabel: "web", ServiceNameLabel: "nginx"},
+		Labels:    map[string]string{"tier": "gold", kube.ServiceNamespaceLabel: "web", kube.ServiceNameLabel: "nginx"},
 		Families:  []ipam.Family{ipam.IPv6, ipam.IPv4},
 		Policy:    ipam.RequireDualStack,
 		Requested: []netip.Addr{netip.MustParseAddr("192.168.10.77"), netip.MustParseAddr("2001:db8::77")},
@@ -81,7 +82,7 @@ func TestServiceView(t *testing.T) {
 	if !reflect.DeepEqual(v, want) {
 		t.Errorf("view =\n%+v\nwant\n%+v", v, want)
 	}
-	if svc.Labels[ServiceNameLabel] != "" {
+	if svc.Labels[kube.ServiceNameLabel] != "" {
 		t.Errorf("serviceView must not modify the Service's labels")
 	}
 

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
+	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 // Run runs a command and fails the test with its output if it fails.
@@ -69,20 +70,18 @@ func removeLeftovers(t testing.TB, prefix string) {
 	})
 }
 
-// Require skips the test unless it can create network namespaces (root and
-// iproute2).
+// Require ends the test unless it can create network namespaces (root and
+// iproute2): a skip on a developer's machine, a failure under CI=true.
 func Require(t testing.TB, prefix string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	testrequire.Root(t, "creating network namespaces")
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2's ip command")
+		testrequire.Missing(t, "needs iproute2's ip command")
 	}
 	removeLeftovers(t, prefix)
 	probe := fmt.Sprintf("%s%d-check", prefix, os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespaces: %v %s", err, out)
+		testrequire.Missing(t, "cannot create network namespaces: %v %s", err, out)
 	}
 	_ = exec.Command("ip", "netns", "del", probe).Run()
 }
@@ -304,6 +303,6 @@ func (l *LAN) AddLoss(every uint32) {
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 	if err := c.Flush(); err != nil {
-		l.t.Skipf("cannot install the nftables loss rule (nf_tables bridge support missing?): %v", err)
+		testrequire.Missing(l.t, "cannot install the nftables loss rule (nf_tables bridge support missing?): %v", err)
 	}
 }

@@ -13,10 +13,11 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/herald-lb/herald/internal/netnsenter"
 )
 
 // IP runs the ip(8) command with args and returns its trimmed output; a
@@ -41,35 +42,7 @@ func Run(name string, args ...string) (string, error) {
 // In runs fn on an OS thread switched into the named namespace. Sockets fn
 // creates stay in that namespace after In returns.
 func In(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("open current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- fmt.Errorf("open network namespace %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		ferr := fn()
-		// Unlock only once back home; otherwise the thread dies with this
-		// goroutine instead of running other goroutines in the wrong
-		// namespace.
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsenter.DoNamed(name, fn)
 }
 
 // Listen opens a listener inside the named namespace.
