@@ -19,6 +19,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&LoadBalancerIPPool{}, &LoadBalancerIPPoolList{},
 		&L2AnnouncementPolicy{}, &L2AnnouncementPolicyList{},
+		&HeraldNode{}, &HeraldNodeList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -96,6 +96,28 @@ type LoadBalancerIPPoolStatus struct {
 	// IPsAvailable is IPsTotal minus IPsUsed.
 	// +optional
 	IPsAvailable string `json:"ipsAvailable,omitempty"`
+	// ExcludedAddresses are addresses of the pool that an agent's probe
+	// found in use by another host on the LAN before any Service had them
+	// announced. They are not handed out until that agent probes them free
+	// again. The agents' HeraldNode reports are the source; this is the
+	// controller's summary of them per pool.
+	// +optional
+	// +listType=atomic
+	ExcludedAddresses []ExcludedAddress `json:"excludedAddresses,omitempty"`
+}
+
+// ExcludedAddress is an address another host on the LAN uses.
+type ExcludedAddress struct {
+	// Address is the excluded address.
+	Address string `json:"address"`
+	// MAC is the other host's hardware address.
+	MAC string `json:"mac"`
+	// Node is the node whose probe found it.
+	Node string `json:"node"`
+	// Interface is where that node saw it.
+	Interface string `json:"interface"`
+	// Since is when it was found.
+	Since metav1.Time `json:"since"`
 }
 
 // LoadBalancerIPPool is a set of addresses Herald hands out to Services of

@@ -18,6 +18,7 @@ type Metrics struct {
 	gratuitous *prometheus.CounterVec
 	malformed  *prometheus.CounterVec
 	conflicts  *prometheus.CounterVec
+	defences   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 }
 
@@ -49,6 +50,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "herald_l2_conflicts_total",
 			Help: "Frames in which another MAC claimed an owned address (ARP reply, gratuitous ARP, ARP request from it, Neighbor Advertisement).",
 		}, []string{"interface"}),
+		defences: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_l2_defences_total",
+			Help: "Announcements sent to defend an owned address another host claimed (RFC 5227 §2.4 (c): at most one per address per defend interval), by interface and family.",
+		}, []string{"interface", "family"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "herald_l2_reply_latency_seconds",
 			Help: "Time from reading a request off the socket to the reply being handed to the kernel, by interface and family.",
@@ -56,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(5e-6, 2, 13),
 		}, []string{"interface", "family"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.replies, m.gratuitous, m.malformed, m.conflicts, m.latency} {
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.gratuitous, m.malformed, m.conflicts, m.defences, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register l2 metrics: %w", err)
 		}
@@ -72,6 +77,7 @@ type ifaceMetrics struct {
 	gratuitous4, gratuitous6 prometheus.Counter
 	malformed                prometheus.Counter
 	conflicts                prometheus.Counter
+	defences4, defences6     prometheus.Counter
 	latency4, latency6       prometheus.Observer
 }
 
@@ -88,6 +94,8 @@ func (m *Metrics) forInterface(name string) *ifaceMetrics {
 		gratuitous6: m.gratuitous.WithLabelValues(name, familyIPv6),
 		malformed:   m.malformed.WithLabelValues(name),
 		conflicts:   m.conflicts.WithLabelValues(name),
+		defences4:   m.defences.WithLabelValues(name, familyIPv4),
+		defences6:   m.defences.WithLabelValues(name, familyIPv6),
 		latency4:    m.latency.WithLabelValues(name, familyIPv4),
 		latency6:    m.latency.WithLabelValues(name, familyIPv6),
 	}
@@ -137,5 +145,16 @@ func (im *ifaceMetrics) malformedFrame() {
 func (im *ifaceMetrics) conflict() {
 	if im != nil {
 		im.conflicts.Inc()
+	}
+}
+
+func (im *ifaceMetrics) defence(v6 bool) {
+	if im == nil {
+		return
+	}
+	if v6 {
+		im.defences6.Inc()
+	} else {
+		im.defences4.Inc()
 	}
 }

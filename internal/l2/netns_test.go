@@ -735,3 +735,42 @@ func TestNetnsMLDJoin(t *testing.T) {
 	})
 	r.SetOwned(nil)
 }
+
+// A foreign host's gratuitous ARP / unsolicited NA moves a client's
+// neighbour entry to its MAC; one defence moves it back (the kernel takes a
+// gratuitous ARP and an NA with the override flag at once, without waiting
+// for its locktime), and the responder keeps answering throughout.
+func TestNetnsDefenceReteachesClient(t *testing.T) {
+	l := newLAN(t, "node", "client", "foreign")
+	l.ip("client", "addr", "add", "192.168.10.10/24", "dev", "eth0")
+	l.ip("client", "addr", "add", "fd00:10::10/64", "dev", "eth0", "nodad")
+	r := l.startResponder(Options{GratuitousCount: -1, RefreshInterval: -1})
+	r.SetOwned([]netip.Addr{vip4, vip6})
+	l.resolvesTo(vip4, nodeMAC)
+	l.resolvesTo(vip6, nodeMAC)
+
+	mf := mustFrame(t)
+	l.sendRaw("foreign", etherTypeARP, mf(GratuitousARPRequest(foreignMAC, vip4)))
+	l.sendRaw("foreign", etherTypeIPv6, mf(UnsolicitedNA(foreignMAC, vip6)))
+	for _, addr := range []netip.Addr{vip4, vip6} {
+		eventually(t, 3*time.Second, "client learned the foreign MAC for "+addr.String(), func() (bool, string) {
+			n, _ := l.neigh("client", addr)
+			return n.LLAddr == foreignMAC.String(), fmt.Sprintf("%+v", n)
+		})
+	}
+	for _, addr := range []netip.Addr{vip4, vip6} {
+		if !r.Defend(addr) {
+			t.Fatalf("no defence sent for %s", addr)
+		}
+		if r.Defend(addr) {
+			t.Fatalf("a second defence of %s within the interval", addr)
+		}
+		eventually(t, 3*time.Second, "client back on the node's MAC for "+addr.String(), func() (bool, string) {
+			n, _ := l.neigh("client", addr)
+			return n.LLAddr == nodeMAC.String(), fmt.Sprintf("%+v", n)
+		})
+	}
+	if r.Owned()[0] != vip4 {
+		t.Fatalf("owned set changed: %v", r.Owned())
+	}
+}

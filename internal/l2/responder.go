@@ -31,6 +31,11 @@ const (
 	// DefaultRefreshInterval is the default period of the announcement
 	// repeated while an address stays owned.
 	DefaultRefreshInterval = 60 * time.Second
+	// DefaultDefendInterval is the least time between two defences of one
+	// address: RFC 5227 §2.4 (c) asks a host that keeps its address to
+	// defend it at most once per DEFEND_INTERVAL (10 s), so that two hosts
+	// configured with one address do not flood the LAN fighting for it.
+	DefaultDefendInterval = 10 * time.Second
 )
 
 // Conflict kinds reported in Conflict.Kind.
@@ -77,6 +82,10 @@ type Options struct {
 	// address stays owned, after the burst. 0 means DefaultRefreshInterval;
 	// a negative value disables the refresh.
 	RefreshInterval time.Duration
+	// DefendInterval is the least time between two defences of one address
+	// (see Defend). 0 means DefaultDefendInterval; a negative value makes
+	// Defend send nothing.
+	DefendInterval time.Duration
 	// OnConflict is called when another MAC claims an owned address. It is
 	// called from the receive goroutine, at most once per second per
 	// address and MAC, and must not block.
@@ -161,6 +170,8 @@ type Responder struct {
 
 	conflictMu   sync.Mutex
 	lastConflict map[conflictKey]time.Time
+	// lastDefence is when each owned address was last defended.
+	lastDefence map[netip.Addr]time.Time
 
 	running   atomic.Bool
 	closed    atomic.Bool
@@ -223,6 +234,9 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 	if opts.RefreshInterval == 0 {
 		opts.RefreshInterval = DefaultRefreshInterval
 	}
+	if opts.DefendInterval == 0 {
+		opts.DefendInterval = DefaultDefendInterval
+	}
 	r := &Responder{
 		ifName:       ifi.Name,
 		ifi:          *ifi,
@@ -234,6 +248,7 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 		sched:        make(map[netip.Addr]*announcement),
 		wake:         make(chan struct{}, 1),
 		lastConflict: make(map[conflictKey]time.Time),
+		lastDefence:  make(map[netip.Addr]time.Time),
 	}
 	r.ifi.HardwareAddr = r.mac
 	r.owned.Store(&ownedSet{m: map[netip.Addr]struct{}{}})
@@ -449,6 +464,68 @@ func (r *Responder) conflict(addr netip.Addr, mac net.HardwareAddr, kind string)
 	if r.opts.OnConflict != nil {
 		r.opts.OnConflict(Conflict{Addr: addr, MAC: slices.Clone(mac), Interface: r.ifName, Kind: kind})
 	}
+}
+
+// Defend answers another host's claim on an owned address the way RFC 5227
+// §2.4 (c) prescribes for an address that must stay put: it keeps the
+// address and broadcasts one announcement — an ARP announcement (request
+// form, sender and target the address), or an unsolicited Neighbor
+// Advertisement with the override flag — so that hosts that took the other
+// host's claim learn this MAC again. At most one defence per address goes
+// out per DefendInterval; a host that keeps claiming the address is not
+// fought frame for frame. It reports whether a frame was sent; an address
+// that is not owned is never defended.
+//
+// The responder does not defend on its own: whether a claim comes from a
+// foreign host or from another Herald node taking the address over is the
+// caller's to judge.
+func (r *Responder) Defend(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	if r.opts.DefendInterval < 0 || r.closed.Load() || !r.owned.Load().has(addr) {
+		return false
+	}
+	now := time.Now()
+	r.conflictMu.Lock()
+	last, seen := r.lastDefence[addr]
+	if seen && now.Sub(last) < r.opts.DefendInterval {
+		r.conflictMu.Unlock()
+		return false
+	}
+	if len(r.lastDefence) >= 4096 {
+		// Only owned addresses get here; forget the old entries of
+		// addresses owned no more.
+		owned := r.owned.Load()
+		for a := range r.lastDefence {
+			if !owned.has(a) {
+				delete(r.lastDefence, a)
+			}
+		}
+	}
+	r.lastDefence[addr] = now
+	r.conflictMu.Unlock()
+
+	var frame []byte
+	var err error
+	var conn frameConn
+	dst := allNodesMAC()
+	if addr.Is4() {
+		conn, dst = r.arpConn, broadcastMAC()
+		frame, err = GratuitousARPRequest(r.mac, addr)
+	} else {
+		conn = r.ndpConn
+		frame, err = UnsolicitedNA(r.mac, addr)
+	}
+	if err != nil {
+		r.log.Warn("cannot build defence", "ip", addr.String(), "err", err)
+		return false
+	}
+	if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: dst}); err != nil {
+		r.log.Warn("cannot send defence", "ip", addr.String(), "err", err)
+		return false
+	}
+	r.m.defence(addr.Is6())
+	r.log.Info("defended an owned address another host claims", "ip", addr.String())
+	return true
 }
 
 // Owned returns the owned addresses, sorted.

@@ -450,3 +450,55 @@ func (nopConn) SetBPF([]bpf.RawInstruction) error         { return nil }
 func (nopConn) JoinGroup(net.HardwareAddr) error          { return nil }
 func (nopConn) LeaveGroup(net.HardwareAddr) error         { return nil }
 func (nopConn) Close() error                              { return nil }
+
+// Defend sends one announcement per address per DefendInterval, only for
+// owned addresses: a host that keeps claiming an address is not fought
+// frame for frame (RFC 5227 §2.4 (c)).
+func TestDefendRateLimited(t *testing.T) {
+	f := newFakeResponder(t, Options{GratuitousCount: -1, RefreshInterval: -1, DefendInterval: 200 * time.Millisecond})
+	f.SetOwned([]netip.Addr{vip4, vip6})
+
+	if f.Defend(netip.MustParseAddr("192.168.10.76")) {
+		t.Fatal("defended an address it does not own")
+	}
+	for range 50 {
+		f.Defend(vip4)
+		f.Defend(vip6)
+	}
+	arp, ndp := f.arp.take(), f.ndp.take()
+	if len(arp) != 1 || len(ndp) != 1 {
+		t.Fatalf("50 defences within the interval sent %d ARP and %d NDP frames, want 1 each", len(arp), len(ndp))
+	}
+	if m := mustDecode(t, arp[0]); m.Kind != KindARPAnnouncement || m.SenderIP != vip4 || !sameMAC(m.SenderHW, testMAC) {
+		t.Errorf("IPv4 defence is %+v, want an ARP announcement of %s from %s", m, vip4, testMAC)
+	}
+	if m := mustDecode(t, ndp[0]); m.Kind != KindNeighborAdvertisement || m.TargetIP != vip6 {
+		t.Errorf("IPv6 defence is %+v, want an unsolicited NA for %s", m, vip6)
+	}
+	if got := testutil.ToFloat64(f.metrics.defences.WithLabelValues("test0", familyIPv4)); got != 1 {
+		t.Errorf("herald_l2_defences_total{family=ipv4} = %v, want 1", got)
+	}
+
+	// The interval is a lower bound (the fake clock is the real one).
+	time.Sleep(250 * time.Millisecond)
+	if !f.Defend(vip4) {
+		t.Fatal("no defence after the interval")
+	}
+	if n := len(f.arp.take()); n != 1 {
+		t.Fatalf("%d frames for the second defence, want 1", n)
+	}
+
+	// Not owned any more: not defended, whatever the interval.
+	f.SetOwned(nil)
+	time.Sleep(250 * time.Millisecond)
+	if f.Defend(vip4) || len(f.arp.take()) != 0 {
+		t.Fatal("defended an address after releasing it")
+	}
+
+	// A negative interval disables defences.
+	g := newFakeResponder(t, Options{GratuitousCount: -1, RefreshInterval: -1, DefendInterval: -1})
+	g.SetOwned([]netip.Addr{vip4})
+	if g.Defend(vip4) || len(g.arp.take()) != 0 {
+		t.Fatal("defended with defences disabled")
+	}
+}

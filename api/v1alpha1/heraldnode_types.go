@@ -1,0 +1,176 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ConflictPhase says when another host was found using an address.
+// +kubebuilder:validation:Enum=Probe;Announced
+type ConflictPhase string
+
+const (
+	// ConflictProbe: the probe before the address was first announced
+	// found another host on it. Herald does not announce it, and the
+	// controller gives the Service another address if it never had this
+	// one announced; the agent probes again from time to time and drops
+	// the entry once the address is free.
+	ConflictProbe ConflictPhase = "Probe"
+	// ConflictAnnounced: another host uses an address this node announces.
+	// Herald keeps the address and keeps answering: it defends it with one
+	// gratuitous ARP or unsolicited Neighbor Advertisement at most every
+	// 10 seconds (RFC 5227 §2.4 (c)), and never moves the Service.
+	ConflictAnnounced ConflictPhase = "Announced"
+)
+
+// NodeInterface is one network interface of the node as the agent sees it.
+type NodeInterface struct {
+	// Name is the interface name (eth0, enp0s1, br0, …).
+	Name string `json:"name"`
+	// MAC is the interface's hardware address.
+	// +optional
+	MAC string `json:"mac,omitempty"`
+	// Up: administratively up with a carrier.
+	// +optional
+	Up bool `json:"up,omitempty"`
+	// Broadcast: can carry ARP (not point-to-point, not NOARP).
+	// +optional
+	Broadcast bool `json:"broadcast,omitempty"`
+	// Loopback marks the loopback interface.
+	// +optional
+	Loopback bool `json:"loopback,omitempty"`
+	// Enslaved: a port of a bridge or bond (its master carries the segment).
+	// +optional
+	Enslaved bool `json:"enslaved,omitempty"`
+	// LAN: the interface carries one of the Node's InternalIP or ExternalIP
+	// addresses. A policy without interfaces announces on these only.
+	// +optional
+	LAN bool `json:"lan,omitempty"`
+}
+
+// SegmentPeer is another node's agent heard on a segment.
+type SegmentPeer struct {
+	// Node is the peer's node name (for a key mismatch: as its
+	// unauthenticated frames claim).
+	Node string `json:"node"`
+	// MAC is the Ethernet source of its heartbeats.
+	// +optional
+	MAC string `json:"mac,omitempty"`
+	// KeyFingerprints identify the heartbeat keys it signs with (short
+	// hashes, never keys).
+	// +optional
+	// +listType=atomic
+	KeyFingerprints []string `json:"keyFingerprints,omitempty"`
+}
+
+// Segment is the node's presence on one announcing interface.
+type Segment struct {
+	// Interface is the announcing interface.
+	Interface string `json:"interface"`
+	// Peers are the other agents heard on it, authenticated.
+	// +optional
+	// +listType=atomic
+	Peers []SegmentPeer `json:"peers,omitempty"`
+	// KeyMismatches are Herald agents heard on it whose heartbeats fail
+	// authentication: they use a different heartbeat key. Both sides then
+	// answer for the addresses they would own, so two MACs may answer until
+	// the keys agree again.
+	// +optional
+	// +listType=atomic
+	KeyMismatches []SegmentPeer `json:"keyMismatches,omitempty"`
+}
+
+// Announcement is an address this node answers ARP/NDP for.
+type Announcement struct {
+	// Address is the announced address.
+	Address string `json:"address"`
+	// Interfaces it is answered on, LAN interfaces first.
+	// +listType=atomic
+	Interfaces []string `json:"interfaces"`
+	// Since is when this node started answering for it.
+	Since metav1.Time `json:"since"`
+}
+
+// AddressConflict is another host found using an address.
+type AddressConflict struct {
+	// Address is the address in question.
+	Address string `json:"address"`
+	// MAC is the other host's hardware address.
+	MAC string `json:"mac"`
+	// Interface is where it was seen.
+	Interface string `json:"interface"`
+	// Phase says whether it was found before the first announcement
+	// (Probe) or while this node announces the address (Announced).
+	Phase ConflictPhase `json:"phase"`
+	// Since is when it was first seen.
+	Since metav1.Time `json:"since"`
+}
+
+// HeraldNodeStatus is what the agent on a node reports. The agent writes
+// it only when something in it changes, so a quiet cluster makes no API
+// writes; nothing in it is a timestamp that moves by itself.
+type HeraldNodeStatus struct {
+	// AgentVersion is the version of the agent.
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// Incarnation identifies the agent's current run; it grows on restart.
+	// +optional
+	Incarnation string `json:"incarnation,omitempty"`
+	// KeyFingerprints identify the heartbeat keys the agent signs with.
+	// Every agent of the cluster should show the same ones.
+	// +optional
+	// +listType=atomic
+	KeyFingerprints []string `json:"keyFingerprints,omitempty"`
+	// KeyError says why the agent has no usable heartbeat key (and so
+	// announces nothing).
+	// +optional
+	KeyError string `json:"keyError,omitempty"`
+	// ExcludedByLabel: the Node carries
+	// node.kubernetes.io/exclude-from-external-load-balancers and the agent
+	// honours it, so this node announces nothing.
+	// +optional
+	ExcludedByLabel bool `json:"excludedByLabel,omitempty"`
+	// Interfaces are the node's network interfaces.
+	// +optional
+	// +listType=atomic
+	Interfaces []NodeInterface `json:"interfaces,omitempty"`
+	// Segments are the interfaces the agent announces on, with the peers
+	// heard there.
+	// +optional
+	// +listType=atomic
+	Segments []Segment `json:"segments,omitempty"`
+	// Announcements are the addresses this node answers for.
+	// +optional
+	// +listType=atomic
+	Announcements []Announcement `json:"announcements,omitempty"`
+	// Conflicts are other hosts found using load-balancer addresses.
+	// +optional
+	// +listType=atomic
+	Conflicts []AddressConflict `json:"conflicts,omitempty"`
+}
+
+// HeraldNode is the report of the Herald agent on one node (same name as
+// the Node, deleted with it). The agent is its only writer; the controller
+// combines all of them into the Services' herald.dev/Announced condition.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=hnode;hnodes,categories=herald
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=".status.agentVersion"
+// +kubebuilder:printcolumn:name="Keys",type=string,JSONPath=".status.keyFingerprints"
+// +kubebuilder:printcolumn:name="Excluded",type=boolean,JSONPath=".status.excludedByLabel"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
+type HeraldNode struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Status HeraldNodeStatus `json:"status,omitempty"`
+}
+
+// HeraldNodeList is a list of HeraldNode.
+//
+// +kubebuilder:object:root=true
+type HeraldNodeList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []HeraldNode `json:"items"`
+}
