@@ -5,13 +5,17 @@
 // L2AnnouncementPolicies, Services, EndpointSlices and the node's links to
 // the small views below and acts on the Plan.
 //
-// An address is eligible on an interface of this node when one policy
+// An address is eligible on an interface of this node when the node is not
+// excluded (node.kubernetes.io/exclude-from-external-load-balancers, unless
+// the agent ignores that label) and one policy
 //   - selects this node (nodeSelector),
 //   - selects every Service that uses the address (serviceSelector), and
 //     announces that kind of address (loadBalancerIPs / externalIPs),
-//   - matches the interface by name (interfaces regexes; none means every
-//     up, broadcast-capable, non-enslaved, non-loopback interface), and the
-//     interface is up,
+//   - matches the interface by name (interfaces regexes; none means the
+//     node's LAN: every up, broadcast-capable, non-enslaved interface that
+//     carries one of the Node's own addresses — never a CNI bridge, a Pod's
+//     veth or a tunnel, which carry no node address), and the interface is
+//     up,
 //
 // and, for every Service using the address with externalTrafficPolicy
 // Local, this node has a ready endpoint. Which eligible node actually
@@ -27,6 +31,16 @@ import (
 	"strings"
 )
 
+// Node is the view of the deciding node.
+type Node struct {
+	// Name is the node's name.
+	Name string
+	// ExcludedByLabel: the Node carries
+	// node.kubernetes.io/exclude-from-external-load-balancers and the agent
+	// honours it, so the node announces nothing.
+	ExcludedByLabel bool
+}
+
 // Interface is the view of one network interface of the node.
 type Interface struct {
 	Name      string
@@ -36,12 +50,19 @@ type Interface struct {
 	// Enslaved is true for a port of a bridge or bond: the master
 	// interface, not the port, owns the addresses on that segment.
 	Enslaved bool
+	// LAN is true when the interface carries one of the Node's own
+	// addresses (its InternalIP or ExternalIP): the segment the node is
+	// reached on, and where a policy without interfaces announces.
+	LAN bool
 }
 
 // usableByDefault reports whether an interface qualifies for a policy that
-// lists no interface regexes.
+// lists no interface regexes: the node's LAN only. A Pod bridge (cni0), a
+// Pod's veth, cilium_host or a tunnel can be up and broadcast-capable, but
+// no client reaches the node there, and announcing on them would make the
+// node alone on a private segment claim every address.
 func (i Interface) usableByDefault() bool {
-	return i.Up && i.Broadcast && !i.Loopback && !i.Enslaved
+	return i.Up && i.Broadcast && !i.Loopback && !i.Enslaved && i.LAN
 }
 
 // Selector matches a Service's labels; nil matches every Service.
@@ -95,6 +116,9 @@ const (
 	// NoLocalEndpoints: externalTrafficPolicy Local and no ready endpoint
 	// on this node.
 	NoLocalEndpoints Reason = "NoLocalEndpoints"
+	// ExcludedByLabel: the node carries
+	// node.kubernetes.io/exclude-from-external-load-balancers.
+	ExcludedByLabel Reason = "ExcludedByLabel"
 	// SharedNotCovered: the address is shared with a Service that no
 	// policy announcing here selects.
 	SharedNotCovered Reason = "SharedNotCovered"
@@ -109,7 +133,8 @@ type AddrStatus struct {
 	// Message explains the reason for a human, naming the node's
 	// interfaces and the policies involved.
 	Message string
-	// Interfaces the address may be announced on (Reason Eligible only).
+	// Interfaces the address may be announced on (Reason Eligible only),
+	// LAN interfaces first, then by name.
 	Interfaces []string
 }
 
@@ -138,9 +163,18 @@ type use struct {
 	external bool
 }
 
+// ExcludeLabelMessage explains ExcludedByLabel for a node: which label,
+// who sets it, and how to announce from the node anyway.
+func ExcludeLabelMessage(node string) string {
+	return fmt.Sprintf("node %s carries node.kubernetes.io/exclude-from-external-load-balancers "+
+		"(Talos 1.8 and later set it on every control-plane node); remove the label, or run the agents with "+
+		"--ignore-exclude-label (chart value agent.ignoreExcludeLabel) to announce from it anyway", node)
+}
+
 // Compute returns the plan for node, given its interfaces, the policies
 // and the Services.
-func Compute(node string, ifaces []Interface, policies []Policy, services []Service) Plan {
+func Compute(n Node, ifaces []Interface, policies []Policy, services []Service) Plan {
+	node := n.Name
 	plan := Plan{Eligible: map[string][]netip.Addr{}}
 
 	// Interfaces each node-selecting policy matches, and the problems of
@@ -177,7 +211,12 @@ func Compute(node string, ifaces []Interface, policies []Policy, services []Serv
 	slices.SortFunc(addrs, netip.Addr.Compare)
 
 	for _, a := range addrs {
-		st := decide(node, a, uses[a], policies, matched, ifaces)
+		var st AddrStatus
+		if n.ExcludedByLabel {
+			st = AddrStatus{Addr: a, Services: serviceKeys(uses[a]), Reason: ExcludedByLabel, Message: ExcludeLabelMessage(node)}
+		} else {
+			st = decide(node, a, uses[a], policies, matched, ifaces)
+		}
 		if st.Reason == Eligible {
 			for _, name := range st.Interfaces {
 				plan.Eligible[name] = append(plan.Eligible[name], a)
@@ -190,12 +229,7 @@ func Compute(node string, ifaces []Interface, policies []Policy, services []Serv
 
 // decide is the verdict for one address used by us.
 func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [][]string, ifaces []Interface) AddrStatus {
-	st := AddrStatus{Addr: addr}
-	for _, u := range us {
-		st.Services = append(st.Services, u.svc.Key)
-	}
-	sort.Strings(st.Services)
-	st.Services = slices.Compact(st.Services)
+	st := AddrStatus{Addr: addr, Services: serviceKeys(us)}
 
 	// Local traffic policy: every Local user needs an endpoint here.
 	for _, u := range us {
@@ -245,8 +279,7 @@ func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [
 		names = append(names, matched[i]...)
 		patterns = append(patterns, describePatterns(policies[i]))
 	}
-	sort.Strings(names)
-	names = slices.Compact(names)
+	names = lanFirst(names, ifaces)
 	if len(names) == 0 {
 		st.Reason = NoMatchingInterface
 		st.Message = fmt.Sprintf("no up interface of node %s matches %s; it has %s", node, strings.Join(patterns, " or "), describeInterfaces(ifaces))
@@ -256,6 +289,16 @@ func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [
 	st.Interfaces = names
 	st.Message = fmt.Sprintf("eligible on node %s on %s", node, strings.Join(names, ", "))
 	return st
+}
+
+// serviceKeys returns the sorted, distinct keys of the Services in us.
+func serviceKeys(us []use) []string {
+	out := make([]string, 0, len(us))
+	for _, u := range us {
+		out = append(out, u.svc.Key)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // coveredAnywhere reports whether some policy, whatever its node selector,
@@ -308,10 +351,22 @@ func matchInterfaces(p Policy, ifaces []Interface) []string {
 	return out
 }
 
+// lanFirst sorts and deduplicates interface names, LAN interfaces first.
+func lanFirst(names []string, ifaces []Interface) []string {
+	lan := map[string]bool{}
+	for _, i := range ifaces {
+		lan[i.Name] = i.LAN
+	}
+	sort.Strings(names)
+	names = slices.Compact(names)
+	sort.SliceStable(names, func(a, b int) bool { return lan[names[a]] && !lan[names[b]] })
+	return names
+}
+
 // describePatterns renders a policy's interface patterns for a message.
 func describePatterns(p Policy) string {
 	if len(p.Interfaces) == 0 {
-		return fmt.Sprintf("policy %s (any up broadcast interface)", p.Name)
+		return fmt.Sprintf("policy %s (no interfaces listed: the node's LAN, i.e. the interfaces carrying its InternalIP/ExternalIP)", p.Name)
 	}
 	pats := make([]string, len(p.Interfaces))
 	for i, re := range p.Interfaces {
@@ -320,14 +375,37 @@ func describePatterns(p Policy) string {
 	return fmt.Sprintf("policy %s (%s)", p.Name, strings.Join(pats, " | "))
 }
 
-// describeInterfaces lists interfaces with their state, for messages.
+// maxDescribed bounds the interfaces a message lists: a node with a
+// hundred Pod veths must not produce a condition nobody can read.
+const maxDescribed = 12
+
+// DescribeInterfaces lists interfaces with their state, for messages: LAN
+// interfaces first, at most a dozen, the rest counted.
+func DescribeInterfaces(ifaces []Interface) string {
+	return describeInterfaces(ifaces)
+}
+
 func describeInterfaces(ifaces []Interface) string {
 	if len(ifaces) == 0 {
 		return "no interfaces"
 	}
-	parts := make([]string, 0, len(ifaces))
-	for _, i := range ifaces {
+	sorted := slices.Clone(ifaces)
+	sort.SliceStable(sorted, func(a, b int) bool {
+		if sorted[a].LAN != sorted[b].LAN {
+			return sorted[a].LAN
+		}
+		return sorted[a].Name < sorted[b].Name
+	})
+	parts := make([]string, 0, min(len(sorted), maxDescribed)+1)
+	for n, i := range sorted {
+		if n == maxDescribed {
+			parts = append(parts, fmt.Sprintf("and %d more", len(sorted)-maxDescribed))
+			break
+		}
 		var flags []string
+		if i.LAN {
+			flags = append(flags, "LAN")
+		}
 		if !i.Up {
 			flags = append(flags, "down")
 		}
@@ -346,7 +424,6 @@ func describeInterfaces(ifaces []Interface) string {
 			parts = append(parts, i.Name)
 		}
 	}
-	sort.Strings(parts)
 	return strings.Join(parts, ", ")
 }
 

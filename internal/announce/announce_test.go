@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"regexp"
@@ -38,7 +39,7 @@ func addrs(ss ...string) []netip.Addr {
 
 var nodeIfaces = []Interface{
 	{Name: "lo", Up: true, Loopback: true},
-	{Name: "eth0", Up: true, Broadcast: true},
+	{Name: "eth0", Up: true, Broadcast: true, LAN: true},
 	{Name: "eth1", Up: false, Broadcast: true},
 	{Name: "veth12ab", Up: true, Broadcast: true, Enslaved: true},
 	{Name: "wg0", Up: true},
@@ -71,6 +72,7 @@ func TestCompute(t *testing.T) {
 		want     map[string]string
 		problems []string // policy names with a per-node problem
 		msgHas   map[string]string
+		excluded bool
 	}{
 		{
 			name:     "default interfaces: up, broadcast, not enslaved, not loopback",
@@ -78,6 +80,60 @@ func TestCompute(t *testing.T) {
 			policies: []Policy{lbPolicy("all")},
 			services: []Service{svc("ns/a", "192.168.10.75")},
 			want:     map[string]string{"192.168.10.75": "Eligible eth0"},
+		},
+		{
+			name: "default interfaces: never a Pod bridge, a Pod veth or a tunnel",
+			ifaces: []Interface{
+				{Name: "cni0", Up: true, Broadcast: true},
+				{Name: "cilium_host", Up: true, Broadcast: true},
+				{Name: "lxc1234", Up: true, Broadcast: true},
+				{Name: "eth0", Up: true, Broadcast: true, LAN: true},
+				{Name: "flannel.1", Up: true, Broadcast: true},
+			},
+			policies: []Policy{lbPolicy("all")},
+			services: []Service{svc("ns/a", "192.168.10.75")},
+			want:     map[string]string{"192.168.10.75": "Eligible eth0"},
+		},
+		{
+			name:     "default interfaces: the node's addresses on a bridge make the bridge the LAN",
+			ifaces:   []Interface{{Name: "br0", Up: true, Broadcast: true, LAN: true}, {Name: "eth0", Up: true, Broadcast: true, Enslaved: true}},
+			policies: []Policy{lbPolicy("all")},
+			services: []Service{svc("ns/a", "192.168.10.75")},
+			want:     map[string]string{"192.168.10.75": "Eligible br0"},
+		},
+		{
+			name:     "default interfaces: no interface carries a node address",
+			ifaces:   []Interface{{Name: "cni0", Up: true, Broadcast: true}, {Name: "eth0", Up: true, Broadcast: true}},
+			policies: []Policy{lbPolicy("all")},
+			services: []Service{svc("ns/a", "192.168.10.75")},
+			want:     map[string]string{"192.168.10.75": "NoMatchingInterface"},
+			problems: []string{"all"},
+			msgHas:   map[string]string{"192.168.10.75": "InternalIP/ExternalIP"},
+		},
+		{
+			name:     "default interfaces: a LAN interface that is down",
+			ifaces:   []Interface{{Name: "eth0", Up: false, Broadcast: true, LAN: true}},
+			policies: []Policy{lbPolicy("all")},
+			services: []Service{svc("ns/a", "192.168.10.75")},
+			want:     map[string]string{"192.168.10.75": "NoMatchingInterface"},
+			problems: []string{"all"},
+			msgHas:   map[string]string{"192.168.10.75": "eth0 (LAN, down)"},
+		},
+		{
+			name:     "a regex may ask for a non-LAN interface; LAN interfaces are listed first",
+			ifaces:   []Interface{{Name: "cni0", Up: true, Broadcast: true}, {Name: "eth0", Up: true, Broadcast: true, LAN: true}},
+			policies: []Policy{lbPolicy("p", func(p *Policy) { p.Interfaces = res("^cni0$", "^eth0$") })},
+			services: []Service{svc("ns/a", "192.168.10.75")},
+			want:     map[string]string{"192.168.10.75": "Eligible eth0,cni0"},
+		},
+		{
+			name:     "excluded by the node label: nothing is eligible, whatever the policies",
+			ifaces:   nodeIfaces,
+			policies: []Policy{lbPolicy("all")},
+			services: []Service{svc("ns/a", "192.168.10.75"), svc("ns/b", "192.168.10.76", func(s *Service) { s.ExternalIPs = addrs("192.168.10.90") })},
+			excluded: true,
+			want:     map[string]string{"192.168.10.75": "ExcludedByLabel", "192.168.10.76": "ExcludedByLabel", "192.168.10.90": "ExcludedByLabel"},
+			msgHas:   map[string]string{"192.168.10.75": "Talos"},
 		},
 		{
 			name:     "regexes are OR-ed and only up interfaces count",
@@ -208,7 +264,7 @@ func TestCompute(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			plan := Compute("cp1", c.ifaces, c.policies, c.services)
+			plan := Compute(Node{Name: "cp1", ExcludedByLabel: c.excluded}, c.ifaces, c.policies, c.services)
 			got := map[string]string{}
 			for _, st := range plan.Addrs {
 				v := string(st.Reason)
@@ -252,7 +308,7 @@ func TestCompute(t *testing.T) {
 func TestComputeIsOrderIndependent(t *testing.T) {
 	policies := []Policy{lbPolicy("a", func(p *Policy) { p.Interfaces = res("^eth") }), lbPolicy("b", func(p *Policy) { p.Interfaces = res("^wg") })}
 	services := []Service{svc("ns/a", "10.0.0.2"), svc("ns/b", "10.0.0.1"), svc("ns/c", "10.0.0.1")}
-	p1 := Compute("n", nodeIfaces, policies, services)
+	p1 := Compute(Node{Name: "n"}, nodeIfaces, policies, services)
 	rev := func(s []Service) []Service {
 		out := append([]Service(nil), s...)
 		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
@@ -260,9 +316,28 @@ func TestComputeIsOrderIndependent(t *testing.T) {
 		}
 		return out
 	}
-	p2 := Compute("n", []Interface{nodeIfaces[4], nodeIfaces[3], nodeIfaces[2], nodeIfaces[1], nodeIfaces[0]},
+	p2 := Compute(Node{Name: "n"}, []Interface{nodeIfaces[4], nodeIfaces[3], nodeIfaces[2], nodeIfaces[1], nodeIfaces[0]},
 		[]Policy{policies[1], policies[0]}, rev(services))
 	if !reflect.DeepEqual(p1.Eligible, p2.Eligible) || !reflect.DeepEqual(p1.Addrs, p2.Addrs) {
 		t.Errorf("plans differ:\n%+v\n%+v", p1, p2)
+	}
+}
+
+// Messages list at most a dozen interfaces, LAN first, and count the rest:
+// a node with a hundred Pod veths still gets a readable condition.
+func TestDescribeInterfacesBounded(t *testing.T) {
+	ifaces := []Interface{{Name: "zz-lan", Up: true, Broadcast: true, LAN: true}}
+	for i := range 40 {
+		ifaces = append(ifaces, Interface{Name: fmt.Sprintf("veth%02d", i), Up: true, Broadcast: true, Enslaved: true})
+	}
+	got := DescribeInterfaces(ifaces)
+	if !strings.HasPrefix(got, "zz-lan (LAN)") {
+		t.Errorf("LAN interface not first: %q", got)
+	}
+	if !strings.HasSuffix(got, "and 29 more") {
+		t.Errorf("rest not counted: %q", got)
+	}
+	if n := strings.Count(got, "veth"); n != 11 {
+		t.Errorf("%d veths listed, want 11: %q", n, got)
 	}
 }

@@ -129,10 +129,11 @@ func (a *Allocator) statusesLocked() []PoolStatus {
 // was found using (address-conflict detection); the value describes the
 // finding for users (e.g. "answered by 02:42:ac:11:00:01 on eth0").
 //
-// Excluded addresses are never handed out fresh; a Service holding one it
-// did not request moves to another address on its next Assign; a Service
-// requesting one gets Reason AddressConflict. Like SetPools, it releases
-// nothing by itself.
+// Excluded addresses are never handed out fresh; a Service holding one that
+// was never announced for it (Service.Announced) moves to another address
+// on its next Assign, unless it requested that one, and then it gets
+// Reason AddressConflict. A Service keeps an excluded address that was
+// announced for it. Like SetPools, it releases nothing by itself.
 func (a *Allocator) SetExcluded(ex map[netip.Addr]string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -408,7 +409,7 @@ func (a *Allocator) evalPools(r *svcReq) []poolEval {
 // of, and r must be compatible with every other holder. The family and
 // request checks are the caller's.
 func (a *Allocator) keepable(r *svcReq, ev []poolEval, addr netip.Addr) (pool, why string) {
-	if desc, ex := a.excluded[addr]; ex {
+	if desc, ex := a.excluded[addr]; ex && !r.wasAnnounced(addr) {
 		return "", conflictText(addr, desc)
 	}
 	for _, e := range ev {

@@ -24,7 +24,12 @@ type svcReq struct {
 	// reqOrder are the requested addresses in the order given.
 	reqOrder []netip.Addr
 	view     shareView
+	// announced are Service.Announced, plain.
+	announced []netip.Addr
 }
+
+// wasAnnounced reports whether addr was announced for the Service once.
+func (r *svcReq) wasAnnounced(addr netip.Addr) bool { return slices.Contains(r.announced, addr) }
 
 // normalize checks svc and builds its svcReq. A malformed Service view
 // yields an InvalidRequest result instead of a panic or a guess.
@@ -39,6 +44,11 @@ func normalize(svc *Service) (*svcReq, *Result) {
 		return bad("the Service has no key")
 	}
 	r := &svcReq{key: svc.Key, labels: svc.Labels, pool: svc.Pool, policy: svc.Policy}
+	for _, a := range svc.Announced {
+		if a.IsValid() {
+			r.announced = append(r.announced, plain(a))
+		}
+	}
 	switch r.policy {
 	case "":
 		r.policy = SingleStack

@@ -103,6 +103,13 @@ func req(addrs ...string) func(*Service) {
 		}
 	}
 }
+func announced(addrs ...string) func(*Service) {
+	return func(s *Service) {
+		for _, a := range addrs {
+			s.Announced = append(s.Announced, netip.MustParseAddr(a))
+		}
+	}
+}
 func pin(pool string) func(*Service) { return func(s *Service) { s.Pool = pool } }
 func label(k, v string) func(*Service) {
 	return func(s *Service) { s.Labels[k] = v }

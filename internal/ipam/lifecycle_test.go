@@ -328,6 +328,47 @@ func TestExcludedMoves(t *testing.T) {
 	mustAssign(t, a, mkSvc("ns/s3"), "10.0.0.4")
 }
 
+// An address that was announced for a Service stays with it when another
+// host is later found on it: only never-announced addresses move. Sharers
+// of an announced address keep it too, fresh allocation still skips it,
+// and adoption after a restart keeps it.
+func TestExcludedAnnouncedStays(t *testing.T) {
+	a := New()
+	a.SetPools([]Pool{mkPool(t, "a", "10.0.0.0/24")}, nil)
+	mustAssign(t, a, mkSvc("ns/web", announced("10.0.0.1")), "10.0.0.1")
+	mustAssign(t, a, mkSvc("ns/new"), "10.0.0.2")
+	mustAssign(t, a, mkSvc("ns/req", req("10.0.0.9"), announced("10.0.0.9")), "10.0.0.9")
+	a.SetExcluded(map[netip.Addr]string{
+		ip("10.0.0.1"): "MAC 02:00:00:00:00:99 seen by node n1 on eth0",
+		ip("10.0.0.2"): "MAC 02:00:00:00:00:98 seen by node n1 on eth0",
+		ip("10.0.0.9"): "MAC 02:00:00:00:00:97 seen by node n1 on eth0",
+	})
+	// Announced: kept, whatever the exclusion says.
+	if r := mustAssign(t, a, mkSvc("ns/web", announced("10.0.0.1")), "10.0.0.1"); len(r.Released) != 0 {
+		t.Fatalf("released an announced address: %s", describe(r))
+	}
+	mustAssign(t, a, mkSvc("ns/req", req("10.0.0.9"), announced("10.0.0.9")), "10.0.0.9")
+	// Never announced: moves, and the reason is said once.
+	r := mustAssign(t, a, mkSvc("ns/new"), "10.0.0.3")
+	want := "released 10.0.0.2 (10.0.0.2 is in use by another host on the LAN (MAC 02:00:00:00:00:98 seen by node n1 on eth0))"
+	if !strings.Contains(r.Message, want) || strings.Count(r.Message, "in use by another host") != 1 {
+		t.Fatalf("message %q, want it to contain %q once", r.Message, want)
+	}
+	// Fresh allocation skips excluded addresses, announced or not.
+	mustAssign(t, a, mkSvc("ns/other"), "10.0.0.4")
+	// A restart adopts the announced address although it is excluded.
+	b := New()
+	b.SetPools([]Pool{mkPool(t, "a", "10.0.0.0/24")}, nil)
+	b.SetExcluded(map[netip.Addr]string{ip("10.0.0.1"): "x"})
+	if got := b.Adopt(mkSvc("ns/web", announced("10.0.0.1")), []netip.Addr{ip("10.0.0.1")}); len(got) != 1 {
+		t.Fatalf("adopt of an announced excluded address kept %v", got)
+	}
+	if got := b.Adopt(mkSvc("ns/new"), []netip.Addr{ip("10.0.0.1")}); len(got) != 0 {
+		t.Fatalf("adopt gave an excluded address to a Service it was never announced for: %v", got)
+	}
+	checkInvariants(t, a)
+}
+
 func TestSharingChanges(t *testing.T) {
 	a := New()
 	a.SetPools([]Pool{mkPool(t, "a", "10.0.0.0/24")}, nil)

@@ -158,6 +158,12 @@ type Service struct {
 	TrafficPolicyLocal bool
 	// Selector is the Service's pod selector (compared for Local sharing).
 	Selector map[string]string
+	// Announced are addresses some node has announced for the Service at
+	// least once. Users have put them in DNS and firewalls by now, so the
+	// Service keeps them even when another host on the LAN is later found
+	// using one (the announcing node defends it); only an address never
+	// announced moves away from an excluded address.
+	Announced []netip.Addr
 }
 
 // Reason says why a Service has, or has not, its addresses. The values are

@@ -22,12 +22,29 @@ type Options struct {
 	Addr string
 	// Registry is what /metrics serves.
 	Registry *prometheus.Registry
+	// Healthy, when set, answers /healthz: nil is alive, an error says
+	// what is wedged (the kubelet's liveness probe then restarts the
+	// process). Without it /healthz answers ok while the server runs.
+	Healthy func(context.Context) error
 	// Ready, when set, answers /readyz: nil is ready, an error is the
 	// reason it is not. Without it there is no /readyz.
 	Ready func(context.Context) error
 	// Logger reports a server that stops on its own; nil means
 	// slog.Default().
 	Logger *slog.Logger
+}
+
+// check serves a probe endpoint: 200 "ok", or 503 with the reason.
+func check(f func(context.Context) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if f != nil {
+			if err := f(r.Context()); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	}
 }
 
 // Serve listens on opts.Addr and serves until ctx is done or the returned
@@ -40,15 +57,9 @@ func Serve(ctx context.Context, opts Options) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", check(opts.Healthy))
 	if opts.Ready != nil {
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-			if err := opts.Ready(r.Context()); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
+		mux.HandleFunc("/readyz", check(opts.Ready))
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", opts.Addr)

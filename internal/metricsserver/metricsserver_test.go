@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,5 +79,31 @@ func TestServeWithoutReadyAndTakenPort(t *testing.T) {
 	}
 	if _, err := Serve(t.Context(), Options{Addr: addr, Registry: prometheus.NewRegistry()}); err == nil {
 		t.Error("a taken port gave no error")
+	}
+}
+
+// /healthz reflects the Healthy check: a wedged process answers 503 with
+// the reason, so the kubelet restarts it.
+func TestHealthz(t *testing.T) {
+	var wedged atomic.Pointer[error]
+	healthy := func(context.Context) error {
+		if e := wedged.Load(); e != nil {
+			return *e
+		}
+		return nil
+	}
+	addr := freeAddr(t)
+	stop, err := Serve(t.Context(), Options{Addr: addr, Registry: prometheus.NewRegistry(), Healthy: healthy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if code, _ := get(t, "http://"+addr+"/healthz"); code != 200 {
+		t.Errorf("/healthz healthy: %d", code)
+	}
+	e := errors.New("main loop has not run for 42s")
+	wedged.Store(&e)
+	if code, body := get(t, "http://"+addr+"/healthz"); code != 503 || !strings.Contains(body, "main loop") {
+		t.Errorf("/healthz wedged: %d %q", code, body)
 	}
 }
