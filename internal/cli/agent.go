@@ -1,19 +1,21 @@
 package cli
 
 import (
-	"bytes"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/agent"
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/membership"
 	"github.com/herald-lb/herald/internal/metricsserver"
 )
@@ -21,6 +23,7 @@ import (
 func newAgentCommand() *cobra.Command {
 	var (
 		kubeconfig, keyFile, metricsAddr string
+		keySecret                        string
 		dataplaneMode                    string
 		logLevel, logFormat              string
 		opts                             agent.Options
@@ -45,11 +48,27 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			if opts.NodeName == "" {
 				opts.NodeName = os.Getenv("NODE_NAME")
 			}
-			key, err := os.ReadFile(keyFile)
-			if err != nil {
-				return fmt.Errorf("read heartbeat key: %w", err)
+			switch {
+			case keyFile != "":
+				// A fixed key: never reloaded. For running by hand and for
+				// tests; clusters use the watched Secret.
+				keys, err := heartbeatkey.LoadFile(keyFile)
+				if err != nil {
+					return err
+				}
+				opts.Keys = keys.Values()
+			case keySecret != "":
+				ns, name, ok := strings.Cut(keySecret, "/")
+				if !ok {
+					ns, name = os.Getenv("POD_NAMESPACE"), keySecret
+					if ns == "" {
+						ns = "herald-system"
+					}
+				}
+				opts.KeySecret = types.NamespacedName{Namespace: ns, Name: name}
+			default:
+				return fmt.Errorf("no heartbeat key: set --heartbeat-secret (the Secret the controller creates) or --key-file")
 			}
-			opts.Key = bytes.TrimSpace(key)
 			if opts.Dataplane, err = agent.ParseDataplaneMode(dataplaneMode); err != nil {
 				return err
 			}
@@ -62,12 +81,13 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			opts.Registerer = reg
 			opts.Logger = log
+			opts.Version = Version
 			a, err := agent.New(cfg, opts)
 			if err != nil {
 				return err
 			}
 			if metricsAddr != "" {
-				stop, err := metricsserver.Serve(cmd.Context(), metricsserver.Options{Addr: metricsAddr, Registry: reg, Logger: log})
+				stop, err := metricsserver.Serve(cmd.Context(), metricsserver.Options{Addr: metricsAddr, Registry: reg, Healthy: a.Healthy, Logger: log})
 				if err != nil {
 					return err
 				}
@@ -79,12 +99,15 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
 	f.StringVar(&opts.NodeName, "node-name", "", "this node's Kubernetes name (default: $NODE_NAME)")
-	f.StringVar(&keyFile, "key-file", "/etc/herald/heartbeat/key", "file holding the cluster's heartbeat key (a mounted Secret)")
+	f.StringVar(&keySecret, "heartbeat-secret", "", "the Secret ([namespace/]name; default namespace $POD_NAMESPACE, else herald-system) holding the heartbeat keys, watched and reloaded without a restart")
+	f.StringVar(&keyFile, "key-file", "", "a file holding one fixed heartbeat key instead of the Secret (never reloaded)")
 	f.StringVar(&opts.ClusterID, "cluster-id", "herald", "separates Herald clusters that share a LAN")
 	f.BoolVar(&opts.DefaultClass, "default-class", true, "also announce LoadBalancer Services that set no loadBalancerClass")
 	f.DurationVar(&opts.Interval, "heartbeat-interval", membership.DefaultInterval, "heartbeat interval on each announcing interface")
 	f.IntVar(&opts.DeadAfter, "dead-after", membership.DefaultDeadAfter, "heartbeats missed before a peer is dead on a segment")
+	f.BoolVar(&opts.IgnoreExcludeLabel, "ignore-exclude-label", false, "announce from this node even if it carries node.kubernetes.io/exclude-from-external-load-balancers")
 	f.BoolVar(&opts.ProbeDisable, "no-probe", false, "do not probe (RFC 5227 / DAD) an address before first announcing it")
+	f.DurationVar(&opts.ConflictReprobe, "conflict-reprobe", 30*time.Second, "how often an address found in use by another host before its first announcement is probed again")
 	f.DurationVar(&opts.LeaveGrace, "leave-grace", time.Second, "how long a stopping agent keeps answering while successors take over")
 	f.StringVar(&dataplaneMode, "dataplane", "auto", "who forwards load-balancer traffic: none (kube-proxy or Cilium does), nftables (Herald's own table; needs NET_ADMIN) or auto (nftables unless kube-proxy or Cilium rules exist)")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9471", "address for /metrics and /healthz (empty disables)")

@@ -3,8 +3,10 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"github.com/go-logr/logr"
@@ -19,6 +21,7 @@ func newControllerCommand() *cobra.Command {
 	var (
 		kubeconfig, logLevel, logFormat string
 		opts                            controller.Options
+		heartbeatSecret                 string
 		qps                             float32
 		burst                           int
 	)
@@ -59,6 +62,14 @@ one leads (a Lease), the other takes over when it goes.`,
 			if opts.LeaseNamespace == "" {
 				opts.LeaseNamespace = os.Getenv("POD_NAMESPACE")
 			}
+			if opts.LeaseNamespace == "" {
+				opts.LeaseNamespace = "herald-system"
+			}
+			ns, name, ok := strings.Cut(heartbeatSecret, "/")
+			if !ok {
+				ns, name = opts.LeaseNamespace, heartbeatSecret
+			}
+			opts.HeartbeatSecret = types.NamespacedName{Namespace: ns, Name: name}
 			opts.Logger = log
 			c, err := controller.New(cfg, opts)
 			if err != nil {
@@ -75,6 +86,8 @@ one leads (a Lease), the other takes over when it goes.`,
 	f.DurationVar(&opts.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
 	f.DurationVar(&opts.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
 	f.DurationVar(&opts.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
+	f.StringVar(&heartbeatSecret, "heartbeat-secret", "herald-heartbeat", "the Secret ([namespace/]name; default namespace: the controller's) holding the agents' heartbeat keys")
+	f.BoolVar(&opts.CreateHeartbeatSecret, "create-heartbeat-secret", true, "create the heartbeat Secret with a random key when it is missing (false for a Secret you manage)")
 	f.BoolVar(&opts.DefaultClass, "default-class", true, "also serve LoadBalancer Services that set no loadBalancerClass (herald.dev/l2 is always served)")
 	f.IntVar(&opts.Workers, "workers", 8, "Services reconciled at once")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "127.0.0.1:9470", "address for /metrics, /healthz and /readyz (empty disables)")

@@ -11,19 +11,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -35,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/ipam"
 	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/metricsserver"
@@ -59,6 +61,12 @@ type Options struct {
 	DefaultClass bool
 	// Workers is the number of Services reconciled (status written) at once.
 	Workers int
+	// HeartbeatSecret is the Secret holding the agents' heartbeat keys.
+	HeartbeatSecret types.NamespacedName
+	// CreateHeartbeatSecret makes the leader create HeartbeatSecret, with
+	// a fresh random key, whenever it is missing. Off for a Secret the
+	// user manages (the chart's heartbeat.existingSecret).
+	CreateHeartbeatSecret bool
 	// MetricsAddr serves /metrics, /healthz and /readyz; empty disables it.
 	MetricsAddr string
 	// Logger receives structured logs (default: slog.Default()).
@@ -94,14 +102,9 @@ func (o Options) withDefaults() Options {
 const (
 	poolsKey      = "@pools"       // re-read pools and nodes, revalidate every Service
 	poolStatusKey = "@pool-status" // write pool status from the allocator's counters
-	conflictsKey  = "@conflicts"   // expire address conflicts, revisit every Service
+	announceKey   = "@announce"    // re-index the agents' reports, revisit every Service
+	policiesKey   = "@policies"    // write the policies' Valid condition
 )
-
-// conflict is an address a foreign host on the LAN was found using.
-type conflict struct {
-	detail string
-	at     time.Time
-}
 
 // Controller is Herald's LB-IPAM controller.
 type Controller struct {
@@ -121,9 +124,11 @@ type Controller struct {
 	// poolErrors holds pools that could not be read (kept out of the
 	// allocator), with the reason, for their status.
 	poolErrors map[string]string
-	// conflicts are addresses agents found in use by foreign hosts; they
-	// are kept out of allocation for conflictExpiry.
-	conflicts map[netip.Addr]conflict
+	// index is the agents' reports by address (see announced.go).
+	index atomic.Pointer[announceIndex]
+	// apiReader reads the API server directly, for what is not worth a
+	// cache (EndpointSlices).
+	apiReader client.Reader
 
 	queueMu sync.Mutex
 	queue   workqueue.TypedRateLimitingInterface[string] // nil while not leading
@@ -157,18 +162,22 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create API client: %w", err)
 	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("create API client: %w", err)
+	}
 	return &Controller{
 		opts:       opts,
 		log:        opts.Logger.With("component", "controller", "identity", opts.Identity),
 		kube:       kube,
 		cache:      c,
 		client:     cl,
+		apiReader:  direct,
 		metrics:    newMetrics(),
 		alloc:      ipam.New(),
 		pending:    map[string]bool{},
 		allocated:  map[string]bool{},
 		poolErrors: map[string]string{},
-		conflicts:  map[netip.Addr]conflict{},
 		ready:      make(chan struct{}),
 	}, nil
 }
@@ -200,7 +209,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		defer stop()
 	}
-	for _, obj := range []client.Object{&corev1.Service{}, &corev1.Node{}, &heraldv1.LoadBalancerIPPool{}} {
+	for _, obj := range []client.Object{&corev1.Service{}, &corev1.Node{}, &heraldv1.LoadBalancerIPPool{},
+		&heraldv1.HeraldNode{}, &heraldv1.L2AnnouncementPolicy{}} {
 		if _, err := c.cache.GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("start informer for %T: %w", obj, err)
 		}
@@ -222,7 +232,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "herald-controller"})
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return err
+	}
+	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "herald-controller"})
 
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
@@ -293,6 +307,10 @@ func (c *Controller) lead(ctx context.Context, recorder record.EventRecorder) {
 	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "herald-ipam"})
+
+	if c.opts.CreateHeartbeatSecret {
+		go c.keepHeartbeatSecret(ctx)
+	}
 
 	// Adopt before anything is allocated: every address already in a
 	// Service's status stays with it, so restarts change no address.
@@ -382,27 +400,67 @@ func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.R
 		return regs, err
 	}
 	if err := add(&corev1.Node{}, toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.enqueue(poolsKey) },
+		AddFunc: func(any) { c.enqueue(poolsKey); c.enqueue(announceKey) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
 			if !ok1 || !ok2 || !slices.Equal(o.Status.Addresses, n.Status.Addresses) {
 				c.enqueue(poolsKey)
 			}
+			// Labels feed nodeSelectors and the exclude label; readiness
+			// says whether a node's report can be trusted.
+			if !ok1 || !ok2 || !maps.Equal(o.Labels, n.Labels) || nodeReady(o) != nodeReady(n) {
+				c.enqueue(announceKey)
+			}
 		},
-		DeleteFunc: func(any) { c.enqueue(poolsKey) },
+		DeleteFunc: func(any) { c.enqueue(poolsKey); c.enqueue(announceKey) },
 	}); err != nil {
+		return regs, err
+	}
+	reports := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.enqueue(announceKey) },
+		UpdateFunc: func(any, any) { c.enqueue(announceKey) },
+		DeleteFunc: func(any) { c.enqueue(announceKey) },
+	}
+	if err := add(&heraldv1.HeraldNode{}, reports); err != nil {
+		return regs, err
+	}
+	policies := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.enqueue(policiesKey); c.enqueue(announceKey) },
+		UpdateFunc: func(any, any) { c.enqueue(policiesKey); c.enqueue(announceKey) },
+		DeleteFunc: func(any) { c.enqueue(announceKey) },
+	}
+	if err := add(&heraldv1.L2AnnouncementPolicy{}, policies); err != nil {
 		return regs, err
 	}
 	return regs, nil
 }
 
-// adopt loads pools and nodes into the allocator and records every address
-// that a served Service already shows, oldest Service first.
+// nodeReady is the Node's Ready condition ("" when it has none).
+func nodeReady(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+// adopt loads pools, nodes and the addresses other hosts use into the
+// allocator and records every address that a served Service already
+// shows, oldest Service first.
 func (c *Controller) adopt(ctx context.Context) error {
 	if err := c.syncPools(ctx); err != nil {
 		return err
 	}
+	idx, err := c.loadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	c.index.Store(idx)
+	c.mu.Lock()
+	c.alloc.SetExcluded(idx.excluded)
+	c.mu.Unlock()
 	var svcs corev1.ServiceList
 	if err := c.client.List(ctx, &svcs); err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -465,4 +523,27 @@ func (c *Controller) syncPools(ctx context.Context) error {
 	statuses := c.alloc.SetPools(views, nodeAddresses(nodes.Items))
 	c.metrics.setPools(statuses)
 	return nil
+}
+
+// keepHeartbeatSecret creates the agents' heartbeat Secret when it is
+// missing — at the start of the term, and whenever it is deleted — so no
+// rendered manifest ever carries a key (a GitOps re-render would replace
+// it and split the agents). An existing Secret is never changed.
+func (c *Controller) keepHeartbeatSecret(ctx context.Context) {
+	ns, name := c.opts.HeartbeatSecret.Namespace, c.opts.HeartbeatSecret.Name
+	ensure := func() {
+		created, err := heartbeatkey.Ensure(ctx, c.kube, ns, name, c.log)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Error("cannot create the heartbeat Secret; agents announce nothing without it", "secret", ns+"/"+name, "err", err)
+		case created:
+			c.log.Info("created the heartbeat Secret", "secret", ns+"/"+name)
+		}
+	}
+	ensure()
+	heartbeatkey.Watch(ctx, c.kube, ns, name, func(_ heartbeatkey.Keys, err error) {
+		if err != nil {
+			ensure()
+		}
+	})
 }

@@ -508,31 +508,3 @@ func TestStandbyTakesOver(t *testing.T) {
 	}
 }
 
-// An agent reports that a foreign host uses a Service's address: the
-// controller excludes it and moves the Service to the next free address;
-// new Services do not get it either.
-func TestAddressConflictMovesService(t *testing.T) {
-	h := newHarness(t)
-	h.startController("c1", true)
-	h.createPool("pool", []string{"10.130.0.1-10.130.0.5"})
-	h.createService(h.ns, "web")
-	h.waitIPs(h.ns, "web", "10.130.0.1")
-	// What the announcing agent writes when its probe finds another host.
-	s := h.getService(h.ns, "web")
-	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{
-		Type: kube.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: controller.ReasonAddressConflict,
-		Message: "10.130.0.1 is in use by another host on the LAN (02:00:5e:10:00:99 on eth0); not announced",
-	})
-	if _, err := h.kube.CoreV1().Services(h.ns).UpdateStatus(h.ctx, s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h.waitIPs(h.ns, "web", "10.130.0.2")
-	if msg := h.waitEvent(h.ns, "web", controller.EventIPReleased); !strings.Contains(msg, "02:00:5e:10:00:99") {
-		t.Errorf("IPReleased event %q should say why the address moved", msg)
-	}
-	h.createService(h.ns, "next")
-	h.waitIPs(h.ns, "next", "10.130.0.3")
-	// Asking for the conflicting address explicitly: AddressConflict.
-	h.createService(h.ns, "wants-it", withAnnotation("herald.dev/ips", "10.130.0.1"))
-	h.waitPending(h.ns, "wants-it", "AddressConflict")
-}

@@ -95,6 +95,8 @@ func (h *harness) cleanCluster() {
 	ctx := context.Background()
 	_ = h.cl.DeleteAllOf(ctx, &heraldv1.LoadBalancerIPPool{})
 	_ = h.cl.DeleteAllOf(ctx, &corev1.Node{})
+	_ = h.cl.DeleteAllOf(ctx, &heraldv1.HeraldNode{})
+	_ = h.cl.DeleteAllOf(ctx, &heraldv1.L2AnnouncementPolicy{})
 	_ = h.kube.CoordinationV1().Leases("herald-system").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	svcs, err := h.kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 	if err == nil {
@@ -455,3 +457,79 @@ func (h *harness) consistently(d time.Duration, cond func() string) {
 
 // clientKey names a cluster-scoped object.
 func clientKey(name string) types.NamespacedName { return types.NamespacedName{Name: name} }
+
+// report writes node's HeraldNode status as its agent would (creating the
+// Node and the HeraldNode when missing).
+func (h *harness) report(node string, st heraldv1.HeraldNodeStatus) {
+	h.t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	if _, err := h.kube.CoreV1().Nodes().Create(h.ctx, n, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		h.t.Fatalf("create node %s: %v", node, err)
+	}
+	hn := &heraldv1.HeraldNode{ObjectMeta: metav1.ObjectMeta{Name: node}}
+	if err := h.cl.Create(h.ctx, hn); err != nil && !apierrors.IsAlreadyExists(err) {
+		h.t.Fatalf("create HeraldNode %s: %v", node, err)
+	}
+	for {
+		if err := h.cl.Get(h.ctx, client.ObjectKey{Name: node}, hn); err != nil {
+			h.t.Fatalf("get HeraldNode %s: %v", node, err)
+		}
+		hn.Status = st
+		err := h.cl.Status().Update(h.ctx, hn)
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			h.t.Fatalf("write HeraldNode %s status: %v", node, err)
+		}
+	}
+}
+
+// lanReport is a node on eth0 (its LAN) that announces addrs.
+func lanReport(since time.Time, addrs ...string) heraldv1.HeraldNodeStatus {
+	st := heraldv1.HeraldNodeStatus{
+		KeyFingerprints: []string{"0123abcd"},
+		Interfaces:      []heraldv1.NodeInterface{{Name: "eth0", Up: true, Broadcast: true, LAN: true}, {Name: "cni0", Up: true, Broadcast: true}},
+		Segments:        []heraldv1.Segment{{Interface: "eth0"}},
+	}
+	for _, a := range addrs {
+		st.Announcements = append(st.Announcements, heraldv1.Announcement{Address: a, Interfaces: []string{"eth0"}, Since: metav1.NewTime(since)})
+	}
+	return st
+}
+
+// waitAnnounced waits for the Service's Announced condition to have the
+// status and reason, with a message containing every want.
+func (h *harness) waitAnnounced(ns, name string, status metav1.ConditionStatus, reason string, want ...string) metav1.Condition {
+	h.t.Helper()
+	var got metav1.Condition
+	h.eventually(10*time.Second, func() string {
+		c := meta.FindStatusCondition(h.getService(ns, name).Status.Conditions, kube.ConditionAnnounced)
+		if c == nil {
+			return "no Announced condition"
+		}
+		got = *c
+		if c.Status != status || c.Reason != reason {
+			return fmt.Sprintf("Announced %s %s %q, want %s %s", c.Status, c.Reason, c.Message, status, reason)
+		}
+		for _, w := range want {
+			if !strings.Contains(c.Message, w) {
+				return fmt.Sprintf("message %q lacks %q", c.Message, w)
+			}
+		}
+		return ""
+	})
+	return got
+}
+
+func (h *harness) createPolicy(name string, mutate ...func(*heraldv1.L2AnnouncementPolicy)) {
+	h.t.Helper()
+	p := &heraldv1.L2AnnouncementPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, m := range mutate {
+		m(p)
+	}
+	if err := h.cl.Create(h.ctx, p); err != nil {
+		h.t.Fatalf("create policy %s: %v", name, err)
+	}
+	h.t.Cleanup(func() { _ = h.cl.Delete(context.Background(), p) })
+}

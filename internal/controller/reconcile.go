@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +24,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/ipam"
 	"github.com/herald-lb/herald/internal/kube"
 )
@@ -27,20 +33,25 @@ import (
 const (
 	// ConditionIPAllocated is True when the Service has its addresses; its
 	// reason says why not otherwise (see ipam.Reason).
-	ConditionIPAllocated = "herald.dev/IPAllocated"
-
-	// ConditionAnnounced is written by the node agent that announces the
-	// Service's primary address (see internal/agent). The controller reads
-	// it for one reason: ReasonAddressConflict, whose message starts with
-	// the address a foreign host on the LAN uses, so that address is
-	// excluded and the Service moves to another.
-	ConditionAnnounced    = "herald.dev/Announced"
-	ReasonAddressConflict = "AddressConflict"
+	ConditionIPAllocated = kube.ConditionIPAllocated
+	// ConditionAnnounced is True when some node answers ARP/NDP for every
+	// address of the Service; its reason says why not otherwise (see
+	// announce.Summarize).
+	ConditionAnnounced = kube.ConditionAnnounced
 
 	EventIPAllocated      = "IPAllocated"
 	EventIPReleased       = "IPReleased"
 	EventAllocationFailed = "AllocationFailed"
+	// EventAnnouncerChanged is recorded when the nodes answering for a
+	// Service's addresses change; other Announced reasons are recorded as
+	// Warnings with the reason itself.
+	EventAnnouncerChanged = "AnnouncerChanged"
 )
+
+// fieldManager owns what the controller applies to Services: their
+// status.loadBalancer.ingress, the herald.dev conditions, and the
+// herald.dev/announced-ips annotation.
+const fieldManager = "herald-controller"
 
 // poolStatusDelay batches pool status writes: a burst of allocations
 // produces one write per pool, not one per allocation.
@@ -67,11 +78,10 @@ func (r *reconciler) processNext(ctx context.Context) bool {
 		err = r.reconcilePools(ctx)
 	case poolStatusKey:
 		err = r.writePoolStatus(ctx)
-	case conflictsKey:
-		r.mu.Lock()
-		r.applyConflicts()
-		r.mu.Unlock()
-		err = r.reconcilePools(ctx) // revisit every Service
+	case announceKey:
+		err = r.reconcileAnnounce(ctx)
+	case policiesKey:
+		err = r.reconcilePolicies(ctx)
 	default:
 		err = r.reconcileService(ctx, key)
 	}
@@ -127,7 +137,6 @@ func (r *reconciler) reconcileService(ctx context.Context, key string) error {
 
 	view, verr := serviceView(&svc)
 	var res ipam.Result
-	r.noteConflict(&svc)
 	r.mu.Lock()
 	if verr != nil {
 		// Bad input loses nothing: keep what the Service holds, say why
@@ -158,7 +167,20 @@ func (r *reconciler) reconcileService(ctx context.Context, key string) error {
 	if res.Reason != ipam.Allocated && verr == nil {
 		r.metrics.failures.WithLabelValues(string(res.Reason)).Inc()
 	}
-	return r.writeServiceStatus(ctx, &svc, res, log)
+	var sums []announce.AddrSummary
+	if len(res.Assigned) > 0 {
+		addrs := make([]netip.Addr, len(res.Assigned))
+		for i, as := range res.Assigned {
+			addrs[i] = as.Addr
+		}
+		if sums, err = r.summarize(ctx, &svc, addrs); err != nil {
+			return err
+		}
+	}
+	if err := r.writeAnnounced(ctx, &svc, res.Assigned, sums); err != nil {
+		return err
+	}
+	return r.writeServiceStatus(ctx, &svc, res, sums, log)
 }
 
 // publishStates exports the number of served Services by state; r.mu must
@@ -200,19 +222,17 @@ func (r *reconciler) afterRelease() {
 	r.queue.AddAfter(poolStatusKey, poolStatusDelay)
 }
 
-// writeServiceStatus writes ingress and the IPAllocated condition when they
-// differ from what the Service shows, and records an Event on each change.
-func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service, res ipam.Result, log *slog.Logger) error {
-	updated := svc.DeepCopy()
+// writeServiceStatus applies ingress and the IPAllocated and Announced
+// conditions when they differ from what the Service shows, and records an
+// Event on each change. Server-side apply with one field manager: the
+// controller owns exactly these fields, and nobody else writes them.
+func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service, res ipam.Result, sums []announce.AddrSummary, log *slog.Logger) error {
 	ingress := make([]corev1.LoadBalancerIngress, 0, len(res.Assigned))
 	vip := corev1.LoadBalancerIPModeVIP
 	for _, a := range res.Assigned {
 		ingress = append(ingress, corev1.LoadBalancerIngress{IP: a.Addr.String(), IPMode: &vip})
 	}
-	if len(ingress) == 0 {
-		ingress = nil
-	}
-	cond := metav1.Condition{
+	alloc := metav1.Condition{
 		Type:               ConditionIPAllocated,
 		Status:             metav1.ConditionFalse,
 		Reason:             string(res.Reason),
@@ -220,61 +240,155 @@ func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service
 		ObservedGeneration: svc.Generation,
 	}
 	if res.Reason == ipam.Allocated {
-		cond.Status = metav1.ConditionTrue
+		alloc.Status = metav1.ConditionTrue
 	}
-	prev := meta.FindStatusCondition(svc.Status.Conditions, ConditionIPAllocated)
-	condChanged := meta.SetStatusCondition(&updated.Status.Conditions, cond)
+	conds := []metav1.Condition{alloc}
+	var announced *metav1.Condition
+	if st, reason, msg := announce.Condition(sums); reason != "" {
+		announced = &metav1.Condition{
+			Type: ConditionAnnounced, Status: metav1.ConditionFalse, Reason: string(reason), Message: msg, ObservedGeneration: svc.Generation,
+		}
+		if st {
+			announced.Status = metav1.ConditionTrue
+		}
+		conds = append(conds, *announced)
+	}
+	prevAlloc := meta.FindStatusCondition(svc.Status.Conditions, ConditionIPAllocated)
+	prevAnn := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
 	ingressChanged := !equalIngress(svc.Status.LoadBalancer.Ingress, ingress)
-	if ingressChanged {
-		updated.Status.LoadBalancer.Ingress = ingress
-	}
-	if !condChanged && !ingressChanged {
+	allocChanged := conditionChanged(prevAlloc, &alloc)
+	annChanged := conditionChanged(prevAnn, announced)
+	if !ingressChanged && !allocChanged && !annChanged {
 		return nil
 	}
-	if err := r.client.Status().Update(ctx, updated); err != nil {
-		if apierrors.IsConflict(err) {
-			r.metrics.statusWrite.WithLabelValues("service", "conflict").Inc()
-		} else {
-			r.metrics.statusWrite.WithLabelValues("service", "error").Inc()
-		}
-		return fmt.Errorf("update status of service %s/%s: %w", svc.Namespace, svc.Name, err)
+	if err := r.applyStatus(ctx, svc, ingress, conds); err != nil {
+		return err
 	}
-	r.metrics.statusWrite.WithLabelValues("service", "ok").Inc()
 	r.queue.AddAfter(poolStatusKey, poolStatusDelay)
 
 	newAddrs := joinAddrs(res.Assigned)
 	switch {
-	case res.Reason == ipam.Allocated && (ingressChanged || prev == nil || prev.Status != metav1.ConditionTrue):
+	case res.Reason == ipam.Allocated && (ingressChanged || prevAlloc == nil || prevAlloc.Status != metav1.ConditionTrue):
 		r.metrics.allocations.Add(float64(len(res.Assigned)))
 		log.Info("allocated", "addresses", newAddrs, "message", res.Message)
 		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventIPAllocated, "%s", res.Message)
-	case res.Reason != ipam.Allocated && (prev == nil || prev.Reason != cond.Reason || prev.Message != cond.Message):
+	case res.Reason != ipam.Allocated && (prevAlloc == nil || prevAlloc.Reason != alloc.Reason || prevAlloc.Message != alloc.Message):
 		log.Info("pending", "reason", res.Reason, "message", res.Message)
 		r.recorder.Eventf(svc, corev1.EventTypeWarning, EventAllocationFailed, "%s: %s", res.Reason, res.Message)
 	}
 	if len(res.Released) > 0 {
-		// The allocator's message says why (pool shrunk, address in use by
-		// another host, …) and where the Service went.
-		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventIPReleased, "released %s: %s", joinAddrs(res.Released), res.Message)
+		// The allocator's message already says what was released and why.
+		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventIPReleased, "%s", res.Message)
+	}
+	if annChanged && announced != nil {
+		r.announcedEvent(svc, prevAnn, announced, log)
 	}
 	return nil
 }
 
-// clearStatus removes what Herald wrote on a Service it no longer serves
-// (type changed away from LoadBalancer, or a foreign class).
-func (r *reconciler) clearStatus(ctx context.Context, svc *corev1.Service, released []ipam.Assignment, log *slog.Logger) error {
-	updated := svc.DeepCopy()
-	changed := meta.RemoveStatusCondition(&updated.Status.Conditions, ConditionIPAllocated)
-	if len(released) > 0 && svc.Spec.Type != corev1.ServiceTypeLoadBalancer && len(updated.Status.LoadBalancer.Ingress) > 0 {
-		// Only addresses Herald handed out are cleared; another
-		// implementation's status on a foreign class is not Herald's.
-		updated.Status.LoadBalancer.Ingress = nil
-		changed = true
+// announcedEvent records a change of the Announced condition: who answers
+// now, or why nobody does. A Service waiting for its first answer (Pending,
+// a probe's fraction of a second) makes no noise.
+func (r *reconciler) announcedEvent(svc *corev1.Service, prev, cur *metav1.Condition, log *slog.Logger) {
+	log.Info("announcement", "status", cur.Status, "reason", cur.Reason, "message", cur.Message)
+	switch {
+	case cur.Reason == string(announce.Announced):
+		r.recorder.Eventf(svc, corev1.EventTypeNormal, EventAnnouncerChanged, "%s", cur.Message)
+	case cur.Reason == string(announce.Pending):
+	case prev != nil && prev.Reason == cur.Reason && cur.Status == metav1.ConditionFalse && prev.Status == cur.Status:
+		// The same problem with other details (a node's interfaces
+		// changed): the condition says it; no new Event.
+	default:
+		r.recorder.Eventf(svc, corev1.EventTypeWarning, cur.Reason, "%s", cur.Message)
 	}
-	if !changed {
+}
+
+// conditionChanged reports whether cur differs from prev in what users
+// see; nil cur means the condition should not exist.
+func conditionChanged(prev, cur *metav1.Condition) bool {
+	if prev == nil || cur == nil {
+		return (prev == nil) != (cur == nil)
+	}
+	return prev.Status != cur.Status || prev.Reason != cur.Reason || prev.Message != cur.Message || prev.ObservedGeneration != cur.ObservedGeneration
+}
+
+// applyStatus applies the controller's part of a Service's status. A
+// condition keeps its lastTransitionTime while its status stays.
+func (r *reconciler) applyStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress, conds []metav1.Condition) error {
+	st := corev1ac.ServiceStatus().WithLoadBalancer(corev1ac.LoadBalancerStatus())
+	for _, in := range ingress {
+		ing := corev1ac.LoadBalancerIngress().WithIP(in.IP)
+		if in.IPMode != nil {
+			ing.WithIPMode(*in.IPMode)
+		}
+		st.LoadBalancer.WithIngress(ing)
+	}
+	now := metav1.Now()
+	for _, c := range conds {
+		t := now
+		if prev := meta.FindStatusCondition(svc.Status.Conditions, c.Type); prev != nil && prev.Status == c.Status {
+			t = prev.LastTransitionTime
+		}
+		st.WithConditions(metav1ac.Condition().WithType(c.Type).WithStatus(c.Status).WithReason(c.Reason).
+			WithMessage(c.Message).WithObservedGeneration(c.ObservedGeneration).WithLastTransitionTime(t))
+	}
+	ac := corev1ac.Service(svc.Name, svc.Namespace).WithStatus(st)
+	if _, err := r.kube.CoreV1().Services(svc.Namespace).ApplyStatus(ctx, ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		r.metrics.statusWrite.WithLabelValues("service", "error").Inc()
+		return fmt.Errorf("apply status of service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	r.metrics.statusWrite.WithLabelValues("service", "ok").Inc()
+	return nil
+}
+
+// writeAnnounced keeps the herald.dev/announced-ips annotation: the held
+// addresses a node has answered for at least once. It only grows while the
+// Service keeps an address, and loses what the Service no longer holds.
+func (r *reconciler) writeAnnounced(ctx context.Context, svc *corev1.Service, held []ipam.Assignment, sums []announce.AddrSummary) error {
+	prev := kube.AnnouncedAddrs(svc)
+	var want []netip.Addr
+	for _, h := range held {
+		if slices.Contains(prev, h.Addr) || slices.ContainsFunc(sums, func(s announce.AddrSummary) bool { return s.Addr == h.Addr && s.Answered }) {
+			want = append(want, h.Addr)
+		}
+	}
+	slices.SortFunc(want, netip.Addr.Compare)
+	value := joinIPs(want)
+	if value == svc.Annotations[kube.AnnouncedAnnotation] {
 		return nil
 	}
-	if err := r.client.Status().Update(ctx, updated); err != nil {
+	ac := corev1ac.Service(svc.Name, svc.Namespace)
+	if value != "" {
+		ac.WithAnnotations(map[string]string{kube.AnnouncedAnnotation: value})
+	}
+	if _, err := r.kube.CoreV1().Services(svc.Namespace).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		return fmt.Errorf("record the announced addresses of service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	return nil
+}
+
+func joinIPs(as []netip.Addr) string {
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// clearStatus removes what Herald wrote on a Service it no longer serves
+// (type changed away from LoadBalancer, or a foreign class): applying an
+// empty status drops every field the controller owns, and nothing else.
+func (r *reconciler) clearStatus(ctx context.Context, svc *corev1.Service, released []ipam.Assignment, log *slog.Logger) error {
+	ours := meta.FindStatusCondition(svc.Status.Conditions, ConditionIPAllocated) != nil ||
+		meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced) != nil
+	if !ours && len(released) == 0 && svc.Annotations[kube.AnnouncedAnnotation] == "" {
+		return nil
+	}
+	if err := r.writeAnnounced(ctx, svc, nil, nil); err != nil {
+		return err
+	}
+	ac := corev1ac.Service(svc.Name, svc.Namespace).WithStatus(corev1ac.ServiceStatus())
+	if _, err := r.kube.CoreV1().Services(svc.Namespace).ApplyStatus(ctx, ac, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
 		return fmt.Errorf("clear status of service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	if len(released) > 0 {
@@ -300,6 +414,16 @@ func (r *reconciler) writePoolStatus(ctx context.Context) error {
 	poolErrors := make(map[string]string, len(r.poolErrors))
 	for k, v := range r.poolErrors {
 		poolErrors[k] = v
+	}
+	excluded := map[string][]heraldv1.ExcludedAddress{}
+	if idx := r.index.Load(); idx != nil {
+		for _, e := range idx.exclusions {
+			if ip, err := netip.ParseAddr(e.Address); err == nil {
+				for _, pool := range r.alloc.PoolsContaining(ip) {
+					excluded[pool] = append(excluded[pool], e)
+				}
+			}
+		}
 	}
 	r.mu.Unlock()
 	r.metrics.setPools(all)
@@ -335,8 +459,10 @@ func (r *reconciler) writePoolStatus(ctx context.Context) error {
 			updated.Status.IPsUsed = fmt.Sprint(st.Used)
 			updated.Status.IPsAvailable = st.Available.String()
 		}
+		updated.Status.ExcludedAddresses = excluded[p.Name]
 		changed := meta.SetStatusCondition(&updated.Status.Conditions, conflict)
 		changed = meta.SetStatusCondition(&updated.Status.Conditions, avail) || changed
+		changed = changed || !equality.Semantic.DeepEqual(updated.Status.ExcludedAddresses, p.Status.ExcludedAddresses)
 		changed = changed || updated.Status.IPsTotal != p.Status.IPsTotal ||
 			updated.Status.IPsUsed != p.Status.IPsUsed || updated.Status.IPsAvailable != p.Status.IPsAvailable
 		if !changed {
@@ -371,57 +497,81 @@ func joinAddrs(as []ipam.Assignment) string {
 	return strings.Join(parts, ",")
 }
 
-// conflictExpiry is how long an address a foreign host used stays out of
-// allocation; after it the address may be handed out (and is probed by the
-// agent before it is announced) again: the host may have gone.
-const conflictExpiry = 10 * time.Minute
-
-// noteConflict excludes an address that the announcing agent found in use
-// by a foreign host (condition herald.dev/Announced, reason
-// AddressConflict), so the Service moves to another address.
-func (r *reconciler) noteConflict(svc *corev1.Service) {
-	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonAddressConflict {
-		return
-	}
-	fields := strings.Fields(c.Message)
-	if len(fields) == 0 {
-		return
-	}
-	addr, err := netip.ParseAddr(fields[0])
+// reconcileAnnounce rebuilds the index of the agents' reports, hands the
+// addresses probes found in use to the allocator, and revisits every
+// Service: any of them may be announced by another node now, or by none.
+func (r *reconciler) reconcileAnnounce(ctx context.Context) error {
+	idx, err := r.loadIndex(ctx)
 	if err != nil {
-		return
-	}
-	addr = addr.Unmap()
-	held := false
-	for _, a := range ingressAddrs(svc) {
-		held = held || a == addr
-	}
-	if !held {
-		return // about an address the Service no longer has
+		return err
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, known := r.conflicts[addr]; known {
-		return
+	prev := r.index.Swap(idx)
+	changed := prev == nil || !maps.Equal(prev.excluded, idx.excluded)
+	if changed {
+		r.alloc.SetExcluded(idx.excluded)
 	}
-	detail := strings.TrimSpace(strings.TrimPrefix(c.Message, fields[0]))
-	r.conflicts[addr] = conflict{detail: detail, at: time.Now()}
-	r.log.Warn("address in use by another host on the LAN; excluding it", "ip", addr, "service", svc.Namespace+"/"+svc.Name, "detail", detail)
-	r.applyConflicts()
-	r.queue.AddAfter(conflictsKey, conflictExpiry)
+	r.mu.Unlock()
+	if changed {
+		r.log.Info("addresses in use by other hosts on the LAN", "excluded", len(idx.excluded))
+		r.queue.AddAfter(poolStatusKey, poolStatusDelay)
+	}
+	var svcs corev1.ServiceList
+	if err := r.client.List(ctx, &svcs); err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	for i := range svcs.Items {
+		if s := &svcs.Items[i]; kube.Serves(s, r.opts.DefaultClass) {
+			r.queue.Add(serviceKey(s.Namespace, s.Name))
+		}
+	}
+	return nil
 }
 
-// applyConflicts hands the current exclusions to the allocator, dropping
-// expired ones; r.mu must be held.
-func (r *reconciler) applyConflicts() {
-	ex := make(map[netip.Addr]string, len(r.conflicts))
-	for a, c := range r.conflicts {
-		if time.Since(c.at) >= conflictExpiry {
-			delete(r.conflicts, a)
+// loadIndex builds the announcement index from the cache.
+func (c *Controller) loadIndex(ctx context.Context) (*announceIndex, error) {
+	var reports heraldv1.HeraldNodeList
+	if err := c.client.List(ctx, &reports); err != nil {
+		return nil, fmt.Errorf("list HeraldNodes: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := c.client.List(ctx, &nodes); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return buildIndex(reports.Items, nodes.Items), nil
+}
+
+// reconcilePolicies writes each L2AnnouncementPolicy's Valid condition:
+// False, naming the field, when a regex or selector cannot be used (the
+// API server's validation catches most; RE2 details and selector values
+// get here), so a policy that selects nothing says why.
+func (r *reconciler) reconcilePolicies(ctx context.Context) error {
+	var pols heraldv1.L2AnnouncementPolicyList
+	if err := r.client.List(ctx, &pols); err != nil {
+		return fmt.Errorf("list policies: %w", err)
+	}
+	var firstErr error
+	for i := range pols.Items {
+		p := &pols.Items[i]
+		cond := metav1.Condition{Type: heraldv1.PolicyValidCondition, Status: metav1.ConditionTrue, Reason: "Valid",
+			Message: "the policy's interfaces and selectors can be used", ObservedGeneration: p.Generation}
+		if _, err := kube.PolicyView(p, nil); err != nil {
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "InvalidSpec", err.Error()+"; the policy announces nothing"
+		}
+		updated := p.DeepCopy()
+		if !meta.SetStatusCondition(&updated.Status.Conditions, cond) {
 			continue
 		}
-		ex[a] = c.detail
+		if err := r.client.Status().Update(ctx, updated); err != nil {
+			if firstErr == nil && !apierrors.IsNotFound(err) {
+				firstErr = fmt.Errorf("update status of policy %s: %w", p.Name, err)
+			}
+			continue
+		}
+		if cond.Status == metav1.ConditionFalse {
+			r.log.Warn("policy cannot be used", "policy", p.Name, "err", cond.Message)
+			r.recorder.Eventf(updated, corev1.EventTypeWarning, "InvalidSpec", "%s", cond.Message)
+		}
 	}
-	r.alloc.SetExcluded(ex)
+	return firstErr
 }

@@ -39,6 +39,7 @@ func viewWithRequest(svc *corev1.Service, req ipam.Request) ipam.Service {
 		Sharing:            req.Sharing,
 		TrafficPolicyLocal: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		Selector:           svc.Spec.Selector,
+		Announced:          kube.AnnouncedAddrs(svc),
 	}
 	if p := svc.Spec.IPFamilyPolicy; p != nil {
 		view.Policy = ipam.FamilyPolicy(*p)

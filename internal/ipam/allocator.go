@@ -155,6 +155,21 @@ func (a *Allocator) SetExcluded(ex map[netip.Addr]string) {
 	a.excluded = next
 }
 
+// PoolsContaining returns the names of the pools whose blocks contain
+// addr, in pool order (overlapping pools are possible while one is in
+// conflict).
+func (a *Allocator) PoolsContaining(addr netip.Addr) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, p := range a.pools {
+		if p.contains(plain(addr)) {
+			out = append(out, p.name)
+		}
+	}
+	return out
+}
+
 // plain strips a zone and unmaps an IPv4-mapped address, so that one
 // address has one identity in every map and set.
 func plain(addr netip.Addr) netip.Addr { return addr.WithZone("").Unmap() }

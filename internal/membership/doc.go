@@ -20,54 +20,162 @@
 //
 // The payload (all integers big-endian):
 //
-//	off  len  field
-//	  0    4  magic "HRLD"
-//	  4    1  version (1)
-//	  5    1  flags: bit 0 = leaving; other bits must be 0
-//	  6    2  length n of the authenticated part (offset 0 .. end of entries)
-//	  8    8  cluster hash: SHA-256(cluster ID)[0:8]
-//	 16    8  incarnation (never 0; default: agent start time, Unix ns)
-//	 24    8  sequence (from 1, per heartbeat, shared by its parts)
-//	 32    2  interval in ms (1..65535)
-//	 34    1  part index i (0..n-1)
-//	 35    1  part count (1..64)
-//	 36    1  node name length k (1..253)
-//	 37    k  node name (printable ASCII)
-//	37+k   2  entry count
-//	  …       entries, strictly ascending by address (IPv4 before IPv6):
+//	off    len  field
+//	  0      4  magic "HRLD"
+//	  4      1  version (2)
+//	  5      1  flags: bit 0 = leaving, bit 1 = challenge; other bits 0
+//	  6      2  length n of the authenticated part (offset 0 .. end of
+//	            entries)
+//	  8      8  cluster hash: SHA-256(cluster ID)[0:8]
+//	 16      8  incarnation (never 0; default: agent start time, Unix ns)
+//	 24      8  sequence (from 1, per heartbeat, shared by its parts)
+//	 32      2  interval in ms (1..65535)
+//	 34      1  part index i (0..n-1)
+//	 35      1  part count (1..64)
+//	 36      1  key count m (1..4)
+//	 37     4m  key IDs, distinct: per key of the sender's keyring,
+//	            SHA-256("herald heartbeat key v1" 0x00 key)[0:4]
+//	37+4m    1  node name length k (1..253)
+//	38+4m    k  node name (printable ASCII)
+//	38+4m+k  1  echo count e (0..32; the encoder fills only part 0)
+//	39+4m+k 8e  echoed identity tokens, 8 bytes each:
+//	            SHA-256(node name 0x00 incarnation)[0:8] of a challenger
+//	  …      2  entry count
+//	  …         entries, strictly ascending by address (IPv4 before IPv6):
 //	            1 tag byte (bit 0 eligible, bit 1 claimed, bit 7 IPv6;
 //	            at least one of bits 0-1; other bits 0) then 4 or 16
 //	            address bytes (IPv4-mapped IPv6 is carried as IPv4)
-//	  n   16  HMAC-SHA256(key, payload[0:n]) truncated to 16 bytes
+//	  n    16m  MAC list: for each key ID in order,
+//	            HMAC-SHA256(that key, payload[0:n]) truncated to 16 bytes
 //
-// Anything after the MAC (Ethernet padding) is ignored. Eligibility and
-// claims travel as one merged, tagged address list (an IP is usually both),
-// which costs 5 bytes per IPv4 and 17 per IPv6 address.
+// Anything after the MAC list (Ethernet padding) is ignored. Eligibility
+// and claims travel as one merged, tagged address list (an IP is usually
+// both), which costs 5 bytes per IPv4 and 17 per IPv6 address.
+//
+// Version 1 frames (one MAC, no key IDs, no echoes) are malformed to this
+// version and the reverse: agents of both versions on one segment is not a
+// supported state. They do not see each other at all (each drops the
+// other's frames as malformed, never as forgeries), so both groups claim
+// the segment's addresses; upgrade every agent of a segment together.
 //
 // A frame's payload never exceeds 1500 bytes (or a smaller interface MTU).
 // A node eligible for more addresses than fit splits one heartbeat into
 // several frames, "part i of n", sent back to back with the same sequence
-// number; with a 20-byte node name one frame carries up to 285 IPv4 or 83
-// IPv6 addresses, and a heartbeat may have up to 64 parts. Any accepted part
-// proves the sender alive, but a receiver replaces the sender's lists only
-// when every part of one sequence has arrived, so a lost part delays a
-// state change by one interval and never shows a truncated claim list.
+// number; with a 20-byte node name and one key one frame carries up to 283
+// IPv4 or 83 IPv6 addresses (each further key takes 20 bytes, each echoed
+// token 8 bytes of the first part), and a heartbeat may have up to 64
+// parts. Any accepted part proves the sender alive, but a receiver
+// replaces the sender's lists only when every part of one sequence has
+// arrived, so a lost part delays a state change by one interval and never
+// shows a truncated claim list.
+//
+// # Keys and rotation
+//
+// The HMAC keys come from the cluster's heartbeat Secret, so a host on the
+// LAN cannot forge a heartbeat to claim an IP or keep a dead node alive.
+// The Secret may hold up to MaxKeys keys (a Keyring), and a frame carries
+// one MAC per key of its sender's ring, each labelled by the key's 4-byte
+// ID (its Fingerprint, not secret). A receiver checks the MAC of the first
+// key ID it holds and accepts the frame when it verifies.
+//
+// Frames are signed with every key rather than only the newest so that a
+// rotation never splits the cluster. Agents load a new version of the
+// Secret seconds apart (SetKeys, without a restart), so during a rotation
+// some sign with {old} while others already have {old, new}, and later
+// some have {old, new} while others have {new}. Each such pair still
+// shares a key in both directions: rotate by adding the new key, waiting
+// until every agent reports it (Peer.Fingerprints, metric
+// herald_membership_key_info), then removing the old one. Signing only
+// with the newest key would make an agent that has it unreadable to one
+// that has not loaded it yet. The cost is 20 bytes per extra key and frame
+// (a 4-byte ID and a 16-byte MAC) and one HMAC per extra key and frame
+// sent; receiving still costs at most one HMAC per frame, and a frame
+// naming none of the receiver's keys costs none, so forged frames are
+// cheap to drop. All MACs cover the key ID list, which therefore cannot be
+// altered without the keys.
+//
+// # Key mismatch
+//
+// A frame that carries this cluster's hash but fails authentication (no
+// key ID in common, or a MAC that does not verify) most likely comes from
+// a Herald agent with another Secret. It is dropped ("auth"), but Decode
+// also extracts, without trusting them and bounds-checked, the sender's
+// node name, key IDs and Ethernet source (AuthError). Frames with a valid
+// name are also counted per claimed name
+// (herald_membership_key_mismatch_total: at most 64 names per Member, then
+// "other"), and the Member lists their senders in Snapshot.Mismatched (at
+// most 64, the least recently heard evicted; an entry expires like a live
+// peer, DeadAfter of our intervals plus slack after its last frame) and
+// logs each at most once per 10 s, with both sides' fingerprints. A change
+// of that list is published at most once per interval, since anyone can
+// send such frames. Nothing else is done with them: a mismatched sender is
+// never a peer and never influences placement, even when it claims the
+// name of a live peer.
 //
 // # Authentication and replay
 //
-// The HMAC key comes from the cluster Secret, so a host on the LAN cannot
-// forge a heartbeat to claim an IP or keep a dead node alive. Decode checks
-// the fixed header, then the cluster hash (frames of another cluster on the
-// same segment are dropped as "cluster", not as forgeries), then the MAC,
-// and only then parses the rest. Frames failing the MAC are dropped and
-// counted ("auth"). Replays are dropped and counted ("replay"): for each
-// node name the receiver remembers the newest incarnation and, within it,
-// the newest sequence and the parts already received; an older incarnation,
-// an older sequence, or a part seen twice is a replay. This memory outlives
-// the peer's death (up to 1024 names per segment, oldest dead evicted
-// first), so a captured heartbeat replayed after its sender died cannot
-// resurrect it. A restarted agent picks a new, larger incarnation and is
-// accepted at once (its previous run's claims are forgotten).
+// Decode checks the fixed header and the key ID list (so that it knows
+// where the MACs are), then the cluster hash (frames of another cluster on
+// the same segment are dropped as "cluster", not as forgeries), then one
+// MAC, and only then parses the rest. Replays are dropped and counted
+// ("replay"): for each node name the receiver remembers the newest
+// incarnation and, within it, the newest sequence and the parts already
+// received; an older incarnation, an older sequence, or a part seen twice
+// is a replay. This memory outlives the peer's death (up to 1024 names per
+// segment, oldest dead evicted first), so a captured heartbeat replayed to
+// the same receiver after its sender died cannot resurrect it.
+//
+// That memory dies with the receiver's process, though: a restarted
+// receiver has never seen the frames an attacker captured, and would
+// accept a dead node's old heartbeats as new. So authenticated frames
+// alone only prove who sent them, not when; liveness also needs proof of
+// freshness, which a challenge and echo give without comparing any clock:
+//
+//   - A Member's identity token names its incarnation: the first 8 bytes
+//     of SHA-256(node name || 0x00 || incarnation big-endian).
+//   - A Member is unverified about a peer incarnation until an
+//     authenticated frame of that incarnation echoes its token. An
+//     unverified peer is not live (not in Snapshot.Peers), but its frames
+//     still move the replay window, so they are not replayable later
+//     (herald_membership_heartbeats_unverified_total counts them).
+//   - While it has a heard but unverified peer, and until it has settled
+//     after starting, a Member sets the challenge flag in its heartbeats,
+//     and sends one at once when a peer becomes heard but unverified.
+//   - A Member that hears an authenticated challenge echoes the
+//     challenger's token in its heartbeats for as long as the challenges
+//     go on and 4 heartbeats more, and sends one at once for a new
+//     challenger (both rate-limited like claim changes). Up to 32 tokens
+//     ride in a frame; with more challengers they take turns.
+//   - Once verified, a peer incarnation stays verified until it is
+//     declared dead or restarts. A dead peer heard again, even with the
+//     same incarnation (a healed partition), is verified again.
+//
+// Incarnations strictly increase, so a frame can never carry the token of
+// an incarnation that did not exist when it was sent: replaying captured
+// heartbeats to a restarted receiver at best puts their sender in its
+// replay window, never among its peers. A relay of another segment's
+// heartbeats (same cluster, same keys) does not make their senders peers
+// either, unless it also carries this segment's challenges back. The
+// asymmetric case is covered too: when a Member's receive path is cut and
+// restored while its peer kept hearing it, the peer has no reason to echo
+// by itself, but the Member's challenge makes it echo again, so the peer
+// is live again one frame's transit after its next heartbeat arrives.
+//
+// No node compares its clock with another's: incarnations are only
+// compared among one sender's own runs, and freshness comes from echoes.
+// Any clock skew between nodes is therefore fine; the only requirement is
+// that an agent's own incarnation grows across its restarts (the default,
+// its start time, needs its clock not to step back past its previous
+// start).
+//
+// What verification does not cover: a peer that dies and comes back with
+// the same incarnation is verified again by the same token, so frames it
+// sent while echoing this Member's token (while this Member challenged,
+// plus 4 heartbeats) would verify it if replayed. Using that needs an
+// attacker who kept exactly those frames from this Member — dropping them
+// selectively on the path — and replays them after the peer died: one
+// who controls the switch, and who can deny service more simply anyway. A
+// receiver restart has no such gap, since its token is new.
 //
 // # Liveness
 //
@@ -78,12 +186,14 @@
 // intervals (default 6) plus half an interval of slack: exactly DeadAfter
 // consecutive heartbeats lost, without a merely late one counting as lost.
 // With the defaults a dead peer is noticed 325–335 ms after its last
-// heartbeat. Silence is counted
-// only while this process runs: if the death check itself ran late (the
-// process was descheduled or CPU-throttled), the stall is credited to every
-// peer, and while heartbeat frames still wait unread in the socket the
-// verdict waits for them (at most one interval). Without this, a stalled
-// agent would see every peer die at once and claim every IP.
+// heartbeat. Verification changes none of this: a verified peer stays
+// verified, so its death and its claim changes take exactly as long as
+// they would without it. Silence is counted only while this process runs:
+// if the death check itself ran late (the process was descheduled or
+// CPU-throttled), the stall is credited to every peer, and while heartbeat
+// frames still wait unread in the socket the verdict waits for them (at
+// most one interval). Without this, a stalled agent would see every peer
+// die at once and claim every IP.
 //
 // False deaths under loss: with independent frame loss p, a peer is falsely
 // declared dead when DeadAfter consecutive heartbeats are lost, which
@@ -97,11 +207,14 @@
 //
 // # Use
 //
-// An agent creates one Member per announcing interface (New), runs it
-// (Run), feeds it its eligibility and claims (SetState) and reads Updates
-// or Snapshot to build placement's view. It should advertise eligibility
-// only once the Member is Settled, so that while it warms up after a
-// restart its peers keep (or take over) its IPs. On shutdown it calls
-// Leave, keeps answering during a short grace window while it watches its
-// successors claim, then cancels Run.
+// An agent creates one Member per announcing interface (New, with the
+// Keyring of the heartbeat Secret), runs it (Run), feeds it its eligibility
+// and claims (SetState), passes it every new version of the Secret
+// (SetKeys) and reads Updates or Snapshot to build placement's view. It
+// should advertise eligibility only once the Member is Settled — after
+// DeadAfter+1 intervals plus half an interval, one interval more than a
+// death takes, for the challenge round trip — so that while it warms up
+// after a restart its peers keep (or take over) its IPs. On shutdown it
+// calls Leave, keeps answering during a short grace window while it
+// watches its successors claim, then cancels Run.
 package membership

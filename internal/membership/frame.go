@@ -4,12 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
-	"hash"
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,10 +21,20 @@ const (
 	// heartbeats use; the socket is bound to it so the kernel delivers only
 	// these frames.
 	EtherType = 0x88B5
-	// Version is the frame format version this package speaks.
-	Version = 1
-	// MACLen is the length of the truncated HMAC-SHA256 trailer.
+	// Version is the frame format version this package speaks. Frames of
+	// any other version are malformed.
+	Version = 2
+	// MACLen is the length of each truncated HMAC-SHA256 in the MAC list.
 	MACLen = 16
+	// KeyIDLen is the length of a key ID (see KeyID).
+	KeyIDLen = 4
+	// MaxKeys is the most keys a Keyring holds, and so the most MACs a
+	// frame carries.
+	MaxKeys = 4
+	// TokenLen is the length of an identity token (see IdentityToken).
+	TokenLen = 8
+	// MaxEchoes is the most identity tokens one frame echoes.
+	MaxEchoes = 32
 	// MaxNodeNameLen is the longest node name a frame carries (a
 	// Kubernetes node name is a DNS subdomain, at most 253 bytes).
 	MaxNodeNameLen = 253
@@ -38,17 +48,23 @@ const (
 
 	// ethHeaderLen is destination MAC, source MAC and EtherType.
 	ethHeaderLen = 14
-	// fixedLen is the heartbeat header up to and including the name
-	// length byte.
-	fixedLen = 37
+	// keyCountOff is the offset of the key count: the fixed header ends
+	// there, and the variable fields follow.
+	keyCountOff = 36
+	// minAuthLen is the shortest authenticated part: the fixed header,
+	// the key count, one key ID, a one-byte name with its length, an empty
+	// echo list and an empty entry list.
+	minAuthLen = keyCountOff + 1 + KeyIDLen + 2 + 1 + 2
 	// magic opens every heartbeat payload.
 	magic = "HRLD"
 
-	flagLeaving  = 0x01
-	tagEligible  = 0x01
-	tagClaimed   = 0x02
-	tagIPv6      = 0x80
-	tagKnownBits = tagEligible | tagClaimed | tagIPv6
+	flagLeaving   = 0x01
+	flagChallenge = 0x02
+	flagKnownBits = flagLeaving | flagChallenge
+	tagEligible   = 0x01
+	tagClaimed    = 0x02
+	tagIPv6       = 0x80
+	tagKnownBits  = tagEligible | tagClaimed | tagIPv6
 
 	// maxIntervalMS is the largest interval the 16-bit field holds.
 	maxIntervalMS = 0xFFFF
@@ -69,9 +85,76 @@ const (
 	// ErrForeignCluster: a well-formed heartbeat of another cluster
 	// sharing the segment.
 	ErrForeignCluster Error = "heartbeat of another cluster"
-	// ErrAuth: the HMAC does not verify under this cluster's key.
+	// ErrAuth: the heartbeat carries this cluster's hash but does not
+	// authenticate under this Codec's keys. Decode returns it as an
+	// *AuthError.
 	ErrAuth Error = "heartbeat authentication failed"
 )
+
+// AuthError is Decode's error for a heartbeat that carries this cluster's
+// hash but fails authentication: it names no key this Codec holds, or its
+// MAC for the first key it names that this Codec holds does not verify.
+// Such a frame most likely comes from a Herald agent of this cluster with
+// another key (a Secret out of sync), so the fields identify the sender
+// for a report. They are read from unauthenticated bytes: anyone on the
+// segment can put anything there, so they must never be trusted for
+// anything but reporting. errors.Is(err, ErrAuth) holds.
+type AuthError struct {
+	// Node is the node name the frame claims, or "" when the frame holds
+	// no valid one.
+	Node string
+	// KeyIDs are the IDs of the keys the frame claims to be signed with,
+	// in frame order.
+	KeyIDs []KeyID
+	// Source is the frame's Ethernet source address.
+	Source net.HardwareAddr
+	// CommonKey reports that the frame names a key this Codec holds and
+	// its MAC for that key is wrong: a corrupted or forged frame, or
+	// (with odds of 2^-32) a different key with the same fingerprint. When
+	// false, the frame names none of this Codec's keys.
+	CommonKey bool
+}
+
+// Error implements error.
+func (e *AuthError) Error() string {
+	why := "signed with none of our keys"
+	if e.CommonKey {
+		why = "MAC does not verify"
+	}
+	node := e.Node
+	if node == "" {
+		node = "(no valid name)"
+	}
+	return fmt.Sprintf("%s: %s from node %s (key fingerprints %v, source %s)", ErrAuth, why, node, e.Fingerprints(), e.Source)
+}
+
+// Unwrap returns ErrAuth, so that errors.Is(err, ErrAuth) matches.
+func (e *AuthError) Unwrap() error { return ErrAuth }
+
+// Fingerprints renders KeyIDs as key fingerprints.
+func (e *AuthError) Fingerprints() []string { return fingerprints(e.KeyIDs) }
+
+// Token is an identity token: it names one incarnation of one node (see
+// IdentityToken).
+type Token [TokenLen]byte
+
+// String renders the token in hex.
+func (t Token) String() string { return hex.EncodeToString(t[:]) }
+
+// IdentityToken is the token a Member asks its peers to echo: the first 8
+// bytes of SHA-256(node || 0x00 || incarnation as 8 big-endian bytes). It
+// is not secret; what matters is that it names an incarnation, and
+// incarnations only grow, so no frame sent before an incarnation existed
+// can carry its token.
+func IdentityToken(node string, incarnation uint64) Token {
+	h := sha256.New()
+	h.Write([]byte(node))
+	var b [9]byte
+	binary.BigEndian.PutUint64(b[1:], incarnation)
+	h.Write(b[:])
+	var sum [sha256.Size]byte
+	return Token(h.Sum(sum[:0])[:TokenLen])
+}
 
 // Heartbeat is what a node tells a segment in one interval.
 type Heartbeat struct {
@@ -90,16 +173,26 @@ type Heartbeat struct {
 	Interval time.Duration
 	// Leaving reports that the sender is shutting down.
 	Leaving bool
+	// Challenge asks every peer to echo the sender's identity token: the
+	// sender has heard a peer it has not verified yet (or has just
+	// started).
+	Challenge bool
+	// Echoes are identity tokens of peers that challenged the sender
+	// (at most MaxEchoes). Encode puts them in the first part only.
+	Echoes []Token
 	// Eligible are the IPs the sender may announce on this segment.
 	Eligible []netip.Addr
 	// Claims are the IPs the sender answers for, or is taking over.
 	Claims []netip.Addr
 }
 
-// Frame is one decoded frame: one part of a heartbeat, whose Eligible and
-// Claims hold only the entries carried in this part.
+// Frame is one decoded frame: one part of a heartbeat, whose Echoes,
+// Eligible and Claims hold only the entries carried in this part.
 type Frame struct {
 	Heartbeat
+	// KeyIDs are the IDs of the keys the sender signed the frame with (its
+	// keyring), in frame order.
+	KeyIDs []KeyID
 	// Source is the Ethernet source address.
 	Source net.HardwareAddr
 	// Part is this frame's index within the heartbeat, 0 ≤ Part < Parts.
@@ -117,44 +210,45 @@ func ClusterHash(clusterID string) uint64 {
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
-// Codec encodes and decodes heartbeat frames of one cluster. It is safe for
-// concurrent use.
+// Codec encodes and decodes heartbeat frames of one cluster under one
+// Keyring. It is immutable and safe for concurrent use.
 type Codec struct {
 	cluster uint64
-	// macs pools keyed HMAC states, since building one costs two SHA-256
-	// block computations and an allocation.
-	macs sync.Pool
+	keys    *Keyring
+	// hmacs counts HMAC computations, so that tests can check that a frame
+	// naming no known key costs none.
+	hmacs atomic.Uint64
 }
 
-// NewCodec returns a Codec for the cluster with the given ID and HMAC key
-// (from the cluster Secret; at least MinKeyLen bytes).
-func NewCodec(clusterID string, key []byte) (*Codec, error) {
-	if len(key) < MinKeyLen {
-		return nil, fmt.Errorf("heartbeat key has %d bytes, need at least %d", len(key), MinKeyLen)
+// NewCodec returns a Codec for the cluster with the given ID: it signs
+// with every key of keys and verifies with any of them.
+func NewCodec(clusterID string, keys *Keyring) (*Codec, error) {
+	if keys.Len() == 0 {
+		return nil, fmt.Errorf("no heartbeat keys")
 	}
-	k := slices.Clone(key)
-	c := &Codec{cluster: ClusterHash(clusterID)}
-	c.macs.New = func() any { return hmac.New(sha256.New, k) }
-	return c, nil
+	return &Codec{cluster: ClusterHash(clusterID), keys: keys}, nil
+}
+
+// Keys returns the Codec's keyring.
+func (c *Codec) Keys() *Keyring {
+	if c == nil {
+		return nil
+	}
+	return c.keys
 }
 
 // errNoCodec is returned by a Codec not made by NewCodec.
 const errNoCodec Error = "heartbeat codec not created by NewCodec"
 
-// sum writes the MAC of b into out; it fails only for a Codec that was
-// not made by NewCodec.
-func (c *Codec) sum(b []byte, out *[sha256.Size]byte) error {
-	if c == nil || c.macs.New == nil {
+// valid reports whether c was made by NewCodec.
+func (c *Codec) valid() bool { return c != nil && c.keys.Len() > 0 }
+
+// sum writes the MAC of b under k into out.
+func (c *Codec) sum(k *ringKey, b []byte, out *[sha256.Size]byte) error {
+	c.hmacs.Add(1)
+	if !k.sum(b, out) {
 		return errNoCodec
 	}
-	h, ok := c.macs.Get().(hash.Hash)
-	if !ok {
-		return errNoCodec
-	}
-	h.Reset()
-	h.Write(b)
-	h.Sum(out[:0])
-	c.macs.Put(h)
 	return nil
 }
 
@@ -233,12 +327,45 @@ func canonical(in []netip.Addr) ([]netip.Addr, error) {
 	return slices.Compact(out), nil
 }
 
+// authLen is the length of the authenticated part of a frame with m key
+// IDs, a k-byte name, e echoed tokens and no entries.
+func authLen(m, k, e int) int {
+	return keyCountOff + 1 + m*KeyIDLen + 1 + k + 1 + e*TokenLen + 2
+}
+
+// split returns the end index in es of each part of a heartbeat signed with
+// m keys, from a k-byte name, echoing e tokens (in its first part only),
+// each part at most maxPayload bytes. Greedy in address order, so that
+// the concatenation of the parts is sorted like a single frame would be.
+func split(es []entry, m, k, e, maxPayload int) ([]int, error) {
+	first := maxPayload - authLen(m, k, e) - m*MACLen
+	rest := maxPayload - authLen(m, k, 0) - m*MACLen
+	if first < 17 {
+		return nil, fmt.Errorf("payload limit %d leaves no room for an address after %d bytes of header and MACs", maxPayload, maxPayload-first)
+	}
+	var bounds []int
+	used, room := 0, first
+	for i, en := range es {
+		if used+en.size() > room {
+			bounds = append(bounds, i)
+			used, room = 0, rest
+		}
+		used += en.size()
+	}
+	bounds = append(bounds, len(es))
+	if len(bounds) > MaxParts {
+		return nil, fmt.Errorf("heartbeat with %d addresses needs %d frames, more than %d", len(es), len(bounds), MaxParts)
+	}
+	return bounds, nil
+}
+
 // Encode returns the Ethernet frames (destination broadcast, source src)
 // of hb, split into as few parts as fit in maxPayload bytes of Ethernet
-// payload each (0 means MaxPayload). Addresses are normalised (IPv4-mapped
-// IPv6 unmapped, zones dropped) and deduplicated.
+// payload each (0 means MaxPayload), each signed with every key of the
+// Codec's keyring. Addresses are normalised (IPv4-mapped IPv6 unmapped,
+// zones dropped) and deduplicated; hb.Echoes go in the first part.
 func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]byte, error) {
-	if c == nil || c.macs.New == nil {
+	if !c.valid() {
 		return nil, errNoCodec
 	}
 	if maxPayload == 0 {
@@ -260,45 +387,39 @@ func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]
 	if ms < 1 || ms > maxIntervalMS {
 		return nil, fmt.Errorf("interval %v outside 1ms..%dms", hb.Interval, maxIntervalMS)
 	}
+	if len(hb.Echoes) > MaxEchoes {
+		return nil, fmt.Errorf("%d echoed tokens, at most %d fit", len(hb.Echoes), MaxEchoes)
+	}
 	es, err := entries(hb.Eligible, hb.Claims)
 	if err != nil {
 		return nil, err
 	}
-	overhead := fixedLen + len(hb.Node) + 2 + MACLen
-	room := maxPayload - overhead
-	if room < 17 {
-		return nil, fmt.Errorf("payload limit %d leaves no room for an address after %d bytes of header", maxPayload, overhead)
-	}
-
-	// Split greedily in address order, so that the concatenation of the
-	// parts is sorted like a single frame would be.
-	var bounds []int // end index of each part
-	used := 0
-	for i, e := range es {
-		if used+e.size() > room {
-			bounds = append(bounds, i)
-			used = 0
-		}
-		used += e.size()
-	}
-	bounds = append(bounds, len(es))
-	if len(bounds) > MaxParts {
-		return nil, fmt.Errorf("heartbeat with %d addresses needs %d frames, more than %d", len(es), len(bounds), MaxParts)
+	keys := c.keys.keys
+	bounds, err := split(es, len(keys), len(hb.Node), len(hb.Echoes), maxPayload)
+	if err != nil {
+		return nil, err
 	}
 
 	var flags byte
 	if hb.Leaving {
 		flags |= flagLeaving
 	}
+	if hb.Challenge {
+		flags |= flagChallenge
+	}
 	frames := make([][]byte, 0, len(bounds))
 	start := 0
 	for part, end := range bounds {
+		var echoes []Token
+		if part == 0 {
+			echoes = hb.Echoes
+		}
 		body := 0
 		for _, e := range es[start:end] {
 			body += e.size()
 		}
-		n := fixedLen + len(hb.Node) + 2 + body
-		f := make([]byte, ethHeaderLen, ethHeaderLen+n+MACLen)
+		n := authLen(len(keys), len(hb.Node), len(echoes)) + body
+		f := make([]byte, ethHeaderLen, ethHeaderLen+n+len(keys)*MACLen)
 		copy(f[0:6], broadcastMAC())
 		copy(f[6:12], src)
 		binary.BigEndian.PutUint16(f[12:14], EtherType)
@@ -309,8 +430,16 @@ func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]
 		f = binary.BigEndian.AppendUint64(f, hb.Incarnation)
 		f = binary.BigEndian.AppendUint64(f, hb.Sequence)
 		f = binary.BigEndian.AppendUint16(f, uint16(ms))
-		f = append(f, byte(part), byte(len(bounds)), byte(len(hb.Node)))
+		f = append(f, byte(part), byte(len(bounds)), byte(len(keys)))
+		for _, k := range keys {
+			f = append(f, k.id[:]...)
+		}
+		f = append(f, byte(len(hb.Node)))
 		f = append(f, hb.Node...)
+		f = append(f, byte(len(echoes)))
+		for _, t := range echoes {
+			f = append(f, t[:]...)
+		}
 		f = binary.BigEndian.AppendUint16(f, uint16(end-start))
 		for _, e := range es[start:end] {
 			f = append(f, e.tag)
@@ -322,11 +451,16 @@ func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]
 				f = append(f, b[:]...)
 			}
 		}
+		// Every key signs the same bytes, key IDs included: a MAC
+		// authenticates the whole list, so no one can strip or reorder
+		// it without the keys.
 		var mac [sha256.Size]byte
-		if err := c.sum(f[ethHeaderLen:], &mac); err != nil {
-			return nil, err
+		for _, k := range keys {
+			if err := c.sum(k, f[ethHeaderLen:ethHeaderLen+n], &mac); err != nil {
+				return nil, err
+			}
+			f = append(f, mac[:MACLen]...)
 		}
-		f = append(f, mac[:MACLen]...)
 		frames = append(frames, f)
 		start = end
 	}
@@ -340,15 +474,21 @@ func broadcastMAC() net.HardwareAddr {
 }
 
 // Decode parses and authenticates one Ethernet frame. It returns an error
-// wrapping ErrMalformed, ErrForeignCluster or ErrAuth for any frame it does
-// not accept (or a plain error for a Codec not made by NewCodec), and never
-// panics. It checks, in order: the fixed header (so
-// that it knows where the MAC is), the cluster, the MAC, and only then the
-// rest of the content, so unauthenticated bytes past the header are never
-// interpreted. Bytes after the MAC (Ethernet padding) are ignored.
+// wrapping ErrMalformed, ErrForeignCluster or ErrAuth (an *AuthError) for
+// any frame it does not accept, or a plain error for a Codec not made by
+// NewCodec, and never panics.
+//
+// It checks, in order: the fixed header and the key ID list (so that it
+// knows where the MACs are), the cluster, then the MAC of the first key ID
+// it holds — one HMAC computation at most, none when it holds none of the
+// frame's keys — and only then parses the rest, so unauthenticated bytes
+// past the key IDs are never interpreted, except that a frame failing
+// authentication has its node name read, bounds-checked, for the
+// AuthError report. Bytes after the MAC list (Ethernet padding) are
+// ignored.
 func (c *Codec) Decode(frame []byte) (Frame, error) {
 	var f Frame
-	if len(frame) < ethHeaderLen+fixedLen+1+2+MACLen {
+	if len(frame) < ethHeaderLen+minAuthLen+MACLen {
 		return f, fmt.Errorf("%w: %d bytes is too short", ErrMalformed, len(frame))
 	}
 	if et := binary.BigEndian.Uint16(frame[12:14]); et != EtherType {
@@ -361,22 +501,48 @@ func (c *Codec) Decode(frame []byte) (Frame, error) {
 	if p[4] != Version {
 		return f, fmt.Errorf("%w: version %d, want %d", ErrMalformed, p[4], Version)
 	}
-	n := int(binary.BigEndian.Uint16(p[6:8]))
-	if n < fixedLen+1+2 || n+MACLen > len(p) {
-		return f, fmt.Errorf("%w: length %d does not fit a %d-byte payload", ErrMalformed, n, len(p))
+	m := int(p[keyCountOff])
+	if m < 1 || m > MaxKeys {
+		return f, fmt.Errorf("%w: %d keys, want 1..%d", ErrMalformed, m, MaxKeys)
 	}
-	if c == nil {
+	n := int(binary.BigEndian.Uint16(p[6:8]))
+	if n < authLen(m, 1, 0) || n+m*MACLen > len(p) {
+		return f, fmt.Errorf("%w: length %d with %d MACs does not fit a %d-byte payload", ErrMalformed, n, m, len(p))
+	}
+	ids := p[keyCountOff+1 : keyCountOff+1+m*KeyIDLen]
+	for i := KeyIDLen; i < len(ids); i += KeyIDLen {
+		for j := 0; j < i; j += KeyIDLen {
+			if string(ids[i:i+KeyIDLen]) == string(ids[j:j+KeyIDLen]) {
+				return f, fmt.Errorf("%w: key ID %x listed twice", ErrMalformed, ids[i:i+KeyIDLen])
+			}
+		}
+	}
+	if !c.valid() {
 		return f, errNoCodec
 	}
 	if binary.BigEndian.Uint64(p[8:16]) != c.cluster {
 		return f, fmt.Errorf("%w: cluster hash %#016x", ErrForeignCluster, binary.BigEndian.Uint64(p[8:16]))
 	}
+	// The first key ID we hold picks the one MAC we check: a sender in
+	// the middle of a rotation signs with old and new keys, and either
+	// proves the frame.
+	var key *ringKey
+	slot := 0
+	for i := range m {
+		if key = c.keys.lookup(KeyID(ids[i*KeyIDLen:])); key != nil {
+			slot = i
+			break
+		}
+	}
+	if key == nil {
+		return f, authError(frame, p[:n], m, false)
+	}
 	var mac [sha256.Size]byte
-	if err := c.sum(p[:n], &mac); err != nil {
+	if err := c.sum(key, p[:n], &mac); err != nil {
 		return f, err
 	}
-	if !hmac.Equal(mac[:MACLen], p[n:n+MACLen]) {
-		return f, ErrAuth
+	if !hmac.Equal(mac[:MACLen], p[n+slot*MACLen:n+(slot+1)*MACLen]) {
+		return f, authError(frame, p[:n], m, true)
 	}
 	if err := decodeBody(p[:n], &f); err != nil {
 		return Frame{}, err
@@ -385,15 +551,40 @@ func (c *Codec) Decode(frame []byte) (Frame, error) {
 	return f, nil
 }
 
-// decodeBody parses an authenticated heartbeat payload b (without MAC),
-// whose length field is len(b) and whose magic, version and cluster have
-// been checked.
+// authError builds the report of a frame that failed authentication. It
+// reads the unauthenticated node name of b (the frame's authenticated
+// part, whose key list has been bounds-checked) only as far as b reaches,
+// and keeps it only if it is a valid name.
+func authError(frame, b []byte, m int, commonKey bool) *AuthError {
+	e := &AuthError{
+		KeyIDs:    make([]KeyID, m),
+		Source:    net.HardwareAddr(slices.Clone(frame[6:12])),
+		CommonKey: commonKey,
+	}
+	off := keyCountOff + 1
+	for i := range e.KeyIDs {
+		e.KeyIDs[i] = KeyID(b[off:])
+		off += KeyIDLen
+	}
+	if off < len(b) {
+		k := int(b[off])
+		if name := b[off+1 : min(off+1+k, len(b))]; len(name) == k && validName(string(name)) {
+			e.Node = string(name)
+		}
+	}
+	return e
+}
+
+// decodeBody parses an authenticated heartbeat payload b (without MACs),
+// whose length field is len(b) and whose magic, version, key list and
+// cluster have been checked.
 func decodeBody(b []byte, f *Frame) error {
 	flags := b[5]
-	if flags&^flagLeaving != 0 {
+	if flags&^flagKnownBits != 0 {
 		return fmt.Errorf("%w: unknown flags %#02x", ErrMalformed, flags)
 	}
 	f.Leaving = flags&flagLeaving != 0
+	f.Challenge = flags&flagChallenge != 0
 	f.Incarnation = binary.BigEndian.Uint64(b[16:24])
 	f.Sequence = binary.BigEndian.Uint64(b[24:32])
 	if f.Incarnation == 0 || f.Sequence == 0 {
@@ -408,9 +599,19 @@ func decodeBody(b []byte, f *Frame) error {
 	if f.Parts < 1 || f.Parts > MaxParts || f.Part >= f.Parts {
 		return fmt.Errorf("%w: part %d of %d", ErrMalformed, f.Part, f.Parts)
 	}
-	nameLen := int(b[36])
-	off := fixedLen
-	if off+nameLen+2 > len(b) {
+	m := int(b[keyCountOff])
+	off := keyCountOff + 1
+	f.KeyIDs = make([]KeyID, m)
+	for i := range f.KeyIDs {
+		f.KeyIDs[i] = KeyID(b[off:])
+		off += KeyIDLen
+	}
+	// Decode checked that the key list, a name length byte, one name
+	// byte, the echo count and the entry count fit; a longer name must
+	// leave room for the two counts.
+	nameLen := int(b[off])
+	off++
+	if off+nameLen+1+2 > len(b) {
 		return fmt.Errorf("%w: name of %d bytes overruns the frame", ErrMalformed, nameLen)
 	}
 	name := b[off : off+nameLen]
@@ -419,6 +620,21 @@ func decodeBody(b []byte, f *Frame) error {
 	}
 	f.Node = string(name)
 	off += nameLen
+	echoes := int(b[off])
+	off++
+	if echoes > MaxEchoes {
+		return fmt.Errorf("%w: %d echoed tokens, at most %d", ErrMalformed, echoes, MaxEchoes)
+	}
+	if off+echoes*TokenLen+2 > len(b) {
+		return fmt.Errorf("%w: %d echoed tokens overrun the frame", ErrMalformed, echoes)
+	}
+	if echoes > 0 {
+		f.Echoes = make([]Token, echoes)
+		for i := range f.Echoes {
+			f.Echoes[i] = Token(b[off:])
+			off += TokenLen
+		}
+	}
 	count := int(binary.BigEndian.Uint16(b[off : off+2]))
 	off += 2
 	// Every entry takes at least 5 bytes: refuse counts the frame cannot

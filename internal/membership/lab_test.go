@@ -170,7 +170,7 @@ func (s *segment) start(i int, mod func(*Config)) *testMember {
 		Interface:  "eth0",
 		Node:       fmt.Sprintf("node%d", i+1),
 		ClusterID:  testCluster,
-		Key:        []byte(testKey),
+		Keys:       testRing(t, testKey),
 		Interval:   interval,
 		DeadAfter:  deadAfter,
 		Registerer: reg,

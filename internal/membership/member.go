@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -53,9 +54,10 @@ type Config struct {
 	// ClusterID identifies the cluster; frames of other clusters are
 	// dropped (required).
 	ClusterID string
-	// Key is the HMAC key from the cluster Secret (at least MinKeyLen
-	// bytes).
-	Key []byte
+	// Keys are the heartbeat keys from the cluster Secret (required):
+	// heartbeats are signed with every one, and a peer's are accepted when
+	// signed with any one. Change them at run time with SetKeys.
+	Keys *Keyring
 	// Interval between heartbeats (default DefaultInterval).
 	Interval time.Duration
 	// DeadAfter is how many consecutive heartbeats of a peer must be
@@ -90,10 +92,10 @@ type Snapshot struct {
 	// Incarnation is this Member's incarnation.
 	Incarnation uint64
 	// Settled reports that the Member has listened for DeadAfter intervals
-	// (plus slack), so every live peer has been heard. Until then the
-	// peer list may be incomplete, and the caller should neither start
-	// claims nor, ideally, advertise eligibility (so that peers keep
-	// serving while this node warms up).
+	// plus one (plus slack), so every live peer has been heard and
+	// verified. Until then the peer list may be incomplete, and the caller
+	// should neither start claims nor, ideally, advertise eligibility (so
+	// that peers keep serving while this node warms up).
 	Settled bool
 	// Leaving reports that Leave was called.
 	Leaving bool
@@ -103,27 +105,42 @@ type Snapshot struct {
 	Claims []netip.Addr
 	// Peers are the live peers, sorted by node name.
 	Peers []Peer
+	// Fingerprints are the fingerprints of this Member's keys, in its
+	// keyring's order.
+	Fingerprints []string
+	// Mismatched are the senders heard recently whose heartbeats carry
+	// this cluster's hash but fail authentication (most likely Herald
+	// agents with another key), sorted by node name. A report only: they
+	// are never peers.
+	Mismatched []Mismatch
 }
 
 // Member is this node's presence on one segment: it sends heartbeats on
 // one interface and tracks the peers it hears there. Create it with New,
 // run it with Run, and stop it by cancelling Run's context (or Close).
 type Member struct {
-	cfg        Config
-	log        *slog.Logger
-	codec      *Codec
+	cfg Config
+	log *slog.Logger
+	// codec holds the current keys; SetKeys swaps it while frames are
+	// being sent and received.
+	codec      atomic.Pointer[Codec]
 	conn       *packet.Conn
 	hw         net.HardwareAddr
 	maxPayload int
 	met        *ifaceMetrics
 	limiter    *logLimiter
-	// trigger asks the sender for an immediate heartbeat (claims changed).
+	// trigger asks the sender for an immediate heartbeat (claims changed,
+	// a challenge to send or to answer).
 	trigger chan struct{}
 	// done is closed by Close.
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 	updates   chan Snapshot
+
+	// mismatchLog limits mismatch logs across all senders, on top of the
+	// per-sender limit, since an evicted sender's name may come back.
+	mismatchLog *logLimiter
 
 	// sendMu serialises heartbeats so that sequence numbers leave in order.
 	sendMu   sync.Mutex
@@ -144,7 +161,17 @@ type Member struct {
 	eligible  []netip.Addr
 	claims    []netip.Addr
 	table     *peerTable
-	version   uint64
+	// echoes are the tokens of challenging peers this node echoes.
+	echoes *echoTable
+	// mismatches are senders failing authentication; mismatchDirty says
+	// their set changed since mismatchPublished, when a snapshot was last
+	// published for such a change (at most one per interval, since the
+	// frames that change it are unauthenticated).
+	mismatches        *mismatchTable
+	mismatchDirty     bool
+	mismatchPublished time.Time
+	closed            bool
+	version           uint64
 }
 
 // New validates cfg and opens a raw AF_PACKET socket on the interface,
@@ -175,8 +202,10 @@ func New(cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("membership: interval %v: want whole milliseconds in %v..%v", cfg.Interval, MinInterval, MaxInterval)
 	case cfg.DeadAfter < 1 || cfg.DeadAfter > MaxDeadAfter:
 		return nil, fmt.Errorf("membership: DeadAfter %d: want 1..%d", cfg.DeadAfter, MaxDeadAfter)
+	case cfg.Keys.Len() == 0:
+		return nil, errors.New("membership: no heartbeat keys")
 	}
-	codec, err := NewCodec(cfg.ClusterID, cfg.Key)
+	codec, err := NewCodec(cfg.ClusterID, cfg.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
@@ -201,20 +230,23 @@ func New(cfg Config) (*Member, error) {
 	log := cfg.Logger.With("interface", cfg.Interface, "node", cfg.Node)
 
 	m := &Member{
-		cfg:        cfg,
-		log:        log,
-		codec:      codec,
-		hw:         slices.Clone(ifi.HardwareAddr),
-		maxPayload: maxPayload,
-		met:        mets.forInterface(cfg.Interface),
-		limiter:    &logLimiter{last: map[string]time.Time{}},
-		trigger:    make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		updates:    make(chan Snapshot, 1),
-		table:      newPeerTable(cfg.Node, cfg.DeadAfter, maxPeers),
+		cfg:         cfg,
+		log:         log,
+		hw:          slices.Clone(ifi.HardwareAddr),
+		maxPayload:  maxPayload,
+		met:         mets.forInterface(cfg.Interface),
+		limiter:     newLogLimiter(),
+		mismatchLog: newLogLimiter(),
+		trigger:     make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		updates:     make(chan Snapshot, 1),
+		table:       newPeerTable(cfg.Node, cfg.Incarnation, cfg.DeadAfter, maxPeers),
+		echoes:      newEchoTable(maxPeers),
+		mismatches:  newMismatchTable(maxMismatches, time.Duration(cfg.DeadAfter)*cfg.Interval+cfg.Interval/2),
 	}
+	m.codec.Store(codec)
 	// A heartbeat with no addresses must fit, or nothing will.
-	if _, err := m.encode(Heartbeat{Sequence: 1}); err != nil {
+	if err := m.fits(nil, nil); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 	conn, err := packet.Listen(ifi, packet.Raw, EtherType, nil)
@@ -227,13 +259,27 @@ func New(cfg Config) (*Member, error) {
 		log.Debug("cannot ignore outgoing frames", "err", err)
 	}
 	m.conn = conn
+	m.met.setKeys(nil, codec.Keys())
 	return m, nil
 }
 
-// encode fills in this Member's identity and encodes hb.
+// encode fills in this Member's identity and encodes hb with the current
+// keys.
 func (m *Member) encode(hb Heartbeat) ([][]byte, error) {
 	hb.Node, hb.Incarnation, hb.Interval = m.cfg.Node, m.cfg.Incarnation, m.cfg.Interval
-	return m.codec.Encode(m.hw, hb, m.maxPayload)
+	return m.codec.Load().Encode(m.hw, hb, m.maxPayload)
+}
+
+// fits checks that a heartbeat of these lists can be sent whatever else
+// it carries: signed with MaxKeys keys (SetKeys may grow the ring) and
+// echoing MaxEchoes tokens, within MaxParts frames.
+func (m *Member) fits(eligible, claims []netip.Addr) error {
+	es, err := entries(eligible, claims)
+	if err != nil {
+		return err
+	}
+	_, err = split(es, MaxKeys, len(m.cfg.Node), MaxEchoes, m.maxPayload)
+	return err
 }
 
 // HardwareAddr is the interface's Ethernet address.
@@ -243,10 +289,13 @@ func (m *Member) HardwareAddr() net.HardwareAddr { return slices.Clone(m.hw) }
 func (m *Member) Incarnation() uint64 { return m.cfg.Incarnation }
 
 // Updates delivers a Snapshot after every change: a peer joins, dies,
-// restarts, starts leaving or changes its eligibility or claims, or this
-// Member becomes settled. The channel holds only the latest snapshot, so a
-// slow reader skips intermediate ones but never misses the current state
-// and never blocks the Member. It is never closed.
+// restarts, starts leaving or changes its eligibility, claims or keys, this
+// Member becomes settled or gets new keys (SetKeys), or the set of
+// mismatched senders (node and fingerprints) changes — the latter at most
+// once per interval, since unauthenticated frames drive it. The channel
+// holds only the latest snapshot, so a slow reader skips intermediate ones
+// but never misses the current state and never blocks the Member. It is
+// never closed.
 func (m *Member) Updates() <-chan Snapshot { return m.updates }
 
 // Snapshot returns the current view.
@@ -258,15 +307,17 @@ func (m *Member) Snapshot() Snapshot {
 
 func (m *Member) snapshotLocked() Snapshot {
 	return Snapshot{
-		Version:     m.version,
-		Interface:   m.cfg.Interface,
-		Node:        m.cfg.Node,
-		Incarnation: m.cfg.Incarnation,
-		Settled:     m.settled,
-		Leaving:     m.leaving,
-		Eligible:    slices.Clone(m.eligible),
-		Claims:      slices.Clone(m.claims),
-		Peers:       m.table.live(),
+		Version:      m.version,
+		Interface:    m.cfg.Interface,
+		Node:         m.cfg.Node,
+		Incarnation:  m.cfg.Incarnation,
+		Settled:      m.settled,
+		Leaving:      m.leaving,
+		Eligible:     slices.Clone(m.eligible),
+		Claims:       slices.Clone(m.claims),
+		Peers:        m.table.live(),
+		Fingerprints: m.codec.Load().Keys().Fingerprints(),
+		Mismatched:   m.mismatches.list(),
 	}
 }
 
@@ -274,6 +325,9 @@ func (m *Member) snapshotLocked() Snapshot {
 // one the caller has not read yet. It runs under mu, so snapshots are
 // offered in Version order.
 func (m *Member) publishLocked() {
+	// Every snapshot carries the current mismatch set.
+	m.mismatchDirty = false
+	m.mismatchPublished = time.Now()
 	m.version++
 	s := m.snapshotLocked()
 	m.met.peers.Set(float64(len(s.Peers)))
@@ -307,7 +361,7 @@ func (m *Member) SetState(eligible, claims []netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("set claims: %w", err)
 	}
-	if _, err := m.encode(Heartbeat{Sequence: 1, Eligible: e, Claims: c}); err != nil {
+	if err := m.fits(e, c); err != nil {
 		return fmt.Errorf("set state: %w", err)
 	}
 	m.mu.Lock()
@@ -341,7 +395,7 @@ func (m *Member) Run(ctx context.Context) error {
 	m.running = true
 	now := time.Now()
 	m.lastCheck = now
-	m.settleAt = now.Add(time.Duration(m.cfg.DeadAfter)*m.cfg.Interval + m.cfg.Interval/2)
+	m.settleAt = now.Add(settleAfter(m.cfg.Interval, m.cfg.DeadAfter))
 	m.mu.Unlock()
 
 	recvDone := make(chan struct{})
@@ -354,7 +408,7 @@ func (m *Member) Run(ctx context.Context) error {
 		<-recvDone
 	}()
 
-	m.log.Info("membership started", "incarnation", m.cfg.Incarnation, "interval", m.cfg.Interval, "deadAfter", m.cfg.DeadAfter, "mac", m.hw.String())
+	m.log.Info("membership started", "incarnation", m.cfg.Incarnation, "interval", m.cfg.Interval, "deadAfter", m.cfg.DeadAfter, "mac", m.hw.String(), "keys", m.codec.Load().Keys().Fingerprints())
 	_ = m.send()
 	beat := time.NewTicker(m.cfg.Interval)
 	defer beat.Stop()
@@ -396,6 +450,19 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 }
 
+// settleAfter is how long a starting Member listens before it is
+// settled: DeadAfter intervals plus half an interval, as for a death, so
+// that every live peer's heartbeats had DeadAfter chances to arrive, plus
+// one interval for the challenge round trip. The Member challenges from
+// its first heartbeat and peers echo at once, so a live peer is verified
+// by the first of its heartbeats that arrives after it heard a challenge;
+// the extra interval makes sure that the DeadAfter chances all come after
+// that (a round trip takes a few milliseconds; an interval also covers a
+// first challenge that was lost).
+func settleAfter(interval time.Duration, deadAfter int) time.Duration {
+	return time.Duration(deadAfter+1)*interval + interval/2
+}
+
 // triggerGap is the least time between two heartbeats sent because claims
 // changed: a tenth of an interval, at most 10 ms so that hand-overs stay
 // fast with long intervals, at least 1 ms so that flapping claims cannot
@@ -410,7 +477,14 @@ func (m *Member) send() error {
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
 	m.mu.Lock()
-	hb := Heartbeat{Sequence: m.seq + 1, Leaving: m.leaving, Eligible: m.eligible, Claims: m.claims}
+	hb := Heartbeat{
+		Sequence: m.seq + 1, Leaving: m.leaving, Eligible: m.eligible, Claims: m.claims,
+		// Until settled we may not have heard every peer yet, and a peer
+		// heard but unverified is not live: asking now gets it verified
+		// by its next frame.
+		Challenge: !m.settled || m.table.challenging(),
+		Echoes:    m.echoes.take(m.seq + 1),
+	}
 	m.mu.Unlock()
 	frames, err := m.encode(hb)
 	if err != nil {
@@ -472,16 +546,19 @@ func (m *Member) receive() {
 
 // handle decodes and applies one received frame.
 func (m *Member) handle(frame []byte, now time.Time) {
-	f, err := m.codec.Decode(frame)
+	f, err := m.codec.Load().Decode(frame)
 	if err != nil {
-		reason := dropMalformed
+		var ae *AuthError
 		switch {
+		case errors.As(err, &ae) && ae.Node != "":
+			m.mismatch(ae, now)
 		case errors.Is(err, ErrAuth):
-			reason = dropAuth
+			m.drop(dropAuth, err, frameSource(frame))
 		case errors.Is(err, ErrForeignCluster):
-			reason = dropCluster
+			m.drop(dropCluster, err, frameSource(frame))
+		default:
+			m.drop(dropMalformed, err, frameSource(frame))
 		}
-		m.drop(reason, err, frameSource(frame))
 		return
 	}
 	m.mu.Lock()
@@ -499,15 +576,75 @@ func (m *Member) handle(frame []byte, now time.Time) {
 		return
 	}
 	m.met.received.Inc()
+	if obs.unverified {
+		m.met.unverified.Inc()
+	}
+	// A peer that just became heard-but-unverified is challenged at once,
+	// and a peer's new challenge is answered at once: a restarted node
+	// (either side) is verified within a frame's transit or two.
+	send := obs.challenge
+	if f.Challenge && m.echoes.challenged(f.Node, f.Incarnation) {
+		send = true
+	}
 	switch {
 	case obs.joined:
-		m.log.Info("peer joined", "peer", f.Node, "incarnation", f.Incarnation, "mac", f.Source.String(), "leaving", f.Leaving)
+		m.log.Info("peer joined", "peer", f.Node, "incarnation", f.Incarnation, "mac", f.Source.String(), "leaving", f.Leaving, "keys", fingerprints(f.KeyIDs))
 	case obs.restarted:
 		m.log.Info("peer restarted", "peer", f.Node, "incarnation", f.Incarnation)
+	}
+	if obs.challenge {
+		m.log.Debug("peer heard, challenging it before it counts as live", "peer", f.Node, "incarnation", f.Incarnation)
 	}
 	if obs.changed {
 		m.publishLocked()
 	}
+	if send {
+		m.kick()
+	}
+}
+
+// kick asks Run for a heartbeat now (rate-limited there by triggerGap).
+func (m *Member) kick() {
+	select {
+	case m.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// mismatch records a heartbeat of this cluster that failed
+// authentication: it is counted (dropped "auth" and key_mismatch_total
+// per claimed name), its sender is listed in Snapshot.Mismatched, and it is
+// logged at most once per logEvery per sender. It never touches the peer
+// table: nothing in the frame is trusted.
+func (m *Member) mismatch(ae *AuthError, now time.Time) {
+	m.met.dropped[dropAuth].Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.met.keyMismatch(ae.Node).Inc()
+	e, changed := m.mismatches.observe(ae.Node, ae.Source, ae.KeyIDs, now)
+	if changed {
+		m.mismatchDirty = true
+		m.publishMismatchLocked(now)
+	}
+	if now.Sub(e.logged) >= logEvery && m.mismatchLog.allowN("mismatch", now, maxMismatches) {
+		e.logged = now
+		msg := "heartbeats of a Herald agent with other keys: check that every agent has loaded the same heartbeat Secret"
+		if ae.CommonKey {
+			msg = "heartbeat with a bad MAC for a key we hold: a corrupted or forged frame, or a different key with the same fingerprint"
+		}
+		m.log.Warn(msg, "peer", ae.Node, "mac", ae.Source.String(), "theirKeys", ae.Fingerprints(), "ourKeys", m.codec.Load().Keys().Fingerprints())
+	}
+}
+
+// publishMismatchLocked publishes a pending change of the mismatch set,
+// at most once per interval: the frames that change it are
+// unauthenticated, so anyone could otherwise make every frame a new
+// snapshot for the agent to re-plan on.
+func (m *Member) publishMismatchLocked(now time.Time) {
+	if !m.mismatchDirty || now.Sub(m.mismatchPublished) < m.cfg.Interval {
+		return
+	}
+	m.publishLocked()
 }
 
 // frameSource renders a frame's Ethernet source for logs, if it has one.
@@ -556,6 +693,7 @@ func (m *Member) expire(now time.Time) {
 	period := checkEvery(m.cfg.Interval)
 	if gap := now.Sub(m.lastCheck); gap > max(m.cfg.Interval/2, 3*period) {
 		m.table.pause(gap - period)
+		m.mismatches.pause(gap - period)
 		if m.limiter.allow("stall", now) {
 			m.log.Warn("membership stalled; not counting the stall against peers", "stall", gap.Round(time.Millisecond))
 		}
@@ -581,9 +719,41 @@ func (m *Member) expire(now time.Time) {
 		m.settled = true
 		m.log.Info("membership settled", "peers", len(m.table.live()))
 	}
+	if m.mismatches.expire(now) {
+		m.mismatchDirty = true
+	}
 	if len(died) > 0 || settled {
 		m.publishLocked()
+		return
 	}
+	m.publishMismatchLocked(now)
+}
+
+// SetKeys replaces the heartbeat keys without a restart: the next
+// heartbeat is signed with every key of keys, and every frame decoded from
+// now on is checked against them. Rotate keys by adding the new key on
+// every agent, waiting until every agent has it (Peer.Fingerprints), then
+// removing the old one: at no step do two agents fail each other, however
+// far apart they load each version. Peers stay verified across key
+// changes. SetKeys fails only for an empty keyring.
+func (m *Member) SetKeys(keys *Keyring) error {
+	codec, err := NewCodec(m.cfg.ClusterID, keys)
+	if err != nil {
+		return fmt.Errorf("set keys: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.codec.Load().Keys()
+	if old.equal(keys) {
+		return nil
+	}
+	m.codec.Store(codec)
+	if !m.closed {
+		m.met.setKeys(old, keys)
+	}
+	m.log.Info("heartbeat keys changed", "old", old.Fingerprints(), "new", keys.Fingerprints())
+	m.publishLocked()
+	return nil
 }
 
 // Leave announces that this node is leaving: every heartbeat from now on
@@ -636,23 +806,45 @@ func (m *Member) Close() error {
 		if err := m.conn.Close(); err != nil {
 			m.closeErr = fmt.Errorf("membership: close: %w", err)
 		}
+		m.mu.Lock()
+		m.closed = true
 		m.met.peers.Set(0)
+		// A closed Member signs nothing: its key series go.
+		m.met.setKeys(m.codec.Load().Keys(), nil)
+		m.mu.Unlock()
 	})
 	return m.closeErr
 }
 
+func newLogLimiter() *logLimiter {
+	return &logLimiter{last: map[string]time.Time{}, count: map[string]int{}}
+}
+
 // logLimiter lets one message of each kind through per logEvery.
 type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu sync.Mutex
+	// last is when the current window of a kind began; count is how many
+	// messages it let through in it.
+	last  map[string]time.Time
+	count map[string]int
 }
 
 func (l *logLimiter) allow(kind string, now time.Time) bool {
+	return l.allowN(kind, now, 1)
+}
+
+// allowN lets n messages of a kind through per logEvery (a window that
+// starts with the first of them).
+func (l *logLimiter) allowN(kind string, now time.Time, n int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t, ok := l.last[kind]; ok && now.Sub(t) < logEvery {
+	if t, ok := l.last[kind]; !ok || now.Sub(t) >= logEvery {
+		l.last[kind] = now
+		l.count[kind] = 0
+	}
+	if l.count[kind] >= n {
 		return false
 	}
-	l.last[kind] = now
+	l.count[kind]++
 	return true
 }

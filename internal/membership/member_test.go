@@ -24,7 +24,7 @@ const (
 )
 
 func TestNewValidates(t *testing.T) {
-	ok := Config{Interface: "lo", Node: "n1", ClusterID: "c", Key: []byte(testKey)}
+	ok := Config{Interface: "lo", Node: "n1", ClusterID: "c", Keys: testRing(t, testKey)}
 	for _, tc := range []struct {
 		name string
 		mod  func(*Config)
@@ -33,7 +33,8 @@ func TestNewValidates(t *testing.T) {
 		{"no interface", func(c *Config) { c.Interface = "" }, "no interface"},
 		{"bad node", func(c *Config) { c.Node = "a b" }, "node name"},
 		{"no cluster", func(c *Config) { c.ClusterID = "" }, "cluster"},
-		{"short key", func(c *Config) { c.Key = []byte("k") }, "key"},
+		{"no keys", func(c *Config) { c.Keys = nil }, "no heartbeat keys"},
+		{"empty keyring", func(c *Config) { c.Keys = &Keyring{} }, "no heartbeat keys"},
 		{"interval too short", func(c *Config) { c.Interval = time.Millisecond }, "interval"},
 		{"interval not whole ms", func(c *Config) { c.Interval = 100*time.Millisecond + 1 }, "interval"},
 		{"DeadAfter negative", func(c *Config) { c.DeadAfter = -1 }, "DeadAfter"},
@@ -74,31 +75,36 @@ func TestSegment(t *testing.T) {
 	})
 	t.Logf("settled %v later", d)
 
-	// Pull node3's cable.
+	// Pull node3's cable. The link goes down somewhere inside the ip
+	// command (which may take tens of milliseconds on a loaded machine),
+	// so deaths are timed from both ends of it.
+	cmd := time.Now()
 	s.link(2, false)
 	down := time.Now()
-	var othersSaw, node3Saw time.Duration
+	var othersAt, node3At time.Time
 	waitFor(t, 3*time.Second, "node3 dead at node1, node2 and vice versa", func() bool {
-		if othersSaw == 0 && ms[0].sees("node2") && ms[1].sees("node1") {
-			othersSaw = time.Since(down)
+		if othersAt.IsZero() && ms[0].sees("node2") && ms[1].sees("node1") {
+			othersAt = time.Now()
 		}
-		if node3Saw == 0 && ms[2].sees() {
-			node3Saw = time.Since(down)
+		if node3At.IsZero() && ms[2].sees() {
+			node3At = time.Now()
 		}
-		return othersSaw > 0 && node3Saw > 0
+		return !othersAt.IsZero() && !node3At.IsZero()
 	})
-	t.Logf("link down: peers declared node3 dead after %v, node3 declared them dead after %v", othersSaw, node3Saw)
+	t.Logf("link down (ip took %v): peers declared node3 dead after %v, node3 declared them dead after %v",
+		down.Sub(cmd), othersAt.Sub(down), node3At.Sub(down))
 	// The last heartbeat was at most one interval before the link went
 	// down, and a peer dies 3.5 intervals after its last heartbeat (plus
 	// one 10 ms check): expect 250..360 ms. The lower bound is exact (a
-	// loaded machine only delays deaths); the upper one leaves 250 ms for
-	// scheduling.
-	for _, d := range []time.Duration{othersSaw, node3Saw} {
-		if d < 2*interval+interval/2-5*time.Millisecond {
-			t.Errorf("death declared after %v: premature (fewer than 3 heartbeats missed)", d)
+	// loaded machine only delays deaths), counted from the start of the
+	// ip command so that its duration cannot fake a premature death; the
+	// upper one, counted from its end, leaves 250 ms for scheduling.
+	for _, at := range []time.Time{othersAt, node3At} {
+		if d := at.Sub(cmd); d < 2*interval+interval/2-5*time.Millisecond {
+			t.Errorf("death declared %v after the link went down: premature (fewer than 3 heartbeats missed)", d)
 		}
-		if d > 3*interval+interval/2+250*time.Millisecond {
-			t.Errorf("death declared after %v: much later than DeadAfter+½ intervals", d)
+		if d := at.Sub(down); d > 3*interval+interval/2+250*time.Millisecond {
+			t.Errorf("death declared %v after the link went down: much later than DeadAfter+½ intervals", d)
 		}
 	}
 	for i, m := range ms {
@@ -167,6 +173,9 @@ func TestStateTravels(t *testing.T) {
 		}
 	}
 	d := waitFor(t, 5*time.Second, "peer sees the full state", hasState(elig, claims))
+	// The sender counts a frame after the kernel took it, so the peer may
+	// have it before the count does.
+	waitFor(t, time.Second, "frames counted", func() bool { return testutil.ToFloat64(a.met.sent)-sentBefore >= float64(len(frames)) })
 	sent := testutil.ToFloat64(a.met.sent) - sentBefore
 	t.Logf("1100 eligible / 55 claims: %d frames per heartbeat, seen complete by the peer %v after SetState", len(frames), d)
 	if len(frames) != 5 || sent < float64(len(frames)) {
@@ -202,7 +211,7 @@ func TestForeignFramesDropped(t *testing.T) {
 	a, b := s.start(0, nil), s.start(1, nil)
 	intruder := s.start(1, func(c *Config) {
 		c.Node = "intruder"
-		c.Key = []byte("not the cluster key, 32 bytes...")
+		c.Keys = testRing(t, "not the cluster key, 32 bytes...")
 	})
 	neighbour := s.start(1, func(c *Config) {
 		c.Node = "neighbour"
@@ -234,14 +243,21 @@ func TestForeignFramesDropped(t *testing.T) {
 	for _, f := range fams {
 		have[f.GetName()] = true
 		for _, m := range f.GetMetric() {
-			if m.GetLabel()[0].GetName() != "interface" || m.GetLabel()[0].GetValue() != "eth0" {
+			iface := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "interface" {
+					iface = l.GetValue()
+				}
+			}
+			if iface != "eth0" {
 				t.Errorf("%s has labels %v", f.GetName(), m.GetLabel())
 			}
 		}
 	}
 	for _, n := range []string{"herald_membership_peers", "herald_membership_heartbeats_sent_total",
 		"herald_membership_heartbeats_received_total", "herald_membership_heartbeats_dropped_total",
-		"herald_membership_peer_deaths_total"} {
+		"herald_membership_peer_deaths_total", "herald_membership_heartbeats_unverified_total",
+		"herald_membership_key_mismatch_total", "herald_membership_key_info"} {
 		if !have[n] {
 			t.Errorf("metric %s not registered", n)
 		}

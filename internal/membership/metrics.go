@@ -17,6 +17,9 @@ type metrics struct {
 	dropped    *prometheus.CounterVec
 	deaths     *prometheus.CounterVec
 	sendErrors *prometheus.CounterVec
+	unverified *prometheus.CounterVec
+	mismatch   *prometheus.CounterVec
+	keyInfo    *prometheus.GaugeVec
 }
 
 // newMetrics creates the series and registers them on reg (nil: not
@@ -48,15 +51,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_membership_send_errors_total",
 			Help: "Heartbeat frames that could not be sent (for example while the link is down).",
 		}, []string{"interface"}),
+		unverified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_heartbeats_unverified_total",
+			Help: "Accepted heartbeat frames (also counted in received) from a peer run that has not echoed this member's challenge yet: a peer just heard, restarted or back after a silence, or a replay of a dead node's frames. They do not make the peer live.",
+		}, []string{"interface"}),
+		mismatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_key_mismatch_total",
+			Help: "Heartbeat frames of this cluster that failed authentication, by the node name they claim (unauthenticated; at most 64 names per member, then \"other\"): most likely agents with another heartbeat key.",
+		}, []string{"interface", "peer"}),
+		keyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_membership_key_info",
+			Help: "1 for each heartbeat key (by fingerprint) the member on the interface signs and verifies with.",
+		}, []string{"interface", "fingerprint"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var err error
-	if m.peers, err = register(reg, m.peers); err != nil {
-		return nil, err
+	for _, g := range []**prometheus.GaugeVec{&m.peers, &m.keyInfo} {
+		if *g, err = register(reg, *g); err != nil {
+			return nil, err
+		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.sent, &m.received, &m.dropped, &m.deaths, &m.sendErrors} {
+	for _, c := range []**prometheus.CounterVec{&m.sent, &m.received, &m.dropped, &m.deaths, &m.sendErrors, &m.unverified, &m.mismatch} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}
@@ -80,28 +97,75 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, fmt.Errorf("register membership metrics: %w", err)
 }
 
-// ifaceMetrics are the series of one interface.
+// ifaceMetrics are the series of one interface (of one Member).
 type ifaceMetrics struct {
+	iface      string
 	peers      prometheus.Gauge
 	sent       prometheus.Counter
 	received   prometheus.Counter
 	deaths     prometheus.Counter
 	sendErrors prometheus.Counter
+	unverified prometheus.Counter
 	dropped    map[dropReason]prometheus.Counter
+	keyInfo    *prometheus.GaugeVec
+	mismatch   *prometheus.CounterVec
+	// mismatchPeers holds the key_mismatch_total series of the first
+	// maxMismatches claimed names; mismatchOther counts the rest.
+	mismatchPeers map[string]prometheus.Counter
+	mismatchOther prometheus.Counter
 }
 
 func (m *metrics) forInterface(name string) *ifaceMetrics {
 	im := &ifaceMetrics{
-		peers:      m.peers.WithLabelValues(name),
-		sent:       m.sent.WithLabelValues(name),
-		received:   m.received.WithLabelValues(name),
-		deaths:     m.deaths.WithLabelValues(name),
-		sendErrors: m.sendErrors.WithLabelValues(name),
-		dropped:    map[dropReason]prometheus.Counter{},
+		iface:         name,
+		peers:         m.peers.WithLabelValues(name),
+		sent:          m.sent.WithLabelValues(name),
+		received:      m.received.WithLabelValues(name),
+		deaths:        m.deaths.WithLabelValues(name),
+		sendErrors:    m.sendErrors.WithLabelValues(name),
+		unverified:    m.unverified.WithLabelValues(name),
+		dropped:       map[dropReason]prometheus.Counter{},
+		keyInfo:       m.keyInfo,
+		mismatch:      m.mismatch,
+		mismatchPeers: map[string]prometheus.Counter{},
 	}
 	// Create every reason up front so that dashboards see zeros, not gaps.
 	for _, r := range []dropReason{dropAuth, dropReplay, dropMalformed, dropCluster, dropCapacity} {
 		im.dropped[r] = m.dropped.WithLabelValues(name, string(r))
 	}
 	return im
+}
+
+// keyMismatch returns the key_mismatch_total series of a claimed peer
+// name. The names come from unauthenticated frames, so only the first
+// maxMismatches get their own series; the rest share peer="other". The
+// caller serialises calls.
+func (im *ifaceMetrics) keyMismatch(peer string) prometheus.Counter {
+	if c, ok := im.mismatchPeers[peer]; ok {
+		return c
+	}
+	if len(im.mismatchPeers) < maxMismatches {
+		c := im.mismatch.WithLabelValues(im.iface, peer)
+		im.mismatchPeers[peer] = c
+		return c
+	}
+	if im.mismatchOther == nil {
+		im.mismatchOther = im.mismatch.WithLabelValues(im.iface, "other")
+	}
+	return im.mismatchOther
+}
+
+// setKeys moves the key_info series from the keys of old to those of
+// current (either may be nil).
+func (im *ifaceMetrics) setKeys(old, current *Keyring) {
+	keep := map[string]bool{}
+	for _, fp := range current.Fingerprints() {
+		keep[fp] = true
+		im.keyInfo.WithLabelValues(im.iface, fp).Set(1)
+	}
+	for _, fp := range old.Fingerprints() {
+		if !keep[fp] {
+			im.keyInfo.DeleteLabelValues(im.iface, fp)
+		}
+	}
 }

@@ -10,13 +10,30 @@ import (
 // t0() is the tests' epoch.
 func t0() time.Time { return time.Unix(1_700_000_000, 0) }
 
-// frame builds a decoded single-part frame.
+// The peer tables of these tests belong to node "self", incarnation
+// selfInc.
+const selfInc = 1
+
+// selfToken is the token the tables' peers echo.
+func selfToken() Token { return IdentityToken("self", selfInc) }
+
+// newTestTable returns a table of "self" with DeadAfter 3.
+func newTestTable(maxPeers int) *peerTable { return newPeerTable("self", selfInc, 3, maxPeers) }
+
+// frame builds a decoded single-part frame that echoes selfToken (so its
+// sender is verified by it).
 func frame(node string, inc, seq uint64, claims ...string) *Frame {
-	f := &Frame{Heartbeat: Heartbeat{
+	f := unverified(node, inc, seq, claims...)
+	f.Echoes = []Token{IdentityToken("other", 1), selfToken()}
+	return f
+}
+
+// unverified builds a decoded single-part frame that echoes nothing.
+func unverified(node string, inc, seq uint64, claims ...string) *Frame {
+	return &Frame{Heartbeat: Heartbeat{
 		Node: node, Incarnation: inc, Sequence: seq, Interval: 100 * time.Millisecond,
 		Eligible: addrs(claims...), Claims: addrs(claims...),
-	}, Source: testSrc(), Parts: 1}
-	return f
+	}, KeyIDs: []KeyID{keyID([]byte(testKey))}, Source: testSrc(), Parts: 1}
 }
 
 func part(f *Frame, i, n int) *Frame {
@@ -26,7 +43,7 @@ func part(f *Frame, i, n int) *Frame {
 }
 
 func TestObserveReplayRules(t *testing.T) {
-	tb := newPeerTable("self", 3, 8)
+	tb := newTestTable(8)
 	steps := []struct {
 		name string
 		f    *Frame
@@ -66,7 +83,7 @@ func TestObserveReplayRules(t *testing.T) {
 }
 
 func TestObserveMultipart(t *testing.T) {
-	tb := newPeerTable("self", 3, 8)
+	tb := newTestTable(8)
 	now := t0()
 	// Part 1 of 3 arrives first: the peer is heard but not yet live.
 	p1 := part(frame("a", 1, 5, "10.0.0.2"), 1, 3)
@@ -120,7 +137,7 @@ func TestObserveMultipart(t *testing.T) {
 }
 
 func TestExpire(t *testing.T) {
-	tb := newPeerTable("self", 3, 8)
+	tb := newTestTable(8)
 	tb.observe(frame("a", 1, 1, "10.0.0.1"), t0())
 	tb.observe(frame("b", 1, 1), t0())
 	// Deadline: 3 intervals + half an interval = 350 ms.
@@ -157,7 +174,7 @@ func TestExpire(t *testing.T) {
 }
 
 func TestLeavingFlag(t *testing.T) {
-	tb := newPeerTable("self", 3, 8)
+	tb := newTestTable(8)
 	tb.observe(frame("a", 1, 1, "10.0.0.1"), t0())
 	f := frame("a", 1, 2, "10.0.0.1")
 	f.Leaving = true
@@ -175,7 +192,7 @@ func TestLeavingFlag(t *testing.T) {
 }
 
 func TestPeerTableCapacity(t *testing.T) {
-	tb := newPeerTable("self", 3, 2)
+	tb := newTestTable(2)
 	tb.observe(frame("a", 1, 1), t0())
 	tb.observe(frame("b", 1, 1), t0())
 	if obs := tb.observe(frame("c", 1, 1), t0()); obs.drop != dropCapacity {
@@ -201,7 +218,7 @@ func TestSortedUnique(t *testing.T) {
 // TestPause: time this process spent stalled does not count as a peer's
 // silence.
 func TestPause(t *testing.T) {
-	tb := newPeerTable("self", 3, 8)
+	tb := newTestTable(8)
 	tb.observe(frame("a", 1, 1), t0())
 	tb.pause(400 * time.Millisecond) // we were descheduled for 400 ms
 	if died := tb.expire(t0().Add(500 * time.Millisecond)); len(died) != 0 {
@@ -212,5 +229,179 @@ func TestPause(t *testing.T) {
 	}
 	if !tb.peers["a"].lastHeard.Equal(t0()) {
 		t.Error("pause changed the reported LastHeard")
+	}
+}
+
+// TestVerification walks one peer through the challenge/echo rules.
+func TestVerification(t *testing.T) {
+	tb := newTestTable(8)
+	now := t0()
+	step := func() time.Time { now = now.Add(10 * time.Millisecond); return now }
+	live := func() bool { l := tb.live(); return len(l) == 1 && l[0].Node == "a" }
+
+	// Heard but unverified: in the replay window, not live, challenged.
+	obs := tb.observe(unverified("a", 10, 1, "10.0.0.1"), step())
+	if obs.drop != dropNone || !obs.unverified || !obs.challenge || obs.joined || obs.changed {
+		t.Fatalf("first unverified frame: %+v", obs)
+	}
+	if live() || !tb.challenging() {
+		t.Fatal("unverified peer is live, or not challenged")
+	}
+	// Still unverified: counted, but no new challenge.
+	obs = tb.observe(unverified("a", 10, 2, "10.0.0.1"), step())
+	if !obs.unverified || obs.challenge || live() {
+		t.Fatalf("second unverified frame: %+v", obs)
+	}
+	// An echo of another token (another node, or another run of ours) does
+	// not verify.
+	f := unverified("a", 10, 3, "10.0.0.1")
+	f.Echoes = []Token{IdentityToken("self", selfInc+1), IdentityToken("b", selfInc)}
+	if obs = tb.observe(f, step()); !obs.unverified || live() {
+		t.Fatalf("wrong echo verified: %+v", obs)
+	}
+	// Its frames moved the replay window although it is unverified.
+	if obs = tb.observe(frame("a", 10, 2, "10.0.0.1"), step()); obs.drop != dropReplay {
+		t.Fatalf("frame older than an unverified one: %+v", obs)
+	}
+	// Our token verifies: live at once, with the lists of that heartbeat.
+	obs = tb.observe(frame("a", 10, 4, "10.0.0.2"), step())
+	if !obs.joined || !obs.changed || obs.unverified || !live() || tb.challenging() {
+		t.Fatalf("echo: %+v, live %v", obs, tb.live())
+	}
+	if got := tb.live()[0].Claims; !slices.Equal(got, addrs("10.0.0.2")) {
+		t.Fatalf("claims %v", got)
+	}
+	// Verified stays verified without further echoes.
+	if obs = tb.observe(unverified("a", 10, 5, "10.0.0.2"), step()); obs.unverified || !live() {
+		t.Fatalf("verified peer lost verification: %+v", obs)
+	}
+
+	// Restart: the new incarnation must be verified again.
+	obs = tb.observe(unverified("a", 11, 1, "10.0.0.2"), step())
+	if !obs.restarted || !obs.changed || !obs.challenge || live() {
+		t.Fatalf("restart: %+v, live %v", obs, tb.live())
+	}
+	if obs = tb.observe(frame("a", 11, 2, "10.0.0.2"), step()); !obs.joined || !live() {
+		t.Fatalf("restart verified: %+v", obs)
+	}
+
+	// Death, then the same incarnation again (a partition healed): not
+	// live until verified again.
+	if died := tb.expire(now.Add(351 * time.Millisecond)); !slices.Equal(died, []string{"a"}) {
+		t.Fatalf("died %v", died)
+	}
+	now = now.Add(time.Second)
+	obs = tb.observe(unverified("a", 11, 20, "10.0.0.2"), step())
+	if obs.drop != dropNone || !obs.challenge || live() {
+		t.Fatalf("reappearance: %+v, live %v", obs, tb.live())
+	}
+	if obs = tb.observe(frame("a", 11, 21, "10.0.0.2"), step()); !obs.joined || !live() {
+		t.Fatalf("reappearance verified: %+v", obs)
+	}
+
+	// An unverified peer that goes silent is not a death, and stops the
+	// challenge.
+	tb.observe(unverified("b", 1, 1), now)
+	if !tb.challenging() {
+		t.Fatal("not challenging b")
+	}
+	tb.observe(frame("a", 11, 22, "10.0.0.2"), now.Add(300*time.Millisecond))
+	if died := tb.expire(now.Add(351 * time.Millisecond)); len(died) != 0 {
+		t.Fatalf("unverified peer died: %v", died)
+	}
+	if tb.challenging() {
+		t.Fatal("still challenging a silent peer")
+	}
+}
+
+// TestVerificationMultipart: the echo may come in any part, and the peer
+// is live only with the lists of a heartbeat no older than the one that
+// verified it.
+func TestVerificationMultipart(t *testing.T) {
+	tb := newTestTable(8)
+	// Seq 1 complete but unverified (as if replayed).
+	tb.observe(part(unverified("a", 1, 1, "10.0.0.1"), 0, 2), t0())
+	tb.observe(part(unverified("a", 1, 1, "10.0.0.9"), 1, 2), t0())
+	// Seq 2: the echo in part 0; not live until part 1 completes seq 2.
+	if obs := tb.observe(part(frame("a", 1, 2, "10.0.0.1"), 0, 2), t0()); obs.joined || len(tb.live()) != 0 {
+		t.Fatalf("live with the lists of an unverified heartbeat: %+v", obs)
+	}
+	obs := tb.observe(part(unverified("a", 1, 2, "10.0.0.2"), 1, 2), t0())
+	if !obs.joined || obs.unverified {
+		t.Fatalf("completed verified heartbeat: %+v", obs)
+	}
+	if got := tb.live()[0].Claims; !slices.Equal(got, addrs("10.0.0.1", "10.0.0.2")) {
+		t.Fatalf("claims %v", got)
+	}
+	// An echo in a later part verifies too.
+	tb.observe(part(unverified("b", 1, 1, "10.0.1.1"), 0, 2), t0())
+	if obs := tb.observe(part(frame("b", 1, 1, "10.0.1.2"), 1, 2), t0()); !obs.joined {
+		t.Fatalf("echo in part 1: %+v", obs)
+	}
+}
+
+// TestReplayAfterReceiverRestartTable: frames captured from a live peer (which
+// echoed the receiver's token of the time) are replayed, after the peer
+// died, to a receiver that restarted (new incarnation, empty table). They
+// enter the replay window but never make the peer live.
+func TestReplayAfterReceiverRestartTable(t *testing.T) {
+	before := newTestTable(8)
+	var captured []*Frame
+	for seq := uint64(1); seq <= 20; seq++ {
+		f := frame("a", 10, seq, "10.0.0.1")
+		captured = append(captured, f)
+		before.observe(f, t0().Add(time.Duration(seq)*100*time.Millisecond))
+	}
+	if len(before.live()) != 1 {
+		t.Fatal("peer not live before the restart")
+	}
+
+	after := newPeerTable("self", selfInc+1, 3, 8) // the restarted receiver
+	now := t0().Add(time.Hour)
+	for i, f := range captured {
+		now = now.Add(100 * time.Millisecond)
+		obs := after.observe(f, now)
+		if obs.drop != dropNone || !obs.unverified || obs.joined {
+			t.Fatalf("replayed frame %d: %+v", i, obs)
+		}
+		if len(after.live()) != 0 {
+			t.Fatalf("replayed frame %d made the dead peer live", i)
+		}
+		if !after.challenging() {
+			t.Fatal("not challenging the replayed peer")
+		}
+	}
+	// Replayed again: now plain replays.
+	for _, f := range captured {
+		if obs := after.observe(f, now); obs.drop != dropReplay {
+			t.Fatalf("second replay: %+v", obs)
+		}
+	}
+	// Silence ends the challenge, without a death.
+	if died := after.expire(now.Add(time.Second)); len(died) != 0 || after.challenging() {
+		t.Fatalf("died %v, challenging %v", died, after.challenging())
+	}
+}
+
+// TestPeerFingerprints: a live peer reports the keys of its latest frame;
+// a change of keys is a change.
+func TestPeerFingerprints(t *testing.T) {
+	tb := newTestTable(8)
+	tb.observe(frame("a", 1, 1), t0())
+	if got := tb.live()[0].Fingerprints; !slices.Equal(got, []string{Fingerprint([]byte(testKey))}) {
+		t.Fatalf("fingerprints %v", got)
+	}
+	f := frame("a", 1, 2)
+	f.KeyIDs = []KeyID{keyID([]byte(testKey)), keyID([]byte(testKey2))}
+	if obs := tb.observe(f, t0()); !obs.changed {
+		t.Fatal("new keys not reported as a change")
+	}
+	if got := tb.live()[0].Fingerprints; !slices.Equal(got, []string{Fingerprint([]byte(testKey)), Fingerprint([]byte(testKey2))}) {
+		t.Fatalf("fingerprints %v", got)
+	}
+	f = frame("a", 1, 3)
+	f.KeyIDs = []KeyID{keyID([]byte(testKey)), keyID([]byte(testKey2))}
+	if obs := tb.observe(f, t0()); obs.changed {
+		t.Fatal("same keys reported as a change")
 	}
 }
