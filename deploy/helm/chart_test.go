@@ -12,8 +12,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -94,6 +96,31 @@ func readValues(t *testing.T, files []string, set map[string]any) map[string]any
 // render runs `helm template --include-crds` on the chart in namespace ns.
 func render(t *testing.T, ns string, vals map[string]any) (objects, error) {
 	t.Helper()
+	manifest, err := renderManifest(t, ns, vals)
+	if err != nil {
+		return objects{}, err
+	}
+	var out objects
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifest), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode rendered manifest: %v\n%s", err, manifest)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		out.all = append(out.all, &unstructured.Unstructured{Object: m})
+	}
+	return out, nil
+}
+
+// renderManifest is render's text: the manifest `helm template
+// --include-crds` prints.
+func renderManifest(t *testing.T, ns string, vals map[string]any) (string, error) {
+	t.Helper()
 	chrt, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatalf("load chart: %v", err)
@@ -107,27 +134,13 @@ func render(t *testing.T, ns string, vals map[string]any) (objects, error) {
 	install.KubeVersion = kubeVersion
 	rel, err := install.Run(chrt, vals)
 	if err != nil {
-		return objects{}, err
+		return "", err
 	}
 	r, ok := rel.(*release.Release)
 	if !ok {
 		t.Fatalf("install returned a %T", rel)
 	}
-	var out objects
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(r.Manifest), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("decode rendered manifest: %v\n%s", err, r.Manifest)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		out.all = append(out.all, &unstructured.Unstructured{Object: m})
-	}
-	return out, nil
+	return r.Manifest, nil
 }
 
 func mustRender(t *testing.T, ns string, files []string, set map[string]any) objects {
@@ -295,25 +308,26 @@ func TestAgentLeastPrivilege(t *testing.T) {
 			if c.LivenessProbe != nil || c.ReadinessProbe != nil {
 				t.Error("agent: probes are on by default")
 			}
-			// The heartbeat key: the Secret mounted where --key-file points.
-			var secretName string
+			// The heartbeat keys come through the API (a watch), not a
+			// volume: no Secret is mounted, nothing from the host either.
 			for _, v := range spec.Volumes {
-				if v.Secret != nil {
-					secretName = v.Secret.SecretName
-				}
-				if v.HostPath != nil {
-					t.Errorf("agent: hostPath volume %s", v.Name)
+				if v.Secret != nil || v.Projected != nil || v.HostPath != nil {
+					t.Errorf("agent: volume %s (%+v)", v.Name, v.VolumeSource)
 				}
 			}
-			if secretName != "herald-heartbeat-key" {
-				t.Errorf("agent: mounts secret %q, want herald-heartbeat-key", secretName)
+			if len(c.VolumeMounts) != 0 {
+				t.Errorf("agent: volume mounts %+v, want none", c.VolumeMounts)
 			}
-			var mounted bool
-			for _, m := range c.VolumeMounts {
-				mounted = mounted || m.MountPath == "/etc/herald/heartbeat"
+			if !slices.Contains(c.Args, "--heartbeat-secret=herald-heartbeat-key") {
+				t.Errorf("agent: args %v lack --heartbeat-secret=herald-heartbeat-key", c.Args)
 			}
-			if !mounted || !slices.Contains(c.Args, "--key-file=/etc/herald/heartbeat/key") {
-				t.Errorf("agent: the key Secret is not mounted at /etc/herald/heartbeat (args %v)", c.Args)
+			for _, a := range c.Args {
+				if strings.HasPrefix(a, "--key-file") {
+					t.Errorf("agent: args hold %s", a)
+				}
+			}
+			if e, ok := env(c, "POD_NAMESPACE"); !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("agent: POD_NAMESPACE is not metadata.namespace: %+v", e)
 			}
 		})
 	}
@@ -326,30 +340,155 @@ func TestDataplaneValidated(t *testing.T) {
 	}
 }
 
+// heartbeatArgs returns the heartbeat flags of the controller and the agent.
+func heartbeatArgs(t *testing.T, o objects) (controller, agent []string) {
+	t.Helper()
+	pick := func(args []string) []string {
+		var out []string
+		for _, a := range args {
+			if strings.Contains(a, "heartbeat-secret") || strings.HasPrefix(a, "--key-file") {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	deployments, daemonSets := o.ofKind("Deployment"), o.ofKind("DaemonSet")
+	if len(deployments) != 1 || len(daemonSets) != 1 {
+		t.Fatalf("%d Deployments and %d DaemonSets rendered, want 1 and 1", len(deployments), len(daemonSets))
+	}
+	d := get[appsv1.Deployment](t, o, "Deployment", deployments[0].GetName())
+	ds := get[appsv1.DaemonSet](t, o, "DaemonSet", daemonSets[0].GetName())
+	return pick(d.Spec.Template.Spec.Containers[0].Args), pick(ds.Spec.Template.Spec.Containers[0].Args)
+}
+
+// The chart renders no heartbeat key: the controller creates the Secret at
+// run time (or the user does, with existingSecret). Both parts are told its
+// name; only the controller may create it, and only without existingSecret.
 func TestHeartbeatSecret(t *testing.T) {
-	o := mustRender(t, "herald-system", nil, nil)
-	s := get[corev1.Secret](t, o, "Secret", "herald-heartbeat-key")
-	if s.Namespace != "herald-system" {
-		t.Errorf("secret namespace %q", s.Namespace)
-	}
-	if n := len(bytes.TrimSpace(s.Data["key"])); n < 16 {
-		t.Errorf("heartbeat key has %d bytes, want at least 16", n)
-	}
-	// A key of its own for each install: a random key, not a constant.
-	o2 := mustRender(t, "herald-system", nil, nil)
-	s2 := get[corev1.Secret](t, o2, "Secret", "herald-heartbeat-key")
-	if bytes.Equal(s.Data["key"], s2.Data["key"]) {
-		t.Error("two installs render the same heartbeat key")
+	for _, tc := range []struct {
+		name       string
+		files      []string
+		set        map[string]any
+		controller []string
+		agent      []string
+	}{
+		{"default: chart 0.1.0's name, created by the controller", nil, nil,
+			[]string{"--heartbeat-secret=herald-heartbeat-key", "--create-heartbeat-secret=true"},
+			[]string{"--heartbeat-secret=herald-heartbeat-key"}},
+		{"talos", []string{"values-talos.yaml"}, nil,
+			[]string{"--heartbeat-secret=herald-heartbeat-key", "--create-heartbeat-secret=true"},
+			[]string{"--heartbeat-secret=herald-heartbeat-key"}},
+		{"fullnameOverride", nil, map[string]any{"fullnameOverride": "lb"},
+			[]string{"--heartbeat-secret=lb-heartbeat-key", "--create-heartbeat-secret=true"},
+			[]string{"--heartbeat-secret=lb-heartbeat-key"}},
+		{"secretName", nil, map[string]any{"heartbeat": map[string]any{"secretName": "hb"}},
+			[]string{"--heartbeat-secret=hb", "--create-heartbeat-secret=true"},
+			[]string{"--heartbeat-secret=hb"}},
+		{"existingSecret: the controller creates nothing", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}},
+			[]string{"--heartbeat-secret=my-key", "--create-heartbeat-secret=false"},
+			[]string{"--heartbeat-secret=my-key"}},
+		{"existingSecret equal to secretName", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key", "secretName": "my-key"}},
+			[]string{"--heartbeat-secret=my-key", "--create-heartbeat-secret=false"},
+			[]string{"--heartbeat-secret=my-key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := mustRender(t, "herald-system", tc.files, tc.set)
+			if s := o.ofKind("Secret"); len(s) != 0 {
+				t.Errorf("the chart renders Secret %s", s[0].GetName())
+			}
+			ctl, agent := heartbeatArgs(t, o)
+			if !slices.Equal(ctl, tc.controller) {
+				t.Errorf("controller heartbeat args %v, want %v", ctl, tc.controller)
+			}
+			if !slices.Equal(agent, tc.agent) {
+				t.Errorf("agent heartbeat args %v, want %v", agent, tc.agent)
+			}
+		})
 	}
 
-	// With an existing Secret the chart renders none and mounts that one.
-	o = mustRender(t, "herald-system", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}})
-	if len(o.ofKind("Secret")) != 0 {
-		t.Error("heartbeat.existingSecret set, but the chart still renders a Secret")
+	for _, tc := range []struct {
+		name string
+		set  map[string]any
+		want string
+	}{
+		{"two different names", map[string]any{"existingSecret": "a", "secretName": "b"}, "differ: set one of them"},
+		{"invalid name", map[string]any{"secretName": "My_Key"}, "not a valid Secret name"},
+		{"invalid existingSecret", map[string]any{"existingSecret": "-key"}, "not a valid Secret name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, "herald-system", readValues(t, nil, map[string]any{"heartbeat": tc.set}))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("heartbeat %v: err = %v, want one saying %q", tc.set, err, tc.want)
+			}
+		})
 	}
-	ds := get[appsv1.DaemonSet](t, o, "DaemonSet", "herald-agent")
-	if v := ds.Spec.Template.Spec.Volumes; len(v) != 1 || v[0].Secret == nil || v[0].Secret.SecretName != "my-key" {
-		t.Errorf("agent volumes %+v, want secret my-key", v)
+}
+
+// TestRenderIsReproducible renders the chart twice with the same values:
+// the output must be byte for byte the same, or every GitOps sync (Argo
+// CD, Flux, `helm template | kubectl apply`) would change something — as
+// the random heartbeat key of chart 0.1.0 did, splitting the agents.
+func TestRenderIsReproducible(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string
+		set   map[string]any
+	}{
+		{"default", nil, nil},
+		{"talos", []string{"values-talos.yaml"}, nil},
+		{"existingSecret", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals := readValues(t, tc.files, tc.set)
+			first, err := renderManifest(t, "herald-system", vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, err := renderManifest(t, "herald-system", readValues(t, tc.files, tc.set))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first != second {
+				a, b := strings.Split(first, "\n"), strings.Split(second, "\n")
+				for i := range min(len(a), len(b)) {
+					if a[i] != b[i] {
+						t.Fatalf("two renders differ at line %d:\n%s\n%s", i+1, a[i], b[i])
+					}
+				}
+				t.Fatalf("two renders differ in length: %d and %d lines", len(a), len(b))
+			}
+			if strings.Contains(first, "kind: Secret") {
+				t.Error("the rendered chart holds a Secret")
+			}
+		})
+	}
+}
+
+// nonReproducible are template functions whose result changes from one
+// render to the next, or differs between `helm install` and `helm
+// template` (lookup returns nothing without a cluster). A render-twice
+// test cannot see lookup; this check can.
+var nonReproducible = regexp.MustCompile(`\b(lookup|randAlphaNum|randAlpha|randNumeric|randAscii|randBytes|randInt|uuidv4|now|genCA|genCAWithKey|genPrivateKey|genSelfSignedCert|genSelfSignedCertWithKey|genSignedCert|genSignedCertWithKey|htpasswd|bcrypt|derivePassword|shuffle)\b`)
+
+func TestTemplatesAreReproducible(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(chartDir, "templates", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("templates: %v, %v", files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only inside actions: comments and YAML may say "lookup".
+		for _, action := range regexp.MustCompile(`(?s)\{\{.*?\}\}`).FindAllString(string(b), -1) {
+			if strings.HasPrefix(strings.TrimLeft(action, "{- "), "/*") {
+				continue
+			}
+			if m := nonReproducible.FindString(action); m != "" {
+				t.Errorf("%s calls %s (%s): the chart must render the same every time", f, m, action)
+			}
+		}
 	}
 }
 
@@ -463,29 +602,41 @@ func TestTalosPreset(t *testing.T) {
 	}
 }
 
-// rule is one granted (apiGroup, resource, verb).
-type rule struct{ group, resource, verb string }
+// rule is one granted (apiGroup, resource, verb), on the object name only
+// when name is set (a rule with resourceNames).
+type rule struct{ group, resource, verb, name string }
 
 func (r rule) String() string {
-	if r.group == "" {
-		return r.verb + " " + r.resource
+	out := r.verb + " " + r.resource
+	if r.group != "" {
+		out += "." + r.group
 	}
-	return fmt.Sprintf("%s %s.%s", r.verb, r.resource, r.group)
+	if r.name != "" {
+		out += " " + strconv.Quote(r.name)
+	}
+	return out
 }
 
-// flatten expands policy rules into sorted single grants; resourceNames and
-// non-resource URLs are reported as errors (the chart uses neither).
+// flatten expands policy rules into sorted single grants, one per
+// resourceName when a rule has them; non-resource URLs are reported as
+// errors (the chart uses none).
 func flatten(t *testing.T, what string, rules []rbacv1.PolicyRule) []rule {
 	t.Helper()
 	var out []rule
 	for _, r := range rules {
-		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-			t.Errorf("%s: unexpected resourceNames/nonResourceURLs in %+v", what, r)
+		if len(r.NonResourceURLs) > 0 {
+			t.Errorf("%s: unexpected nonResourceURLs in %+v", what, r)
+		}
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
 		}
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					out = append(out, rule{g, res, v})
+					for _, n := range names {
+						out = append(out, rule{g, res, v, n})
+					}
 				}
 			}
 		}
@@ -494,53 +645,98 @@ func flatten(t *testing.T, what string, rules []rbacv1.PolicyRule) []rule {
 	return out
 }
 
+// grants are verbs on every object of a resource.
 func grants(group, resource string, verbs ...string) []rule {
+	return grantsOn(group, resource, "", verbs...)
+}
+
+// grantsOn are verbs on the one object name of a resource (resourceNames).
+func grantsOn(group, resource, name string, verbs ...string) []rule {
 	var out []rule
 	for _, v := range verbs {
-		out = append(out, rule{group, resource, v})
+		out = append(out, rule{group, resource, v, name})
 	}
 	return out
 }
 
-// The RBAC each part gets is exactly what it uses; an extra verb fails.
-var wantRBAC = []struct {
+// role is the RBAC one Role or ClusterRole must grant, and to whom.
+type role struct {
 	kind, name, subject string
 	rules               [][]rule
-}{
-	{"ClusterRole", "herald-controller", "herald-controller", [][]rule{
-		grants("", "services", "get", "list", "watch"),
-		grants("", "services/status", "update"),
-		grants("", "nodes", "get", "list", "watch"),
-		grants("herald.dev", "loadbalancerippools", "get", "list", "watch"),
-		grants("herald.dev", "loadbalancerippools/status", "update"),
-		grants("", "events", "create", "patch"),
-	}},
-	{"Role", "herald-controller-leader-election", "herald-controller", [][]rule{
-		grants("coordination.k8s.io", "leases", "get", "create", "update"),
-	}},
-	{"ClusterRole", "herald-agent", "herald-agent", [][]rule{
-		grants("", "services", "get", "list", "watch"),
-		grants("", "services/status", "update"),
-		grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
-		grants("", "nodes", "get", "list", "watch"),
-		grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
-		grants("", "events", "create", "patch"),
-	}},
 }
 
+// wantRBAC is the RBAC each part gets, rendered with release name herald:
+// exactly what it uses (an extra verb fails). secret is the heartbeat key
+// Secret's name; create is false with heartbeat.existingSecret.
+func wantRBAC(secret string, create bool) []role {
+	controllerSecret := [][]rule{grantsOn("", "secrets", secret, "get")}
+	if create {
+		// Not by name: the API server cannot restrict a create by name.
+		controllerSecret = append(controllerSecret, grants("", "secrets", "create"))
+	}
+	return []role{
+		{"ClusterRole", "herald-controller", "herald-controller", [][]rule{
+			grants("", "services", "get", "list", "watch"),
+			grants("", "services/status", "update"),
+			grants("", "nodes", "get", "list", "watch"),
+			grants("herald.dev", "loadbalancerippools", "get", "list", "watch"),
+			grants("herald.dev", "loadbalancerippools/status", "update"),
+			grants("", "events", "create", "patch"),
+		}},
+		{"Role", "herald-controller-leader-election", "herald-controller", [][]rule{
+			grants("coordination.k8s.io", "leases", "get", "create", "update"),
+		}},
+		{"Role", "herald-controller-heartbeat-key", "herald-controller", controllerSecret},
+		{"ClusterRole", "herald-agent", "herald-agent", [][]rule{
+			grants("", "services", "get", "list", "watch"),
+			grants("", "services/status", "update"),
+			grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
+			grants("", "nodes", "get", "list", "watch"),
+			grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+			grants("", "events", "create", "patch"),
+		}},
+		// Watching the one Secret: an informer lists and watches with a
+		// metadata.name field selector, authorized by resourceNames.
+		{"Role", "herald-agent-heartbeat-key", "herald-agent", [][]rule{
+			grantsOn("", "secrets", secret, "get", "list", "watch"),
+		}},
+	}
+}
+
+// defaultRBAC is wantRBAC for the chart's default values.
+func defaultRBAC() []role { return wantRBAC("herald-heartbeat-key", true) }
+
 func TestRBACRules(t *testing.T) {
-	for _, files := range [][]string{nil, {"values-talos.yaml"}} {
-		o := mustRender(t, "herald-system", files, nil)
-		if n, want := len(o.ofKind("ClusterRole"))+len(o.ofKind("Role")), len(wantRBAC); n != want {
-			t.Errorf("%v: %d roles rendered, want %d", files, n, want)
+	for _, tc := range []struct {
+		name  string
+		files []string
+		set   map[string]any
+		want  []role
+	}{
+		{"default", nil, nil, defaultRBAC()},
+		{"talos", []string{"values-talos.yaml"}, nil, defaultRBAC()},
+		{"secretName", nil, map[string]any{"heartbeat": map[string]any{"secretName": "hb"}}, wantRBAC("hb", true)},
+		// A Secret the user manages: no create verb at all.
+		{"existingSecret", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}}, wantRBAC("my-key", false)},
+	} {
+		o := mustRender(t, "herald-system", tc.files, tc.set)
+		if n, want := len(o.ofKind("ClusterRole"))+len(o.ofKind("Role")), len(tc.want); n != want {
+			t.Errorf("%s: %d roles rendered, want %d", tc.name, n, want)
 		}
-		for _, w := range wantRBAC {
-			t.Run(fmt.Sprintf("%v/%s/%s", files, w.kind, w.name), func(t *testing.T) {
+		if n, want := len(o.ofKind("ClusterRoleBinding"))+len(o.ofKind("RoleBinding")), len(tc.want); n != want {
+			t.Errorf("%s: %d bindings rendered, want %d", tc.name, n, want)
+		}
+		for _, w := range tc.want {
+			t.Run(fmt.Sprintf("%s/%s/%s", tc.name, w.kind, w.name), func(t *testing.T) {
 				var got []rule
 				if w.kind == "ClusterRole" {
 					got = flatten(t, w.name, get[rbacv1.ClusterRole](t, o, w.kind, w.name).Rules)
 				} else {
-					got = flatten(t, w.name, get[rbacv1.Role](t, o, w.kind, w.name).Rules)
+					r := get[rbacv1.Role](t, o, w.kind, w.name)
+					if r.Namespace != "herald-system" {
+						t.Errorf("Role %s in namespace %q, want herald-system", w.name, r.Namespace)
+					}
+					got = flatten(t, w.name, r.Rules)
 				}
 				var want []rule
 				for _, r := range w.rules {
@@ -575,6 +771,27 @@ func TestRBACRules(t *testing.T) {
 					t.Errorf("%s %s subjects %+v, want ServiceAccount herald-system/%s", bindingKind, w.name, subjects, w.subject)
 				}
 			})
+		}
+		// Whatever else changes, Secrets: only the heartbeat one is
+		// readable, by name, and no role may update or delete a Secret.
+		for _, u := range append(o.ofKind("ClusterRole"), o.ofKind("Role")...) {
+			var rules []rbacv1.PolicyRule
+			if u.GetKind() == "ClusterRole" {
+				rules = get[rbacv1.ClusterRole](t, o, u.GetKind(), u.GetName()).Rules
+			} else {
+				rules = get[rbacv1.Role](t, o, u.GetKind(), u.GetName()).Rules
+			}
+			for _, r := range flatten(t, u.GetName(), rules) {
+				if r.resource != "secrets" && r.resource != "*" {
+					continue
+				}
+				if r.verb != "create" && r.name == "" {
+					t.Errorf("%s: %s %s grants %s on every Secret", tc.name, u.GetKind(), u.GetName(), r.verb)
+				}
+				if r.verb != "get" && r.verb != "list" && r.verb != "watch" && r.verb != "create" {
+					t.Errorf("%s: %s %s grants %s", tc.name, u.GetKind(), u.GetName(), r)
+				}
+			}
 		}
 	}
 }

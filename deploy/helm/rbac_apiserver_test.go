@@ -2,6 +2,8 @@ package helm_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -31,21 +34,24 @@ var allVerbs = []string{"get", "list", "watch", "create", "update", "patch", "de
 
 // denied are grants neither part may have, checked by the API server.
 var denied = []rule{
-	{"", "pods", "create"},
-	{"", "pods", "list"},
-	{"", "secrets", "get"},
-	{"", "secrets", "list"},
-	{"", "configmaps", "get"},
-	{"", "serviceaccounts/token", "create"},
-	{"", "nodes/status", "update"},
-	{"", "namespaces", "create"},
-	{"apps", "daemonsets", "update"},
-	{"rbac.authorization.k8s.io", "clusterroles", "escalate"},
-	{"rbac.authorization.k8s.io", "clusterrolebindings", "create"},
-	{"apiextensions.k8s.io", "customresourcedefinitions", "update"},
-	{"discovery.k8s.io", "endpointslices", "create"},
-	{"herald.dev", "loadbalancerippools/status", "patch"},
-	{"herald.dev", "l2announcementpolicies/status", "update"},
+	{"", "pods", "create", ""},
+	{"", "pods", "list", ""},
+	{"", "secrets", "get", ""},
+	{"", "secrets", "list", ""},
+	{"", "secrets", "watch", ""},
+	{"", "secrets", "get", "some-other-secret"},
+	{"", "secrets", "watch", "some-other-secret"},
+	{"", "configmaps", "get", ""},
+	{"", "serviceaccounts/token", "create", ""},
+	{"", "nodes/status", "update", ""},
+	{"", "namespaces", "create", ""},
+	{"apps", "daemonsets", "update", ""},
+	{"rbac.authorization.k8s.io", "clusterroles", "escalate", ""},
+	{"rbac.authorization.k8s.io", "clusterrolebindings", "create", ""},
+	{"apiextensions.k8s.io", "customresourcedefinitions", "update", ""},
+	{"discovery.k8s.io", "endpointslices", "create", ""},
+	{"herald.dev", "loadbalancerippools/status", "patch", ""},
+	{"herald.dev", "l2announcementpolicies/status", "update", ""},
 }
 
 // chartNamespace is where the tests install the chart's RBAC.
@@ -57,24 +63,27 @@ var applied struct {
 }
 
 // applyRBAC creates the chart's namespace, ServiceAccounts, roles and
-// bindings (rendered for chartNamespace) on the shared API server, once,
-// and returns the namespace.
+// bindings (rendered for chartNamespace with the default values) on the
+// shared API server, once, and returns the namespace.
 func applyRBAC(t *testing.T, env *testenv.Env) string {
 	t.Helper()
 	applied.Lock()
 	defer applied.Unlock()
 	if !applied.done {
-		apply(t, t.Context(), env.Clientset(), chartNamespace)
+		apply(t, t.Context(), env.Clientset(), chartNamespace, nil, defaultRBAC())
 		applied.done = true
 	}
 	return chartNamespace
 }
 
-// apply creates the chart's ServiceAccounts, roles and bindings, rendered
-// for namespace ns, with the admin client.
-func apply(t *testing.T, ctx context.Context, admin kubernetes.Interface, ns string) {
+// apply creates namespace ns and the chart's ServiceAccounts, roles and
+// bindings, rendered for ns with the values in set, with the admin client,
+// and waits until every grant in want is in force. want's names are those
+// of release name herald: with a fullnameOverride in set, its subjects'
+// names are mapped (herald- → <fullnameOverride>-).
+func apply(t *testing.T, ctx context.Context, admin kubernetes.Interface, ns string, set map[string]any, want []role) {
 	t.Helper()
-	o := mustRender(t, ns, nil, nil)
+	o := mustRender(t, ns, nil, set)
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
@@ -100,12 +109,12 @@ func apply(t *testing.T, ctx context.Context, admin kubernetes.Interface, ns str
 	}
 	// The authorizer learns of new bindings through a watch: wait until
 	// every grant is in force, so no test sees a refusal from that lag.
-	for _, w := range wantRBAC {
+	for _, w := range want {
 		scope := ""
 		if w.kind == "Role" {
 			scope = ns
 		}
-		user := "system:serviceaccount:" + ns + ":" + w.subject
+		user := "system:serviceaccount:" + ns + ":" + subjectName(w.subject, set)
 		for _, rs := range w.rules {
 			for _, r := range rs {
 				resource, sub, _ := strings.Cut(r.resource, "/")
@@ -113,7 +122,7 @@ func apply(t *testing.T, ctx context.Context, admin kubernetes.Interface, ns str
 					User:   user,
 					Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 					ResourceAttributes: &authorizationv1.ResourceAttributes{
-						Namespace: scope, Verb: r.verb, Group: r.group, Resource: resource, Subresource: sub,
+						Namespace: scope, Verb: r.verb, Group: r.group, Resource: resource, Subresource: sub, Name: r.name,
 					},
 				}}
 				deadline := time.Now().Add(30 * time.Second)
@@ -135,13 +144,23 @@ func apply(t *testing.T, ctx context.Context, admin kubernetes.Interface, ns str
 	}
 }
 
+// subjectName is the name of ServiceAccount sa (named for release herald)
+// when rendered with the values in set.
+func subjectName(sa string, set map[string]any) string {
+	if o, ok := set["fullnameOverride"].(string); ok && o != "" {
+		return o + strings.TrimPrefix(sa, "herald")
+	}
+	return sa
+}
+
 // allowed asks the API server, as the client's own identity, whether it may
-// do verb on group/resource[/subresource] in namespace ns ("" = all).
+// do verb on group/resource[/subresource] (named r.name, if set) in
+// namespace ns ("" = all).
 func allowed(ctx context.Context, c kubernetes.Interface, r rule, ns string) (bool, error) {
 	resource, sub, _ := strings.Cut(r.resource, "/")
 	res, err := c.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: ns, Verb: r.verb, Group: r.group, Resource: resource, Subresource: sub,
+			Namespace: ns, Verb: r.verb, Group: r.group, Resource: resource, Subresource: sub, Name: r.name,
 		}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -167,7 +186,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 		ns string
 	}
 	holds := map[string][]grant{}
-	for _, w := range wantRBAC {
+	for _, w := range defaultRBAC() {
 		scope := ""
 		if w.kind == "Role" {
 			scope = ns
@@ -200,13 +219,26 @@ func TestRBACOnAPIServer(t *testing.T) {
 				granted[g.rule] = true
 				checks = append(checks, check{g.rule, g.ns, true})
 			}
+			// A grant without resourceNames covers every name.
+			covered := func(r rule) bool {
+				unnamed := r
+				unnamed.name = ""
+				return granted[r] || granted[unnamed]
+			}
 			// Every verb not granted on a resource the part uses is denied;
-			// a Role's grants hold in its namespace only.
+			// a Role's grants hold in its namespace only; a grant on one
+			// object by name holds for no other object, nor for all.
 			for _, g := range holds[sa] {
-				for _, v := range allVerbs {
-					r := rule{g.group, g.resource, v}
-					if !granted[r] {
-						checks = append(checks, check{r, "", false}, check{r, ns, false})
+				names := []string{g.name}
+				if g.name != "" {
+					names = append(names, "", "some-other-secret")
+				}
+				for _, name := range names {
+					for _, v := range allVerbs {
+						r := rule{g.group, g.resource, v, name}
+						if !covered(r) {
+							checks = append(checks, check{r, "", false}, check{r, ns, false})
+						}
 					}
 				}
 				if g.ns != "" {
@@ -265,6 +297,55 @@ func TestRBACOnAPIServer(t *testing.T) {
 		}
 		lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "rbac-test"}}
 		_ = env.Clientset().CoordinationV1().Leases(ns).Delete(ctx, lease.Name, metav1.DeleteOptions{}) // from an earlier -count
+		const heartbeatSecret, otherSecret = "herald-heartbeat-key", "rbac-test-other"
+		for _, name := range []string{heartbeatSecret, otherSecret} {
+			_ = env.Clientset().CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		}
+		ensure := func(wantCreated bool) error {
+			created, err := heartbeatkey.Ensure(ctx, ctl, ns, heartbeatSecret, nil)
+			if err == nil && created != wantCreated {
+				return fmt.Errorf("Ensure created = %v, want %v", created, wantCreated)
+			}
+			return err
+		}
+		secretOf := func(c kubernetes.Interface) func() error {
+			return func() error {
+				s, err := env.Clientset().CoreV1().Secrets(ns).Get(ctx, heartbeatSecret, metav1.GetOptions{})
+				if err != nil {
+					return fmt.Errorf("as admin: %w", err)
+				}
+				s.Labels["touched"] = "yes"
+				_, err = c.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{})
+				return err
+			}
+		}
+		// Watch as the agent does, until the first report: keys, or the
+		// error (a refusal) it reports.
+		watchKeys := func() error {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			first := make(chan error, 1)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				heartbeatkey.Watch(wctx, agent, ns, heartbeatSecret, func(k heartbeatkey.Keys, err error) {
+					if err == nil && len(k.Keys) == 0 {
+						err = errors.New("no keys")
+					}
+					select {
+					case first <- err:
+					default:
+					}
+				})
+			}()
+			defer func() { cancel(); <-done }()
+			select {
+			case err := <-first:
+				return err
+			case <-wctx.Done():
+				return errors.New("Watch reported nothing within 10s")
+			}
+		}
 
 		for _, op := range []struct {
 			name string
@@ -333,8 +414,43 @@ func TestRBACOnAPIServer(t *testing.T) {
 				}, metav1.CreateOptions{})
 				return err
 			}, false},
+			// The heartbeat key Secret: the controller creates it when
+			// missing and reads it; the agent reads and watches it; neither
+			// reads another Secret or changes one.
+			{"controller creates the missing heartbeat secret", func() error { return ensure(true) }, true},
+			{"controller finds the heartbeat secret", func() error { return ensure(false) }, true},
+			{"controller updates the heartbeat secret", secretOf(ctl), false},
+			{"controller deletes the heartbeat secret", func() error {
+				return ctl.CoreV1().Secrets(ns).Delete(ctx, heartbeatSecret, metav1.DeleteOptions{})
+			}, false},
+			{"controller lists secrets", func() error { _, err := ctl.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }, false},
+			// RBAC cannot restrict a create by name: the price of letting the
+			// controller create the Secret (none with existingSecret).
+			{"controller creates another secret", func() error {
+				_, err := ctl.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: otherSecret}}, metav1.CreateOptions{})
+				return err
+			}, true},
+			{"controller reads another secret", func() error {
+				_, err := ctl.CoreV1().Secrets(ns).Get(ctx, otherSecret, metav1.GetOptions{})
+				return err
+			}, false},
+			{"controller creates a secret elsewhere", func() error {
+				_, err := ctl.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: otherSecret}}, metav1.CreateOptions{})
+				return err
+			}, false},
 			{"agent reads the heartbeat secret", func() error {
-				_, err := agent.CoreV1().Secrets(ns).Get(ctx, "herald-heartbeat-key", metav1.GetOptions{})
+				_, err := agent.CoreV1().Secrets(ns).Get(ctx, heartbeatSecret, metav1.GetOptions{})
+				return err
+			}, true},
+			{"agent watches the heartbeat secret", watchKeys, true},
+			{"agent updates the heartbeat secret", secretOf(agent), false},
+			{"agent lists secrets", func() error { _, err := agent.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }, false},
+			{"agent reads another secret", func() error {
+				_, err := agent.CoreV1().Secrets(ns).Get(ctx, otherSecret, metav1.GetOptions{})
+				return err
+			}, false},
+			{"agent creates a secret", func() error {
+				_, err := agent.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "agent-made"}}, metav1.CreateOptions{})
 				return err
 			}, false},
 			{"agent takes the lease", func() error {
@@ -351,4 +467,106 @@ func TestRBACOnAPIServer(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestExistingSecretRBACOnAPIServer applies the chart's RBAC rendered with
+// heartbeat.existingSecret: the controller may create no Secret at all
+// (Ensure is refused, saying why), and both parts reach that one Secret.
+func TestExistingSecretRBACOnAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs etcd and kube-apiserver")
+	}
+	env := shared.Env(t)
+	ctx := t.Context()
+	admin := env.Clientset()
+	// Names of their own per run: the cluster-wide roles stay (-count).
+	release := fmt.Sprintf("herald-existing-%d", time.Now().UnixNano()%1_000_000)
+	ns := release
+	set := map[string]any{"fullnameOverride": release, "heartbeat": map[string]any{"existingSecret": "my-key"}}
+	apply(t, ctx, admin, ns, set, wantRBAC("my-key", false))
+	t.Cleanup(func() {
+		for _, part := range []string{"-controller", "-agent"} {
+			_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), release+part, metav1.DeleteOptions{})
+			_ = admin.RbacV1().ClusterRoles().Delete(context.Background(), release+part, metav1.DeleteOptions{})
+		}
+	})
+	client := func(sa string) kubernetes.Interface {
+		cfg, err := env.ServiceAccountConfig(ctx, ns, sa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctl, agent := client(release+"-controller"), client(release+"-agent")
+
+	for _, ck := range []struct {
+		c    kubernetes.Interface
+		who  string
+		r    rule
+		want bool
+	}{
+		{ctl, "controller", rule{"", "secrets", "create", ""}, false},
+		{ctl, "controller", rule{"", "secrets", "create", "my-key"}, false},
+		{ctl, "controller", rule{"", "secrets", "get", "my-key"}, true},
+		{ctl, "controller", rule{"", "secrets", "get", release + "-heartbeat-key"}, false},
+		{agent, "agent", rule{"", "secrets", "watch", "my-key"}, true},
+		{agent, "agent", rule{"", "secrets", "list", "my-key"}, true},
+		{agent, "agent", rule{"", "secrets", "get", release + "-heartbeat-key"}, false},
+	} {
+		got, err := allowed(ctx, ck.c, ck.r, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != ck.want {
+			t.Errorf("%s may %s: %v, want %v", ck.who, ck.r, got, ck.want)
+		}
+	}
+
+	// The agent waits for the Secret; the controller cannot make it.
+	reports := make(chan error, 10)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		heartbeatkey.Watch(wctx, agent, ns, "my-key", func(k heartbeatkey.Keys, err error) {
+			if err == nil && len(k.Keys) == 0 {
+				err = errors.New("no keys")
+			}
+			reports <- err
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	next := func(what string) error {
+		t.Helper()
+		select {
+		case err := <-reports:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Watch reported nothing within 10s", what)
+			return nil
+		}
+	}
+	if err := next("missing Secret"); !apierrors.IsNotFound(err) {
+		t.Errorf("agent watching a missing existingSecret: %v, want NotFound", err)
+	}
+	if _, err := heartbeatkey.Ensure(ctx, ctl, ns, "my-key", nil); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "existingSecret") {
+		t.Errorf("controller's Ensure with existingSecret: err = %v, want a Forbidden that mentions existingSecret", err)
+	}
+	// The user creates it, in the legacy form, as with chart 0.1.0.
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "my-key"},
+		StringData: map[string]string{"key": "a-key-of-my-own-at-least-16-bytes"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := next("created by the user"); err != nil {
+		t.Errorf("agent after the user created the Secret: %v", err)
+	}
+	if created, err := heartbeatkey.Ensure(ctx, ctl, ns, "my-key", nil); err != nil || created {
+		t.Errorf("controller's Ensure of an existing Secret: %v, %v", created, err)
+	}
 }

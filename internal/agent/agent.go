@@ -1,11 +1,19 @@
 // Package agent is Herald's node agent: the Kubernetes glue that decides,
-// from L2AnnouncementPolicies, Services, EndpointSlices and the node's
-// links, which addresses this node may announce on which interface
+// from L2AnnouncementPolicies, Services, EndpointSlices, its own Node and the
+// node's links, which addresses this node may announce on which interface
 // (internal/announce), keeps a heartbeat presence on each such segment
 // (internal/membership), settles with its peers which node answers for each
-// address (internal/placement), and answers ARP/NDP for the addresses it owns
-// (internal/l2). The API server is needed to learn what to announce, never to
-// keep announcing or to fail over: liveness comes from the segment itself.
+// address (internal/placement), answers ARP/NDP for the addresses it owns
+// (internal/l2) and reports what it does in its HeraldNode. The API server
+// is needed to learn what to announce, never to keep announcing or to fail
+// over: liveness comes from the segment itself.
+//
+// Field safety, in short: an address that has been announced is never given
+// up because another host claims it — the owner defends it (RFC 5227 §2.4
+// (c)) and reports the conflict; a heartbeat that fails authentication comes
+// from a Herald node with another key, never from a stranger, and never
+// makes a node yield; and the keys come from a Secret the agent watches, so
+// a rotation needs no restart.
 package agent
 
 import (
@@ -13,12 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +34,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -37,11 +46,10 @@ import (
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/dataplane"
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/membership"
-	"github.com/herald-lb/herald/internal/netnsenter"
-	"github.com/herald-lb/herald/internal/placement"
 )
 
 // Options configure an Agent.
@@ -50,28 +58,51 @@ type Options struct {
 	NodeName string
 	// ClusterID separates clusters sharing a LAN (default "herald").
 	ClusterID string
-	// Key authenticates heartbeats (HMAC); all agents of a cluster share
-	// it (required, see membership.MinKeyLen).
-	Key []byte
+	// Keys, when set, are fixed heartbeat keys (--key-file); the agent
+	// never reloads them. Without them the agent reads KeySecret.
+	Keys [][]byte
+	// KeySecret is the Secret holding the cluster's heartbeat keys
+	// (entries key-<N>, and the legacy key). The agent watches it and
+	// reloads the keys within seconds of a change, without restarting.
+	KeySecret types.NamespacedName
 	// DefaultClass announces LoadBalancer Services without a class, as the
 	// controller serves them.
 	DefaultClass bool
+	// IgnoreExcludeLabel announces from a node that carries
+	// node.kubernetes.io/exclude-from-external-load-balancers.
+	IgnoreExcludeLabel bool
 	// Interval and DeadAfter tune heartbeats (membership defaults:
 	// 50 ms, 6 intervals).
 	Interval  time.Duration
 	DeadAfter int
 	// Probe configures the RFC 5227 probe / DAD run before an address is
-	// first announced; Disabled skips it.
+	// first announced; ProbeDisable skips it.
 	Probe        l2.ProbeOptions
 	ProbeDisable bool
+	// ConflictReprobe is how often an address found in use before its
+	// first announcement is probed again (default 30 s): once free, it is
+	// no longer excluded.
+	ConflictReprobe time.Duration
+	// ConflictHold is how long a conflict on an announced address stays
+	// reported after the other host's last frame (default 60 s).
+	ConflictHold time.Duration
+	// DefendInterval is the least time between two defences of one
+	// address (default 10 s, RFC 5227's DEFEND_INTERVAL).
+	DefendInterval time.Duration
 	// Dataplane chooses who forwards load-balancer traffic (default none:
 	// kube-proxy or Cilium does).
 	Dataplane DataplaneMode
-	// LeaveGrace bounds how long a stopping agent keeps answering after its
-	// last "leaving" heartbeat while it waits for successors to claim; with
-	// a data plane, the table then forwards for one more LeaveGrace before
-	// it is removed, for clients that have not heard the successor yet.
+	// LeaveGrace bounds how long a node keeps answering an address it
+	// gives up (it stops, it is drained, the address is no longer eligible
+	// here) while it waits for the successor to claim it; with a data
+	// plane, a stopping agent's table then forwards for one more
+	// LeaveGrace before it is removed.
 	LeaveGrace time.Duration
+	// StatusDelay batches HeraldNode status writes: changes within it make
+	// one write (default 200 ms).
+	StatusDelay time.Duration
+	// Version is reported in the HeraldNode status.
+	Version string
 	// NetNS, when set, is the network namespace holding the node's links;
 	// the agent's raw sockets and link watch live there while its API
 	// traffic uses the caller's namespace (tests run several agents in one
@@ -96,6 +127,15 @@ func (o Options) withDefaults() Options {
 	if o.LeaveGrace == 0 {
 		o.LeaveGrace = time.Second
 	}
+	if o.ConflictReprobe == 0 {
+		o.ConflictReprobe = 30 * time.Second
+	}
+	if o.ConflictHold == 0 {
+		o.ConflictHold = time.Minute
+	}
+	if o.StatusDelay == 0 {
+		o.StatusDelay = 200 * time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -112,60 +152,53 @@ type Agent struct {
 	log    *slog.Logger
 	cache  cache.Cache
 	client client.Client
+	kube   kubernetes.Interface
 	status *statusWriter
 	events record.EventBroadcaster
 	l2m    *l2.Metrics
+	health health
+	prober *prober
 
-	trigger chan struct{}             // Kubernetes state changed
-	links   chan []announce.Interface // latest link list
-	updates chan struct{}             // a segment's membership changed
+	trigger chan struct{} // Kubernetes state changed
+	links   chan []link   // latest link list
+	updates chan struct{} // a segment's membership changed
 	probed  chan probeResult
+	keysCh  chan keyUpdate
 
 	// State below is owned by the Run goroutine.
-	ifaces       []announce.Interface
-	segments     map[string]*segment
-	seenClaimed  map[netip.Addr]bool // addresses some node claimed: no probe needed
-	probeState   map[netip.Addr]probeStatus
-	conflicts    map[netip.Addr]l2.Conflict
-	conflictAt   map[netip.Addr]time.Time
-	startFailed  map[string]time.Time // interfaces whose segment failed to start, and when
-	lastPlan     announce.Plan
-	table        *dataplane.Table    // nil without a data plane
-	dpWant       []dataplane.Service // what the table should hold
-	dpHave       []dataplane.Service // what the last successful Sync wrote
-	handedOver   bool                // leave handed addresses to successors
+	linkList  []link
+	ifaces    []announce.Interface // linkList with LAN marked
+	nodeAddrs []netip.Addr
+	excluded  bool // the exclude label applies to this node
+	keys      *membership.Keyring
+	keyErr    string
+	segments  map[string]*segment
+	// seenClaimed are addresses some Herald node claimed: they were probed
+	// by that node, so a take-over needs no probe.
+	seenClaimed map[netip.Addr]bool
+	// announced are addresses the Services say were announced once
+	// (kube.AnnouncedAnnotation): never probed, never given up.
+	announced      map[netip.Addr]bool
+	probeState     map[netip.Addr]probeStatus
+	probeConflicts map[netip.Addr]*conflictRecord // found by a probe: not announced
+	liveConflicts  map[netip.Addr]*conflictRecord // on announced addresses: defended
+	answerSince    map[netip.Addr]time.Time
+	startFailed    map[string]time.Time // interfaces whose segment failed to start, and when
+	lastPlan       announce.Plan
+	table          *dataplane.Table    // nil without a data plane
+	dpWant         []dataplane.Service // what the table should hold
+	dpHave         []dataplane.Service // what the last successful Sync wrote
+	handedOver     bool                // leave handed addresses to successors
+	incarnation    uint64
+
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
 }
 
-type probeStatus int
-
-const (
-	probeRunning probeStatus = iota + 1
-	probePassed
-	probeFailed
-)
-
-type probeResult struct {
-	addr     netip.Addr
-	conflict *l2.Conflict
-	err      error
-}
-
-// segment is this node's presence on one interface.
-type segment struct {
-	iface     string
-	member    *membership.Member
-	responder *l2.Responder
-	cancel    context.CancelFunc
-	done      sync.WaitGroup
-	eligible  []netip.Addr
-	// eligibleSince is when each address became eligible here: a node
-	// claims nothing new until it has been eligible for an interval, so
-	// the peers' eligibility has had time to arrive.
-	eligibleSince map[netip.Addr]time.Time
-	answering     map[netip.Addr]bool
-	claims        map[netip.Addr]bool
+// keyUpdate is a new set of heartbeat keys, or why there is none.
+type keyUpdate struct {
+	keys [][]byte
+	err  error
 }
 
 // New builds an agent for the cluster cfg points at.
@@ -174,8 +207,13 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if opts.NodeName == "" {
 		return nil, errors.New("node name is empty: set --node-name or NODE_NAME")
 	}
-	if len(opts.Key) < membership.MinKeyLen {
-		return nil, fmt.Errorf("heartbeat key has %d bytes, want at least %d", len(opts.Key), membership.MinKeyLen)
+	if len(opts.Keys) == 0 && opts.KeySecret.Name == "" {
+		return nil, errors.New("no heartbeat key: name the Secret (--heartbeat-secret) or a key file (--key-file)")
+	}
+	if len(opts.Keys) > 0 {
+		if _, err := membership.NewKeyring(opts.Keys...); err != nil {
+			return nil, fmt.Errorf("heartbeat key: %w", err)
+		}
 	}
 	scheme, err := kube.Scheme()
 	if err != nil {
@@ -184,48 +222,61 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
 		ByObject: map[client.Object]cache.ByObject{
-			// Only this node's Node object: its labels feed nodeSelectors.
+			// Only this node's Node object: its labels feed nodeSelectors
+			// and the exclude label, its addresses find the LAN.
 			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create informer cache: %w", err)
 	}
-	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
+	cl, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{
+		Reader: c,
+		// The agent reads its own HeraldNode only, and rarely: no informer
+		// holding every node's report.
+		DisableFor: []client.Object{&heraldv1.HeraldNode{}},
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("create API client: %w", err)
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
+	kc, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kc.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "herald-agent", Host: opts.NodeName})
 	l2m, err := l2.NewMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register l2 metrics: %w", err)
 	}
 	log := opts.Logger.With("component", "agent", "node", opts.NodeName)
-	return &Agent{
-		opts:        opts,
-		log:         log,
-		cache:       c,
-		client:      cl,
-		status:      newStatusWriter(cl, recorder, opts.NodeName, log),
-		events:      broadcaster,
-		l2m:         l2m,
-		trigger:     make(chan struct{}, 1),
-		links:       make(chan []announce.Interface, 1),
-		updates:     make(chan struct{}, 1),
-		probed:      make(chan probeResult, 16),
-		segments:    map[string]*segment{},
-		seenClaimed: map[netip.Addr]bool{},
-		probeState:  map[netip.Addr]probeStatus{},
-		conflicts:   map[netip.Addr]l2.Conflict{},
-		conflictAt:  map[netip.Addr]time.Time{},
-		startFailed: map[string]time.Time{},
-	}, nil
+	a := &Agent{
+		opts:           opts,
+		log:            log,
+		cache:          c,
+		client:         cl,
+		kube:           kc,
+		events:         broadcaster,
+		l2m:            l2m,
+		trigger:        make(chan struct{}, 1),
+		links:          make(chan []link, 1),
+		updates:        make(chan struct{}, 1),
+		probed:         make(chan probeResult, 16),
+		keysCh:         make(chan keyUpdate, 1),
+		segments:       map[string]*segment{},
+		seenClaimed:    map[netip.Addr]bool{},
+		announced:      map[netip.Addr]bool{},
+		probeState:     map[netip.Addr]probeStatus{},
+		probeConflicts: map[netip.Addr]*conflictRecord{},
+		liveConflicts:  map[netip.Addr]*conflictRecord{},
+		answerSince:    map[netip.Addr]time.Time{},
+		startFailed:    map[string]time.Time{},
+		incarnation:    uint64(time.Now().UnixNano()),
+	}
+	a.status = newStatusWriter(cl, recorder, opts.NodeName, opts.StatusDelay, log)
+	a.prober = newProber(opts.NetNS, opts.Probe, a.probed)
+	return a, nil
 }
 
 func signal(ch chan struct{}) {
@@ -234,6 +285,11 @@ func signal(ch chan struct{}) {
 	default:
 	}
 }
+
+// Healthy reports whether the agent's loops are alive: the informers
+// synced, the main loop turned recently, and every segment's heartbeats
+// and responder run. It backs /healthz, so a wedged agent is restarted.
+func (a *Agent) Healthy(context.Context) error { return a.health.check(time.Now()) }
 
 // Run announces until ctx is done, then leaves gracefully: peers are told
 // at once, and this node keeps answering until its successors claim (or
@@ -254,21 +310,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	// The cache and the status writer outlive ctx a little: a stopping
-	// agent still reads state while it hands over.
+	// agent still reads state while it hands over, and reports the end.
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := a.cache.Start(bg); err != nil {
 			a.log.Error("informer cache stopped", "err", err)
+			a.health.fail("informer cache stopped: " + err.Error())
 		}
 	})
-	wg.Go(func() { a.status.run(bg) })
 	defer wg.Wait()
 	defer stopBG()
 	defer a.events.Shutdown()
 
+	// Probes run on a bounded pool and end with the agent.
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	wg.Go(func() { a.prober.run(probeCtx) })
+	defer stopProbes()
+
 	linkErr := make(chan error, 1)
 	wg.Go(func() { linkErr <- watchLinks(bg, a.opts.NetNS, a.links, a.log) })
+	a.watchKeys(bg, &wg)
 
 	if !a.cache.WaitForCacheSync(ctx) {
 		if ctx.Err() != nil {
@@ -276,6 +338,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return errors.New("informer caches did not sync")
 	}
+	a.health.synced()
+	a.restoreConflicts(ctx)
+	wg.Go(func() { a.status.run(bg) })
 	if err := a.openDataplane(); err != nil {
 		return err
 	}
@@ -294,7 +359,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	a.log.Info("agent started", "dataplane", a.table != nil)
+	a.log.Info("agent started", "dataplane", a.table != nil, "incarnation", a.incarnation)
 	tick := time.NewTicker(a.opts.Interval)
 	defer tick.Stop()
 	linksKnown := false
@@ -306,21 +371,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			a.leave()
+			a.status.flush(bg, a.statusSnapshot())
 			return nil
 		case err := <-linkErr:
 			a.leave()
 			return fmt.Errorf("watching links: %w", err)
-		case a.ifaces = <-a.links:
+		case a.linkList = <-a.links:
 			linksKnown, replan = true, true
+		case u := <-a.keysCh:
+			a.applyKeys(u)
 		case <-a.trigger:
 			replan = true
 		case <-a.updates:
 		case r := <-a.probed:
 			a.probeDone(r)
 		case <-tick.C:
-			// Settling, leaving peers and grace windows change with time
-			// alone.
+			// Settling, leaving peers, grace windows and re-probes change
+			// with time alone.
 		}
+		a.health.turned(time.Now())
 		if !linksKnown {
 			continue // deciding without the node's links would report false problems
 		}
@@ -344,12 +413,43 @@ func (a *Agent) reconcile(ctx context.Context, replan bool) {
 	a.lastPlan = plan
 	a.syncDataplane(ctx)
 	a.drainConflicts()
-	a.expireConflicts()
+	a.expireConflicts(time.Now())
+	a.scheduleReprobes(time.Now())
 
-	// Segments: one per interface with something eligible.
-	for name, seg := range a.segments {
-		if len(plan.Eligible[name]) == 0 {
+	if a.keys == nil {
+		// No key, no heartbeat: without one this node cannot take part,
+		// and announcing alone would answer for addresses peers own.
+		for name, seg := range a.segments {
 			a.stopSegment(seg, true)
+			delete(a.segments, name)
+		}
+		a.status.update(a.statusSnapshot())
+		return
+	}
+
+	// Segments: one per interface with something eligible. A segment
+	// whose last address went away keeps answering, leaving, until the
+	// successors claim (make before break), then stops.
+	for name, seg := range a.segments {
+		if len(plan.Eligible[name]) > 0 && seg.leavingSince.IsZero() {
+			continue
+		}
+		if len(plan.Eligible[name]) > 0 {
+			// Eligible again while leaving: the member's leaving flag is
+			// final, so stop now and start afresh below.
+			a.stopSegment(seg, false)
+			delete(a.segments, name)
+			continue
+		}
+		if seg.leavingSince.IsZero() {
+			seg.leavingSince = time.Now()
+			a.log.Info("nothing left to announce on interface; handing over", "interface", name)
+			lctx, cancel := context.WithTimeout(context.Background(), 3*a.opts.Interval)
+			_ = seg.member.Leave(lctx)
+			cancel()
+		}
+		if a.decide(seg, true) == 0 || time.Since(seg.leavingSince) >= a.opts.LeaveGrace {
+			a.stopSegment(seg, false)
 			delete(a.segments, name)
 		}
 	}
@@ -368,29 +468,22 @@ func (a *Agent) reconcile(ctx context.Context, replan bool) {
 			delete(a.startFailed, name)
 			a.segments[name] = seg
 		}
-		seg.eligible = eligible
-		now := time.Now()
-		for _, ip := range eligible {
-			if _, ok := seg.eligibleSince[ip]; !ok {
-				seg.eligibleSince[ip] = now
-			}
-		}
-		for ip := range seg.eligibleSince {
-			if !slices.Contains(eligible, ip) {
-				delete(seg.eligibleSince, ip)
-			}
-		}
+		seg.setEligible(eligible, time.Now())
 	}
 
 	names := make([]string, 0, len(a.segments))
-	for n := range a.segments {
-		names = append(names, n)
+	for n, seg := range a.segments {
+		if seg.leavingSince.IsZero() {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, name := range names {
 		a.decide(a.segments[name], false)
 	}
-	a.status.update(a.ownership(), plan)
+	a.trackAnswers()
+	a.health.segments(a.segmentsHealthy())
+	a.status.update(a.statusSnapshot())
 }
 
 // plan computes the current eligibility from the cache.
@@ -414,9 +507,11 @@ func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
 	}
 	var policies []announce.Policy
 	for i := range pols.Items {
-		v, err := policyView(&pols.Items[i], nodePtr)
+		v, err := kube.PolicyView(&pols.Items[i], nodePtr)
 		if err != nil {
-			a.log.Warn("policy cannot be used", "policy", pols.Items[i].Name, "err", err)
+			// The controller reports it on the policy; here it just
+			// selects nothing.
+			a.log.Debug("policy cannot be used", "policy", pols.Items[i].Name, "err", err)
 			continue
 		}
 		policies = append(policies, v)
@@ -426,405 +521,178 @@ func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
 	}
 	local := localReadyServices(eps.Items, a.opts.NodeName)
 	var services []announce.Service
+	announced := map[netip.Addr]bool{}
 	for i := range svcs.Items {
 		s := &svcs.Items[i]
-		if v, ok := serviceView(s, a.opts.DefaultClass, local[s.Namespace+"/"+s.Name]); ok {
+		if v, ok := kube.AnnounceService(s, a.opts.DefaultClass, local[s.Namespace+"/"+s.Name]); ok {
 			services = append(services, v)
+			for _, ip := range kube.AnnouncedAddrs(s) {
+				announced[ip] = true
+			}
 		}
 	}
-	return announce.Compute(a.opts.NodeName, a.ifaces, policies, services), nil
+	a.announced = announced
+	a.nodeAddrs = nodeAddresses(nodePtr)
+	a.excluded = nodePtr != nil && excludedByLabel(nodePtr) && !a.opts.IgnoreExcludeLabel
+	a.ifaces = withLAN(a.linkList, a.nodeAddrs)
+	return announce.Compute(announce.Node{Name: a.opts.NodeName, ExcludedByLabel: a.excluded}, a.ifaces, policies, services), nil
 }
 
-// startSegment opens the heartbeat member and the responder on an
-// interface, inside the node's network namespace.
-func (a *Agent) startSegment(name string) (*segment, error) {
-	seg := &segment{iface: name, answering: map[netip.Addr]bool{}, claims: map[netip.Addr]bool{}, eligibleSince: map[netip.Addr]time.Time{}}
-	log := a.log.With("interface", name)
-	err := netnsenter.DoOptional(a.opts.NetNS, func() error {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return fmt.Errorf("find interface: %w", err)
-		}
-		seg.member, err = membership.New(membership.Config{
-			Interface: name, Node: a.opts.NodeName, ClusterID: a.opts.ClusterID, Key: a.opts.Key,
-			Interval: a.opts.Interval, DeadAfter: a.opts.DeadAfter, Registerer: a.opts.Registerer, Logger: log,
-		})
-		if err != nil {
-			return fmt.Errorf("start heartbeats: %w", err)
-		}
-		seg.responder, err = l2.NewResponder(ifi, l2.Options{
-			Logger: log, Metrics: a.l2m, OnConflict: a.onConflict,
-		})
-		if err != nil {
-			_ = seg.member.Close()
-			return fmt.Errorf("start responder: %w", err)
-		}
+// excludedByLabel reports whether node carries the exclude label (any
+// value, as the Kubernetes convention has it).
+func excludedByLabel(node *corev1.Node) bool {
+	_, ok := node.Labels[kube.ExcludeFromLBLabel]
+	return ok
+}
+
+// nodeAddresses are the Node's InternalIP and ExternalIP addresses.
+func nodeAddresses(node *corev1.Node) []netip.Addr {
+	if node == nil {
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	seg.cancel = cancel
-	seg.done.Go(func() {
-		if err := seg.member.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("heartbeats stopped", "err", err)
-		}
-	})
-	seg.done.Go(func() {
-		if err := seg.responder.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("responder stopped", "err", err)
-		}
-	})
-	seg.done.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-seg.member.Updates():
-				if !ok {
-					return
-				}
-				signal(a.updates)
-			}
-		}
-	})
-	log.Info("announcing on interface")
-	return seg, nil
-}
-
-// stopSegment ends the presence on an interface; with leave, peers are told
-// first so they take over at once.
-func (a *Agent) stopSegment(seg *segment, leave bool) {
-	if leave {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*a.opts.Interval)
-		_ = seg.member.Leave(ctx)
-		cancel()
-	}
-	seg.responder.SetOwned(nil)
-	seg.cancel()
-	seg.done.Wait()
-	a.log.Info("stopped announcing on interface", "interface", seg.iface)
-}
-
-// decide runs placement for every eligible address of a segment and applies
-// the outcome: heartbeat claims, answers, probes.
-func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
-	snap := seg.member.Snapshot()
-	eligibleBy := map[netip.Addr][]string{}
-	claimedBy := map[netip.Addr][]string{}
-	var leavingPeers []string
-	for _, p := range snap.Peers {
-		if p.Leaving {
-			leavingPeers = append(leavingPeers, p.Node)
-		}
-		for _, ip := range p.Eligible {
-			eligibleBy[ip] = append(eligibleBy[ip], p.Node)
-		}
-		for _, ip := range p.Claims {
-			claimedBy[ip] = append(claimedBy[ip], p.Node)
-			a.seenClaimed[ip] = true
-		}
-	}
-	if leaving {
-		leavingPeers = append(leavingPeers, a.opts.NodeName)
-	}
-	claims := map[netip.Addr]bool{}
-	answer := map[netip.Addr]bool{}
-	type verdict struct {
-		d placement.Decision
-		v placement.View
-	}
-	why := map[netip.Addr]verdict{}
-	for _, ip := range seg.eligible {
-		v := placement.View{
-			Self:      a.opts.NodeName,
-			Eligible:  append([]string{a.opts.NodeName}, eligibleBy[ip]...),
-			Claimants: claimedBy[ip],
-			Leaving:   leavingPeers,
-			Settled:   snap.Settled && time.Since(seg.eligibleSince[ip]) >= a.opts.Interval,
-		}
-		if seg.claims[ip] {
-			v.Claimants = append(v.Claimants, a.opts.NodeName)
-		}
-		d := placement.Decide(ip, v)
-		why[ip] = verdict{d, v}
-		if leaving {
-			// Keep answering what this node answers until the successor
-			// claims it; with no successor there is nothing to wait for.
-			if seg.answering[ip] && !d.OwnerClaims {
-				answer[ip], claims[ip] = true, true
-				if d.Owner != "" && d.Owner != a.opts.NodeName {
-					pending++
-				}
-			}
+	var out []netip.Addr
+	for _, a := range node.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		if _, bad := a.conflicts[ip]; bad {
-			continue // a foreign host uses it: neither claim nor answer (reported)
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
 		}
-		if d.Claim && !a.mayAnswer(seg, ip) {
-			// Being probed: not claimed yet, so peers do not mistake it
-			// for an address Herald already announces.
-			continue
-		}
-		if d.Claim {
-			claims[ip] = true
-		}
-		if d.Answer {
-			answer[ip] = true
-		}
-	}
-	advertised := seg.eligible
-	if !snap.Settled || leaving {
-		// Until this node has heard every live peer it advertises nothing
-		// new, so peers keep serving while it warms up.
-		advertised = nil
-	}
-	if err := seg.member.SetState(advertised, sortedAddrs(claims)); err != nil {
-		a.log.Warn("cannot publish claims", "interface", seg.iface, "err", err)
-	}
-	seg.claims = claims
-	if !maps.Equal(seg.answering, answer) {
-		for ip := range answer {
-			if !seg.answering[ip] {
-				a.seenClaimed[ip] = true
-				w := why[ip]
-				a.log.Info("answering", "ip", ip, "interface", seg.iface, "reason", w.d.Reason,
-					"eligible", w.v.Eligible, "claimants", w.v.Claimants)
-			}
-		}
-		for ip := range seg.answering {
-			if !answer[ip] {
-				a.log.Info("stopped answering", "ip", ip, "interface", seg.iface)
-			}
-		}
-		seg.answering = answer
-		seg.responder.SetOwned(sortedAddrs(answer))
-	}
-	return pending
-}
-
-// mayAnswer gates the first claim of an address nobody has claimed: it is
-// probed first (RFC 5227 / DAD) so Herald never steals an address a foreign
-// host uses. Addresses seen claimed by any node were probed by that node and
-// are taken at once: fail-over must not wait for a probe.
-func (a *Agent) mayAnswer(seg *segment, ip netip.Addr) bool {
-	if a.opts.ProbeDisable || a.seenClaimed[ip] || a.probeState[ip] == probePassed {
-		return true
-	}
-	if a.probeState[ip] == probeRunning || a.probeState[ip] == probeFailed {
-		return false
-	}
-	a.probeState[ip] = probeRunning
-	iface, opts, ns := seg.iface, a.opts.Probe, a.opts.NetNS
-	go func() {
-		var conflict *l2.Conflict
-		err := netnsenter.DoOptional(ns, func() error {
-			ifi, err := net.InterfaceByName(iface)
-			if err != nil {
-				return fmt.Errorf("find interface: %w", err)
-			}
-			// The probe runs in the background; its sockets are opened
-			// here, in the node's namespace.
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conflict, err = l2.Probe(ctx, ifi, ip, opts)
-			return err
-		})
-		a.probed <- probeResult{addr: ip, conflict: conflict, err: err}
-	}()
-	return false
-}
-
-// probeDone records a probe's outcome.
-func (a *Agent) probeDone(r probeResult) {
-	switch {
-	case r.err != nil:
-		a.log.Warn("probe failed; will retry", "ip", r.addr, "err", r.err)
-		delete(a.probeState, r.addr)
-	case r.conflict != nil && a.isPeerMAC(r.conflict.MAC):
-		// Another Herald node already answers: the address is Herald's,
-		// and placement settles who keeps it.
-		a.seenClaimed[r.addr] = true
-		delete(a.probeState, r.addr)
-	case r.conflict != nil:
-		a.log.Warn("address in use by another host on the LAN; not announcing", "ip", r.addr,
-			"mac", r.conflict.MAC.String(), "interface", r.conflict.Interface)
-		a.probeState[r.addr] = probeFailed
-		a.conflicts[r.addr] = *r.conflict
-		a.conflictAt[r.addr] = time.Now()
-	default:
-		a.probeState[r.addr] = probePassed
-	}
-}
-
-// onConflict is called by responders (on their goroutines) when another
-// MAC answers for an owned address.
-func (a *Agent) onConflict(c l2.Conflict) {
-	a.conflictsMu.Lock()
-	a.newConflicts = append(a.newConflicts, c)
-	a.conflictsMu.Unlock()
-	signal(a.updates)
-}
-
-// drainConflicts classifies conflicts reported by responders: a peer's MAC
-// is a hand-over in progress (placement settles it); any other MAC is a
-// foreign host and the address is no longer announced.
-func (a *Agent) drainConflicts() {
-	a.conflictsMu.Lock()
-	cs := a.newConflicts
-	a.newConflicts = nil
-	a.conflictsMu.Unlock()
-	for _, c := range cs {
-		if a.isPeerMAC(c.MAC) {
-			continue
-		}
-		if _, known := a.conflicts[c.Addr]; !known {
-			a.log.Warn("another host answers for an announced address; withdrawing", "ip", c.Addr,
-				"mac", c.MAC.String(), "interface", c.Interface, "kind", c.Kind)
-		}
-		a.conflicts[c.Addr] = c
-		a.conflictAt[c.Addr] = time.Now()
-		delete(a.seenClaimed, c.Addr) // probe again before any new claim
-	}
-}
-
-// conflictRetry is how long an address a foreign host used stays
-// withdrawn before it is probed again: the host may have gone.
-const conflictRetry = 30 * time.Second
-
-// expireConflicts forgets conflicts older than conflictRetry, so the
-// address is probed afresh.
-func (a *Agent) expireConflicts() {
-	for ip, at := range a.conflictAt {
-		if time.Since(at) >= conflictRetry {
-			delete(a.conflicts, ip)
-			delete(a.conflictAt, ip)
-			delete(a.probeState, ip)
-		}
-	}
-}
-
-func (a *Agent) isPeerMAC(mac net.HardwareAddr) bool {
-	for _, seg := range a.segments {
-		for _, p := range seg.member.Snapshot().Peers {
-			if slices.Equal(p.HardwareAddr, mac) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// ownership is, for the status writer, what this node knows about an
-// address: the interface it answers on, or the foreign host that uses it.
-type ownership struct {
-	// Interface this node answers on ("" for a conflict).
-	Interface string
-	// ConflictWith describes the foreign host ("<mac> on <interface>"), or
-	// is "" when this node announces the address.
-	ConflictWith string
-}
-
-// ownership lists the addresses this node answers for (on the first
-// interface by name) and those a foreign host uses.
-func (a *Agent) ownership() map[netip.Addr]ownership {
-	out := map[netip.Addr]ownership{}
-	for name, seg := range a.segments {
-		for ip := range seg.answering {
-			if cur, ok := out[ip]; !ok || name < cur.Interface {
-				out[ip] = ownership{Interface: name}
-			}
-		}
-	}
-	for ip, c := range a.conflicts {
-		out[ip] = ownership{ConflictWith: c.MAC.String() + " on " + c.Interface}
 	}
 	return out
 }
 
-// leave hands every address over: a last "leaving" heartbeat on each
-// segment, then answers continue until each successor claims or the grace
-// window ends.
-func (a *Agent) leave() {
-	if len(a.segments) == 0 {
-		return
-	}
-	a.handedOver = true
-	a.log.Info("leaving: handing addresses over")
-	ctx, cancel := context.WithTimeout(context.Background(), a.opts.LeaveGrace)
-	defer cancel()
-	for _, seg := range a.segments {
-		_ = seg.member.Leave(ctx)
-	}
-	tick := time.NewTicker(a.opts.Interval / 2)
-	defer tick.Stop()
-handover:
-	for {
-		pending := 0
-		for _, seg := range a.segments {
-			pending += a.decide(seg, true)
-		}
-		if pending == 0 {
-			break
+// watchKeys starts the source of heartbeat keys: the fixed keys are sent
+// once; otherwise the Secret is watched and every change is sent.
+func (a *Agent) watchKeys(ctx context.Context, wg *sync.WaitGroup) {
+	send := func(u keyUpdate) {
+		select {
+		case <-a.keysCh: // only the latest matters
+		default:
 		}
 		select {
+		case a.keysCh <- u:
 		case <-ctx.Done():
-			a.log.Warn("grace window over before every successor claimed", "pending", pending)
-			break handover
-		case <-tick.C:
 		}
 	}
-	for name, seg := range a.segments {
-		a.stopSegment(seg, false)
-		delete(a.segments, name)
+	if len(a.opts.Keys) > 0 {
+		send(keyUpdate{keys: a.opts.Keys})
+		return
+	}
+	ns, name := a.opts.KeySecret.Namespace, a.opts.KeySecret.Name
+	wg.Go(func() {
+		heartbeatkey.Watch(ctx, a.kube, ns, name, func(ks heartbeatkey.Keys, err error) {
+			send(keyUpdate{keys: ks.Values(), err: err})
+		})
+	})
+}
+
+// applyKeys installs new heartbeat keys on every segment at once, so the
+// next heartbeat is signed with them and incoming ones are checked with
+// them. An error keeps the keys the agent has: a Secret that disappears or
+// turns invalid must not silence a running cluster.
+func (a *Agent) applyKeys(u keyUpdate) {
+	if u.err == nil && len(u.keys) == 0 {
+		u.err = errors.New("the heartbeat Secret holds no key")
+	}
+	if u.err != nil {
+		a.keyErr = u.err.Error()
+		if a.keys == nil {
+			a.log.Warn("no heartbeat key yet; announcing nothing until there is one", "err", u.err)
+		} else {
+			a.log.Warn("heartbeat keys unusable; keeping the current ones", "err", u.err, "fingerprints", a.keys.Fingerprints())
+		}
+		return
+	}
+	ring, err := membership.NewKeyring(u.keys...)
+	if err != nil {
+		a.keyErr = err.Error()
+		a.log.Warn("heartbeat keys unusable; keeping the current ones", "err", err)
+		return
+	}
+	a.keyErr = ""
+	if a.keys != nil && slices.Equal(a.keys.Fingerprints(), ring.Fingerprints()) {
+		return
+	}
+	a.log.Info("heartbeat keys loaded", "fingerprints", ring.Fingerprints())
+	a.keys = ring
+	for _, seg := range a.segments {
+		if err := seg.member.SetKeys(ring); err != nil {
+			a.log.Warn("cannot load heartbeat keys on interface", "interface", seg.iface, "err", err)
+		}
 	}
 }
 
-// openDataplane resolves --dataplane (auto asks dataplane.Detect) and opens
-// Herald's nftables table when this node should forward.
-func (a *Agent) openDataplane() error {
-	mode := a.opts.Dataplane
-	if mode == DataplaneAuto {
-		m, why, err := dataplane.Detect(a.opts.NetNS)
-		if err != nil {
-			return fmt.Errorf("detect the data plane: %w", err)
-		}
-		mode = DataplaneNFTables
-		if m == dataplane.ModeNone {
-			mode = DataplaneNone
-			a.log.Info("another data plane forwards load-balancer traffic; Herald only announces", "evidence", why)
+// segmentsHealthy returns why a segment's loops stopped, or "".
+func (a *Agent) segmentsHealthy() string {
+	for name, seg := range a.segments {
+		if msg := seg.failed.Load(); msg != nil {
+			return fmt.Sprintf("interface %s: %s", name, *msg)
 		}
 	}
-	if mode != DataplaneNFTables {
+	return ""
+}
+
+// trackAnswers keeps, for the status, since when this node answers each
+// address (on any interface).
+func (a *Agent) trackAnswers() {
+	now := time.Now()
+	answering := map[netip.Addr]bool{}
+	for _, seg := range a.segments {
+		for ip := range seg.answering {
+			answering[ip] = true
+			if _, ok := a.answerSince[ip]; !ok {
+				a.answerSince[ip] = now
+			}
+		}
+	}
+	for ip := range a.answerSince {
+		if !answering[ip] {
+			delete(a.answerSince, ip)
+		}
+	}
+}
+
+// incarnationString is the incarnation as the status shows it.
+func (a *Agent) incarnationString() string { return strconv.FormatUint(a.incarnation, 10) }
+
+// health tracks what /healthz reports.
+type health struct {
+	isSynced atomic.Bool
+	lastTurn atomic.Int64 // Unix ns of the main loop's last turn
+	segErr   atomic.Pointer[string]
+	fatal    atomic.Pointer[string]
+}
+
+// stallLimit is how long the main loop may go without turning before the
+// agent is unhealthy: it turns every heartbeat interval, so anything near
+// this is a wedged agent, not a busy one.
+const stallLimit = 30 * time.Second
+
+func (h *health) synced()            { h.isSynced.Store(true) }
+func (h *health) turned(t time.Time) { h.lastTurn.Store(t.UnixNano()) }
+func (h *health) fail(msg string)    { h.fatal.Store(&msg) }
+func (h *health) segments(msg string) {
+	if msg == "" {
+		h.segErr.Store(nil)
+		return
+	}
+	h.segErr.Store(&msg)
+}
+
+func (h *health) check(now time.Time) error {
+	if msg := h.fatal.Load(); msg != nil {
+		return errors.New(*msg)
+	}
+	if !h.isSynced.Load() {
+		// Starting up: the kubelet's initial delay covers a normal sync.
 		return nil
 	}
-	t, err := dataplane.Open(dataplane.Options{NetNS: a.opts.NetNS, Logger: a.log})
-	if err != nil {
-		return fmt.Errorf("open the nftables data plane: %w", err)
+	if last := h.lastTurn.Load(); last != 0 && now.Sub(time.Unix(0, last)) > stallLimit {
+		return fmt.Errorf("main loop has not run for %s", now.Sub(time.Unix(0, last)).Round(time.Second))
 	}
-	a.table = t
+	if msg := h.segErr.Load(); msg != nil {
+		return errors.New(*msg)
+	}
 	return nil
-}
-
-// syncDataplane writes the table when the wanted view changed; a failure
-// is retried on the next re-plan, and the previous rules keep forwarding.
-func (a *Agent) syncDataplane(ctx context.Context) {
-	if a.table == nil || (a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave)) {
-		return
-	}
-	err := a.table.Sync(ctx, a.dpWant)
-	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
-		a.log.Warn("programming the nftables data plane failed", "err", err)
-		return
-	}
-	if err != nil {
-		// Valid services are programmed; the error names the others.
-		a.log.Warn("some services cannot be forwarded", "err", err)
-	}
-	a.dpHave = slices.Clone(a.dpWant)
-	if a.dpHave == nil {
-		a.dpHave = []dataplane.Service{}
-	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/vishvananda/netlink"
@@ -14,33 +16,74 @@ import (
 	"github.com/herald-lb/herald/internal/announce"
 )
 
-// listInterfaces reads the node's links through h.
-func listInterfaces(h *netlink.Handle) ([]announce.Interface, error) {
+// link is one network interface of the node: the view announce decides on
+// (without LAN, which needs the Node's addresses), its MAC and its
+// addresses.
+type link struct {
+	announce.Interface
+	MAC   string
+	Addrs []netip.Addr
+}
+
+// withLAN returns the announce view of links, marking as LAN the
+// interfaces that carry one of the node's own addresses.
+func withLAN(links []link, nodeAddrs []netip.Addr) []announce.Interface {
+	out := make([]announce.Interface, len(links))
+	for i, l := range links {
+		out[i] = l.Interface
+		for _, a := range l.Addrs {
+			if slices.Contains(nodeAddrs, a) {
+				out[i].LAN = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+// listLinks reads the node's links and their addresses through h.
+func listLinks(h *netlink.Handle) ([]link, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	out := make([]announce.Interface, 0, len(links))
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	byIndex := map[int][]netip.Addr{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip.Unmap())
+		}
+	}
+	out := make([]link, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
 		// A link is up when it is administratively up and its carrier is
 		// not known to be down (veth and dummy links report "unknown").
 		up := a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown)
-		out = append(out, announce.Interface{
-			Name:      a.Name,
-			Up:        up,
-			Broadcast: a.Flags&net.FlagBroadcast != 0 && a.RawFlags&unix.IFF_NOARP == 0,
-			Loopback:  a.Flags&net.FlagLoopback != 0,
-			Enslaved:  a.MasterIndex != 0,
+		ips := byIndex[a.Index]
+		slices.SortFunc(ips, netip.Addr.Compare)
+		out = append(out, link{
+			Interface: announce.Interface{
+				Name:      a.Name,
+				Up:        up,
+				Broadcast: a.Flags&net.FlagBroadcast != 0 && a.RawFlags&unix.IFF_NOARP == 0,
+				Loopback:  a.Flags&net.FlagLoopback != 0,
+				Enslaved:  a.MasterIndex != 0,
+			},
+			MAC:   a.HardwareAddr.String(),
+			Addrs: ips,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// watchLinks sends the node's interfaces to out now and after every link
-// change, until ctx is done. out keeps only the latest list.
-func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []announce.Interface, log *slog.Logger) error {
+// watchLinks sends the node's links to out now and after every change of a
+// link or an address, until ctx is done. out keeps only the latest list.
+func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []link, log *slog.Logger) error {
 	var h *netlink.Handle
 	var err error
 	if ns != nil {
@@ -53,24 +96,25 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []announce.Int
 	}
 	defer h.Close()
 
-	updates := make(chan netlink.LinkUpdate, 64)
+	linkUpdates := make(chan netlink.LinkUpdate, 64)
+	addrUpdates := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
-	opts := netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) {
-			if ctx.Err() == nil {
-				log.Warn("link subscription error", "err", err)
-			}
-		},
+	onErr := func(err error) {
+		if ctx.Err() == nil {
+			log.Warn("netlink subscription error", "err", err)
+		}
 	}
-	if ns != nil {
-		opts.Namespace = ns
-	}
-	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
+	lopts := netlink.LinkSubscribeOptions{ErrorCallback: onErr, Namespace: ns}
+	if err := netlink.LinkSubscribeWithOptions(linkUpdates, done, lopts); err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)
 	}
+	aopts := netlink.AddrSubscribeOptions{ErrorCallback: onErr, Namespace: ns}
+	if err := netlink.AddrSubscribeWithOptions(addrUpdates, done, aopts); err != nil {
+		return fmt.Errorf("subscribe to address updates: %w", err)
+	}
 	send := func() error {
-		ifaces, err := listInterfaces(h)
+		links, err := listLinks(h)
 		if err != nil {
 			return err
 		}
@@ -78,7 +122,7 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []announce.Int
 		case <-out: // drop the stale list: only the latest matters
 		default:
 		}
-		out <- ifaces
+		out <- links
 		return nil
 	}
 	if err := send(); err != nil {
@@ -88,21 +132,26 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []announce.Int
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-updates:
+		case _, ok := <-linkUpdates:
 			if !ok {
 				return fmt.Errorf("link subscription closed")
 			}
-			// Drain a burst of updates before listing once.
-			for drained := false; !drained; {
-				select {
-				case <-updates:
-				default:
-					drained = true
-				}
+		case _, ok := <-addrUpdates:
+			if !ok {
+				return fmt.Errorf("address subscription closed")
 			}
-			if err := send(); err != nil {
-				log.Warn("listing links failed", "err", err)
+		}
+		// Drain a burst of updates before listing once.
+		for drained := false; !drained; {
+			select {
+			case <-linkUpdates:
+			case <-addrUpdates:
+			default:
+				drained = true
 			}
+		}
+		if err := send(); err != nil {
+			log.Warn("listing links failed", "err", err)
 		}
 	}
 }

@@ -507,4 +507,3 @@ func TestStandbyTakesOver(t *testing.T) {
 		t.Fatalf("lease holder after take-over: %v %v", lease, err)
 	}
 }
-

@@ -11,8 +11,26 @@
 {{- define "herald.controller" -}}{{ include "herald.fullname" . }}-controller{{- end -}}
 {{- define "herald.agent" -}}{{ include "herald.fullname" . }}-agent{{- end -}}
 
+{{/*
+The heartbeat key Secret: heartbeat.existingSecret (one you manage), else
+heartbeat.secretName, else <fullname>-heartbeat-key: the name chart 0.1.0
+gave the Secret it rendered, so an upgrade finds the agents' key there.
+*/}}
 {{- define "herald.heartbeatSecret" -}}
-{{- default (printf "%s-heartbeat-key" (include "herald.fullname" .)) .Values.heartbeat.existingSecret -}}
+{{- $h := .Values.heartbeat -}}
+{{- if and $h.existingSecret $h.secretName (ne $h.existingSecret $h.secretName) -}}
+{{- fail (printf "heartbeat.existingSecret (%q) and heartbeat.secretName (%q) differ: set one of them" $h.existingSecret $h.secretName) -}}
+{{- end -}}
+{{- $name := default (printf "%s-heartbeat-key" (include "herald.fullname" .)) (default $h.secretName $h.existingSecret) -}}
+{{- if or (gt (len $name) 253) (not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$" $name)) -}}
+{{- fail (printf "heartbeat Secret name %q is not a valid Secret name (lowercase letters, digits, '-' and '.')" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* "true" when the controller creates the heartbeat Secret if missing: unless heartbeat.existingSecret. */}}
+{{- define "herald.createHeartbeatSecret" -}}
+{{- if .Values.heartbeat.existingSecret }}false{{ else }}true{{ end -}}
 {{- end -}}
 
 {{- define "herald.image" -}}
