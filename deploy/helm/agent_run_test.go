@@ -7,20 +7,22 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/herald-lb/herald/internal/agent"
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/netnstest"
 )
 
 // TestAgentRunsWithChartRBAC runs the real agent, in a network namespace,
-// with the token of the chart's agent ServiceAccount: it must announce a
-// Service's address (a LAN client resolves it to the node's MAC), write the
-// herald.dev/Announced condition, and never be refused by the API server.
+// with the token of the chart's agent ServiceAccount: it must read its
+// heartbeat keys from the Secret, announce a Service's address (a LAN
+// client resolves it to the node's MAC), report it in its HeraldNode, and
+// never be refused by the API server.
 func TestAgentRunsWithChartRBAC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs network namespaces and a real API server")
@@ -84,6 +86,12 @@ func TestAgentRunsWithChartRBAC(t *testing.T) {
 		t.Fatalf("write service status: %v", err)
 	}
 
+	// The heartbeat keys, from the Secret the controller makes: the agent
+	// watches it with the chart's grants.
+	const heartbeatSecret = "herald-heartbeat-key" // the chart's --heartbeat-secret
+	if _, err := heartbeatkey.Ensure(ctx, admin, ns, heartbeatSecret, nil); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := env.ServiceAccountConfig(ctx, ns, "herald-agent")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +100,7 @@ func TestAgentRunsWithChartRBAC(t *testing.T) {
 	handle := lan.Handle("node1")
 	a, err := agent.New(cfg, agent.Options{
 		NodeName:     "chart-node1",
-		Key:          []byte("0123456789abcdef0123456789abcdef"),
+		KeySecret:    types.NamespacedName{Namespace: ns, Name: heartbeatSecret},
 		DefaultClass: true,
 		ProbeDisable: true,
 		NetNS:        &handle,
@@ -120,21 +128,26 @@ func TestAgentRunsWithChartRBAC(t *testing.T) {
 		_ = adminDyn.Resource(policies).Delete(context.Background(), "chart-rbac-policy", metav1.DeleteOptions{})
 	})
 
-	var cond *metav1.Condition
+	// Its report, created and applied with the chart's grants.
+	heraldNodes := schema.GroupVersionResource{Group: "herald.dev", Version: "v1alpha1", Resource: "heraldnodes"}
+	var announced []any
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		s, err := admin.CoreV1().Services(ns).Get(ctx, "agent-web", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cond = meta.FindStatusCondition(s.Status.Conditions, "herald.dev/Announced"); cond != nil && cond.Status == metav1.ConditionTrue {
-			break
+		hn, err := adminDyn.Resource(heraldNodes).Get(ctx, "chart-node1", metav1.GetOptions{})
+		if err == nil {
+			announced, _, _ = unstructured.NestedSlice(hn.Object, "status", "announcements")
+			if len(announced) == 1 {
+				break
+			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if cond == nil || cond.Status != metav1.ConditionTrue {
-		t.Fatalf("service agent-web condition herald.dev/Announced = %+v, want True", cond)
+	if len(announced) != 1 || announced[0].(map[string]any)["address"] != "192.168.10.90" {
+		t.Fatalf("HeraldNode chart-node1 announces %v, want 192.168.10.90", announced)
 	}
+	t.Cleanup(func() {
+		_ = adminDyn.Resource(heraldNodes).Delete(context.Background(), "chart-node1", metav1.DeleteOptions{})
+	})
 	if mac := lan.Resolve("client", netip.MustParseAddr("192.168.10.90"), 5*time.Second); mac != lan.MAC("node1").String() {
 		t.Errorf("client resolves 192.168.10.90 to %q, want node1's %s", mac, lan.MAC("node1"))
 	}

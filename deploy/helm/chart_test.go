@@ -671,16 +671,25 @@ type role struct {
 func wantRBAC(secret string, create bool) []role {
 	controllerSecret := [][]rule{grantsOn("", "secrets", secret, "get")}
 	if create {
-		// Not by name: the API server cannot restrict a create by name.
-		controllerSecret = append(controllerSecret, grants("", "secrets", "create"))
+		// It watches the Secret to create it again when it is deleted;
+		// create is not by name: the API server cannot restrict a create
+		// by name.
+		controllerSecret = [][]rule{
+			grantsOn("", "secrets", secret, "get", "list", "watch"),
+			grants("", "secrets", "create"),
+		}
 	}
 	return []role{
 		{"ClusterRole", "herald-controller", "herald-controller", [][]rule{
-			grants("", "services", "get", "list", "watch"),
-			grants("", "services/status", "update"),
+			grants("", "services", "get", "list", "watch", "patch"),
+			grants("", "services/status", "patch"),
 			grants("", "nodes", "get", "list", "watch"),
+			grants("discovery.k8s.io", "endpointslices", "list"),
 			grants("herald.dev", "loadbalancerippools", "get", "list", "watch"),
 			grants("herald.dev", "loadbalancerippools/status", "update"),
+			grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+			grants("herald.dev", "l2announcementpolicies/status", "update"),
+			grants("herald.dev", "heraldnodes", "get", "list", "watch"),
 			grants("", "events", "create", "patch"),
 		}},
 		{"Role", "herald-controller-leader-election", "herald-controller", [][]rule{
@@ -689,10 +698,11 @@ func wantRBAC(secret string, create bool) []role {
 		{"Role", "herald-controller-heartbeat-key", "herald-controller", controllerSecret},
 		{"ClusterRole", "herald-agent", "herald-agent", [][]rule{
 			grants("", "services", "get", "list", "watch"),
-			grants("", "services/status", "update"),
 			grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
 			grants("", "nodes", "get", "list", "watch"),
 			grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+			grants("herald.dev", "heraldnodes", "get", "create"),
+			grants("herald.dev", "heraldnodes/status", "patch"),
 			grants("", "events", "create", "patch"),
 		}},
 		// Watching the one Secret: an informer lists and watches with a

@@ -12,14 +12,17 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/heartbeatkey"
 )
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
@@ -42,8 +45,9 @@ func (b *syncBuffer) String() string {
 
 // TestControllerRunsWithChartRBAC runs the real controller with the token of
 // the chart's controller ServiceAccount: it must take the leader Lease,
-// allocate an address to a Service, write the pool's status and an Event,
-// and never be refused by the API server.
+// create the missing heartbeat key Secret, allocate an address to a
+// Service, write the pool's status and an Event, and never be refused by
+// the API server.
 func TestControllerRunsWithChartRBAC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs etcd and kube-apiserver")
@@ -57,12 +61,20 @@ func TestControllerRunsWithChartRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The heartbeat key Secret is missing: the controller must create it
+	// with the chart's grants.
+	const heartbeatSecret = "herald-heartbeat-key" // the chart's --heartbeat-secret
+	if err := admin.CoreV1().Secrets(ns).Delete(ctx, heartbeatSecret, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	logs, log := captureLogs()
 	c, err := controller.New(cfg, controller.Options{
-		Identity:       "herald-controller-0",
-		LeaseNamespace: ns,
-		DefaultClass:   true, // as the chart's --default-class=true
-		Logger:         log,
+		Identity:              "herald-controller-0",
+		LeaseNamespace:        ns,
+		DefaultClass:          true, // as the chart's --default-class=true
+		HeartbeatSecret:       types.NamespacedName{Namespace: ns, Name: heartbeatSecret},
+		CreateHeartbeatSecret: true, // as the chart's --create-heartbeat-secret=true
+		Logger:                log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +137,7 @@ func TestControllerRunsWithChartRBAC(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	var ip, used string
 	var events int
+	var secretErr error
 	for time.Now().Before(deadline) {
 		s, err := admin.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
@@ -143,7 +156,8 @@ func TestControllerRunsWithChartRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		events = len(ev.Items)
-		if ip != "" && used == "1" && events > 0 {
+		_, secretErr = admin.CoreV1().Secrets(ns).Get(ctx, heartbeatSecret, metav1.GetOptions{})
+		if ip != "" && used == "1" && events > 0 && secretErr == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -164,6 +178,13 @@ func TestControllerRunsWithChartRBAC(t *testing.T) {
 	}
 	if _, err := admin.CoordinationV1().Leases(ns).Get(ctx, "herald-controller", metav1.GetOptions{}); err != nil {
 		t.Errorf("leader Lease: %v", err)
+	}
+	if secretErr != nil {
+		t.Errorf("heartbeat key Secret, which the controller creates: %v", secretErr)
+	} else if s, err := admin.CoreV1().Secrets(ns).Get(ctx, heartbeatSecret, metav1.GetOptions{}); err != nil {
+		t.Error(err)
+	} else if _, err := heartbeatkey.Parse(s.Data); err != nil {
+		t.Errorf("the controller's heartbeat key Secret: %v", err)
 	}
 	checkNotRefused(t, "controller", logs)
 }

@@ -51,7 +51,8 @@ var denied = []rule{
 	{"apiextensions.k8s.io", "customresourcedefinitions", "update", ""},
 	{"discovery.k8s.io", "endpointslices", "create", ""},
 	{"herald.dev", "loadbalancerippools/status", "patch", ""},
-	{"herald.dev", "l2announcementpolicies/status", "update", ""},
+	{"herald.dev", "heraldnodes", "delete", ""},
+	{"herald.dev", "heraldnodes/status", "update", ""},
 }
 
 // chartNamespace is where the tests install the chart's RBAC.
@@ -319,31 +320,34 @@ func TestRBACOnAPIServer(t *testing.T) {
 				return err
 			}
 		}
-		// Watch as the agent does, until the first report: keys, or the
-		// error (a refusal) it reports.
-		watchKeys := func() error {
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			first := make(chan error, 1)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				heartbeatkey.Watch(wctx, agent, ns, heartbeatSecret, func(k heartbeatkey.Keys, err error) {
-					if err == nil && len(k.Keys) == 0 {
-						err = errors.New("no keys")
-					}
-					select {
-					case first <- err:
-					default:
-					}
-				})
-			}()
-			defer func() { cancel(); <-done }()
-			select {
-			case err := <-first:
-				return err
-			case <-wctx.Done():
-				return errors.New("Watch reported nothing within 10s")
+		// Watch as the agent (and the controller, to recreate a deleted
+		// Secret) does, until the first report: keys, or the error (a
+		// refusal) it reports.
+		watchKeys := func(c kubernetes.Interface) func() error {
+			return func() error {
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				first := make(chan error, 1)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					heartbeatkey.Watch(wctx, c, ns, heartbeatSecret, func(k heartbeatkey.Keys, err error) {
+						if err == nil && len(k.Keys) == 0 {
+							err = errors.New("no keys")
+						}
+						select {
+						case first <- err:
+						default:
+						}
+					})
+				}()
+				defer func() { cancel(); <-done }()
+				select {
+				case err := <-first:
+					return err
+				case <-wctx.Done():
+					return errors.New("Watch reported nothing within 10s")
+				}
 			}
 		}
 
@@ -385,6 +389,9 @@ func TestRBACOnAPIServer(t *testing.T) {
 			{"controller lists policies", func() error {
 				_, err := dyn["herald-controller"].Resource(policies).List(ctx, metav1.ListOptions{})
 				return err
+			}, true},
+			{"controller deletes a policy", func() error {
+				return dyn["herald-controller"].Resource(policies).Delete(ctx, "none", metav1.DeleteOptions{})
 			}, false},
 			{"controller deletes a service", func() error {
 				return ctl.CoreV1().Services("default").Delete(ctx, "kubernetes", metav1.DeleteOptions{})
@@ -419,6 +426,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 			// reads another Secret or changes one.
 			{"controller creates the missing heartbeat secret", func() error { return ensure(true) }, true},
 			{"controller finds the heartbeat secret", func() error { return ensure(false) }, true},
+			{"controller watches the heartbeat secret", watchKeys(ctl), true},
 			{"controller updates the heartbeat secret", secretOf(ctl), false},
 			{"controller deletes the heartbeat secret", func() error {
 				return ctl.CoreV1().Secrets(ns).Delete(ctx, heartbeatSecret, metav1.DeleteOptions{})
@@ -442,7 +450,7 @@ func TestRBACOnAPIServer(t *testing.T) {
 				_, err := agent.CoreV1().Secrets(ns).Get(ctx, heartbeatSecret, metav1.GetOptions{})
 				return err
 			}, true},
-			{"agent watches the heartbeat secret", watchKeys, true},
+			{"agent watches the heartbeat secret", watchKeys(agent), true},
 			{"agent updates the heartbeat secret", secretOf(agent), false},
 			{"agent lists secrets", func() error { _, err := agent.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); return err }, false},
 			{"agent reads another secret", func() error {

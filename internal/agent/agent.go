@@ -170,9 +170,13 @@ type Agent struct {
 	ifaces    []announce.Interface // linkList with LAN marked
 	nodeAddrs []netip.Addr
 	excluded  bool // the exclude label applies to this node
-	keys      *membership.Keyring
-	keyErr    string
-	segments  map[string]*segment
+	// undrainedAt is when the exclude label last went away: addresses
+	// that become eligible because of it do not move back (placement's
+	// Defer).
+	undrainedAt time.Time
+	keys        *membership.Keyring
+	keyErr      string
+	segments    map[string]*segment
 	// seenClaimed are addresses some Herald node claimed: they were probed
 	// by that node, so a take-over needs no probe.
 	seenClaimed map[netip.Addr]bool
@@ -533,7 +537,12 @@ func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
 	}
 	a.announced = announced
 	a.nodeAddrs = nodeAddresses(nodePtr)
-	a.excluded = nodePtr != nil && excludedByLabel(nodePtr) && !a.opts.IgnoreExcludeLabel
+	excluded := nodePtr != nil && excludedByLabel(nodePtr) && !a.opts.IgnoreExcludeLabel
+	if a.excluded && !excluded {
+		a.undrainedAt = time.Now()
+		a.log.Info("the exclude label is gone; taking part again without moving addresses back")
+	}
+	a.excluded = excluded
 	a.ifaces = withLAN(a.linkList, a.nodeAddrs)
 	return announce.Compute(announce.Node{Name: a.opts.NodeName, ExcludedByLabel: a.excluded}, a.ifaces, policies, services), nil
 }

@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -32,6 +33,7 @@ import (
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/agent"
+	"github.com/herald-lb/herald/internal/controller"
 	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/netnstest"
 	"github.com/herald-lb/herald/internal/placement"
@@ -50,9 +52,10 @@ const nsPrefix = "herald-ag-"
 
 var nodes = []string{"n1", "n2", "n3"}
 
-// cluster is one test's LAN, API objects and agents.
+// cluster is one test's LAN, API objects, controller and agents.
 type cluster struct {
 	t      testing.TB
+	env    *testenv.Env
 	lan    *netnstest.LAN
 	cfg    *rest.Config
 	kube   kubernetes.Interface
@@ -61,7 +64,20 @@ type cluster struct {
 	stops  map[string]func()
 	macs   map[string]string
 	policy string
+	// keys are the agents' fixed keys; with keySecret set they read the
+	// Secret instead.
+	keys      [][]byte
+	keySecret string
+	// agentOpts adjust every agent started from now on.
+	agentOpts []func(*agent.Options)
+	stopCtl   func()
+	// services counts the Services created; each gets its own port, so
+	// any two may share an address.
+	services int
 }
+
+// testKey is the agents' fixed heartbeat key.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
@@ -72,18 +88,27 @@ func newCluster(t testing.TB) *cluster {
 	return newClusterOn(t, shared.Env(t))
 }
 
-// newClusterOn builds the LAN and API objects against env.
+// nodeAddrs are node i's LAN addresses (its InternalIPs).
+func nodeAddrs(i int) []string {
+	return []string{fmt.Sprintf("192.168.10.%d", 215+i), fmt.Sprintf("fd00:10::%d", 215+i)}
+}
+
+// newClusterOn builds the LAN, the Nodes (with their InternalIPs, so the
+// agents find their LAN), a pool for the tests' addresses and a running
+// controller against env.
 func newClusterOn(t testing.TB, env *testenv.Env) *cluster {
 	t.Helper()
 	hosts := []netnstest.Host{{Role: "client", Addrs: []string{"192.168.10.10/24", "fd00:10::10/64"}}}
 	for i, n := range nodes {
+		a := nodeAddrs(i)
 		hosts = append(hosts, netnstest.Host{
 			Role:  n,
 			MAC:   fmt.Sprintf("02:00:5e:10:02:%02x", 0x15+i),
-			Addrs: []string{fmt.Sprintf("192.168.10.%d/24", 215+i), fmt.Sprintf("fd00:10::%d/64", 215+i)},
+			Addrs: []string{a[0] + "/24", a[1] + "/64"},
 		})
 	}
-	c := &cluster{t: t, lan: netnstest.New(t, nsPrefix, hosts...), cfg: rest.CopyConfig(env.Config), stops: map[string]func(){}, macs: map[string]string{}}
+	c := &cluster{t: t, env: env, lan: netnstest.New(t, nsPrefix, hosts...), cfg: rest.CopyConfig(env.Config),
+		stops: map[string]func(){}, macs: map[string]string{}, keys: [][]byte{testKey}}
 	c.cfg.QPS, c.cfg.Burst = 200, 400
 	c.kube = kubernetes.NewForConfigOrDie(c.cfg)
 	scheme, err := kube.Scheme()
@@ -94,29 +119,118 @@ func newClusterOn(t testing.TB, env *testenv.Env) *cluster {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	for _, name := range []string{"herald-system"} {
+		if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
 	ns, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ag-"}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.ns = ns.Name
-	for _, n := range nodes {
+	for i, n := range nodes {
 		c.macs[n] = c.lan.MAC(n).String()
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"kubernetes.io/os": "linux"}}}
-		if _, err := c.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
+		c.resetNode(n, nodeAddrs(i))
+	}
+	pool := &heraldv1.LoadBalancerIPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-tests"},
+		Spec: heraldv1.LoadBalancerIPPoolSpec{Blocks: []heraldv1.IPBlock{
+			{Start: "192.168.10.64", Stop: "192.168.10.99"}, {CIDR: "fd00:10::/120"}}},
+	}
+	if err := c.cl.Create(ctx, pool); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		for _, stop := range c.stops {
 			stop()
 		}
-		_ = c.cl.DeleteAllOf(context.Background(), &heraldv1.L2AnnouncementPolicy{})
-		svcs, _ := c.kube.CoreV1().Services(c.ns).List(context.Background(), metav1.ListOptions{})
+		if c.stopCtl != nil {
+			c.stopCtl()
+		}
+		bg := context.Background()
+		_ = c.cl.DeleteAllOf(bg, &heraldv1.L2AnnouncementPolicy{})
+		_ = c.cl.DeleteAllOf(bg, &heraldv1.HeraldNode{})
+		_ = c.cl.DeleteAllOf(bg, &heraldv1.LoadBalancerIPPool{})
+		_ = c.kube.CoreV1().Secrets("herald-system").DeleteCollection(bg, metav1.DeleteOptions{}, metav1.ListOptions{})
+		svcs, _ := c.kube.CoreV1().Services(c.ns).List(bg, metav1.ListOptions{})
 		for _, s := range svcs.Items {
-			_ = c.kube.CoreV1().Services(c.ns).Delete(context.Background(), s.Name, metav1.DeleteOptions{})
+			_ = c.kube.CoreV1().Services(c.ns).Delete(bg, s.Name, metav1.DeleteOptions{})
 		}
 	})
+	c.startController()
 	return c
+}
+
+// resetNode creates the Node (or resets its labels) and sets its
+// InternalIPs, as a kubelet would.
+func (c *cluster) resetNode(name string, addrs []string) {
+	c.t.Helper()
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	got, err := c.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		got, err = c.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			got.Labels = node.Labels
+			got, err = c.kube.CoreV1().Nodes().Update(ctx, got, metav1.UpdateOptions{})
+		}
+	}
+	if err != nil {
+		c.t.Fatalf("node %s: %v", name, err)
+	}
+	got.Status.Addresses = nil
+	for _, a := range addrs {
+		got.Status.Addresses = append(got.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+	}
+	if _, err := c.kube.CoreV1().Nodes().UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatalf("node %s status: %v", name, err)
+	}
+}
+
+// startController runs Herald's controller in this process; stopCtl stops
+// it (a restart is stopCtl then startController).
+func (c *cluster) startController(mutate ...func(*controller.Options)) {
+	c.t.Helper()
+	opts := controller.Options{
+		Identity:        fmt.Sprintf("ctl-%d", time.Now().UnixNano()),
+		DefaultClass:    true,
+		LeaseDuration:   3 * time.Second,
+		RenewDeadline:   2 * time.Second,
+		RetryPeriod:     200 * time.Millisecond,
+		HeartbeatSecret: types.NamespacedName{Namespace: "herald-system", Name: "herald-heartbeat"},
+		Logger:          slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "controller"),
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	ctl, err := controller.New(c.cfg, opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	select {
+	case <-ctl.Ready():
+	case err := <-done:
+		c.t.Fatalf("controller exited: %v", err)
+	case <-time.After(30 * time.Second):
+		c.t.Fatal("controller did not lead within 30 s")
+	}
+	stopped := false
+	c.stopCtl = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			c.t.Error("controller did not stop")
+		}
+	}
 }
 
 func (c *cluster) createPolicy(interfaces ...string) {
@@ -134,41 +248,86 @@ func (c *cluster) createPolicy(interfaces ...string) {
 	c.policy = p.Name
 }
 
-// createService makes a LoadBalancer Service and writes its ingress as the
-// controller would.
+// createService makes a LoadBalancer Service asking for ips (one per
+// family, herald.dev/ips) and waits until the controller gave them.
 func (c *cluster) createService(name string, ips ...string) {
+	c.t.Helper()
+	c.createServiceWith(name, map[string]string{"herald.dev/ips": strings.Join(ips, ",")}, ips...)
+}
+
+// createServiceWith makes a LoadBalancer Service with annotations and
+// waits until it has ips.
+func (c *cluster) createServiceWith(name string, annotations map[string]string, ips ...string) {
 	c.t.Helper()
 	ctx := context.Background()
 	s := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: name, Annotations: annotations},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80)}},
+			Ports:    []corev1.ServicePort{{Port: int32(80 + c.services), TargetPort: intstr.FromInt32(80)}},
 		},
 	}
-	s, err := c.kube.CoreV1().Services(c.ns).Create(ctx, s, metav1.CreateOptions{})
-	if err != nil {
+	c.services++
+	if len(ips) > 1 {
+		s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyPreferDualStack)
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	}
+	if _, err := c.kube.CoreV1().Services(c.ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 		c.t.Fatalf("create service: %v", err)
 	}
-	for _, ip := range ips {
-		s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
-	}
-	if _, err := c.kube.CoreV1().Services(c.ns).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil {
-		c.t.Fatalf("write service status: %v", err)
+	c.waitIngress(name, ips...)
+}
+
+// waitIngress waits until the Service's status shows exactly ips.
+func (c *cluster) waitIngress(name string, ips ...string) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s, err := c.kube.CoreV1().Services(c.ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var got []string
+		for _, in := range s.Status.LoadBalancer.Ingress {
+			got = append(got, in.IP)
+		}
+		if strings.Join(got, ",") == strings.Join(ips, ",") {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s has addresses %v, want %v", name, got, ips)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // startAgent runs node's agent until stop (graceful) or the test ends.
 func (c *cluster) startAgent(node string) {
 	c.t.Helper()
-	a, err := agent.New(c.cfg, agent.Options{
-		NodeName:     node,
-		Key:          []byte("0123456789abcdef0123456789abcdef"),
-		DefaultClass: true,
-		NetNS:        ptr.To(c.lan.Handle(node)),
-		Logger:       slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	opts := agent.Options{
+		NodeName:        node,
+		DefaultClass:    true,
+		NetNS:           ptr.To(c.lan.Handle(node)),
+		Version:         "test",
+		ConflictReprobe: time.Second,
+		Logger:          slog.New(slog.NewTextHandler(testWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	if c.keySecret != "" {
+		opts.KeySecret = types.NamespacedName{Namespace: "herald-system", Name: c.keySecret}
+	} else {
+		opts.Keys = c.keys
+	}
+	for _, m := range c.agentOpts {
+		m(&opts)
+	}
+	c.startAgentWith(node, opts)
+}
+
+// startAgentWith runs an agent with opts until stop or the test ends.
+func (c *cluster) startAgentWith(node string, opts agent.Options) {
+	c.t.Helper()
+	a, err := agent.New(c.cfg, opts)
 	if err != nil {
 		c.t.Fatalf("new agent %s: %v", node, err)
 	}
@@ -255,7 +414,7 @@ func TestAnnounceAndFailOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cond := meta.FindStatusCondition(s.Status.Conditions, agent.ConditionAnnounced)
+		cond := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionAnnounced)
 		if cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "node "+rank4[0]+" on eth0") {
 			t.Logf("condition: %s", cond.Message)
 			break
@@ -388,8 +547,9 @@ func TestSharedAddressOneAnnouncer(t *testing.T) {
 	c := newCluster(t)
 	c.createPolicy("^eth0$")
 	addr := netip.MustParseAddr("192.168.10.79")
-	c.createService("a", addr.String())
-	c.createService("b", addr.String())
+	for _, name := range []string{"a", "b"} {
+		c.createServiceWith(name, map[string]string{"herald.dev/ips": addr.String(), "herald.dev/sharing-key": "k"}, addr.String())
+	}
 	for _, n := range nodes {
 		c.startAgent(n)
 	}
@@ -410,7 +570,7 @@ func (c *cluster) waitAnnounced(name, status, want string) {
 		if err != nil {
 			c.t.Fatal(err)
 		}
-		cond := meta.FindStatusCondition(s.Status.Conditions, agent.ConditionAnnounced)
+		cond := meta.FindStatusCondition(s.Status.Conditions, kube.ConditionAnnounced)
 		if cond != nil && string(cond.Status) == status && strings.Contains(cond.Message, want) {
 			return
 		}
@@ -421,22 +581,50 @@ func (c *cluster) waitAnnounced(name, status, want string) {
 	}
 }
 
-// A foreign host already using the address: the probe finds it, nobody
-// announces, and the Service says AddressConflict naming the host's MAC.
-func TestForeignHostAddressConflict(t *testing.T) {
+// A foreign host already uses an address before any Service has it: the
+// first Service given that address gets another one instead, the address
+// stays excluded across five controller restarts and an agent restart, and
+// is handed out again once the host has gone.
+func TestForeignHostBeforeAnnouncement(t *testing.T) {
 	c := newCluster(t)
 	foreignMAC := "02:00:5e:10:00:99"
-	c.lan.AddHost(netnstest.Host{Role: "foreign", MAC: foreignMAC, Addrs: []string{"192.168.10.80/24"}})
+	c.lan.AddHost(netnstest.Host{Role: "foreign", MAC: foreignMAC, Addrs: []string{"192.168.10.100/24"}})
+	c.createPool("fresh", "192.168.10.100", "192.168.10.109")
 	c.createPolicy("^eth0$")
-	addr := netip.MustParseAddr("192.168.10.80")
-	c.createService("taken", addr.String())
 	for _, n := range nodes {
 		c.startAgent(n)
 	}
-	c.waitAnnounced("taken", "False", foreignMAC)
-	if mac := c.lan.Resolve("client", addr, 2*time.Second); mac != foreignMAC {
-		t.Fatalf("%s resolves to %q, want only the foreign host %s", addr, mac, foreignMAC)
+	pinned := map[string]string{"herald.dev/pool": "fresh"}
+	// Given .100 first, the probe finds the foreign host: it moves to .101.
+	c.createServiceWith("first", pinned, "192.168.10.101")
+	c.waitAnnounced("first", "True", "192.168.10.101 announced by node")
+	c.waitEventMessage("first", "IPReleased", foreignMAC)
+	if mac := c.lan.Resolve("client", netip.MustParseAddr("192.168.10.100"), 2*time.Second); mac != foreignMAC {
+		t.Fatalf("192.168.10.100 resolves to %q; only the foreign host %s may answer it", mac, foreignMAC)
 	}
+	c.waitPoolExcluded("fresh", "192.168.10.100")
+
+	for i := range 5 {
+		c.stopCtl()
+		c.startController()
+		c.waitPoolExcluded("fresh", "192.168.10.100")
+		c.waitIngress("first", "192.168.10.101")
+		_ = i
+	}
+	c.createServiceWith("second", pinned, "192.168.10.102")
+	// The agent that found it restarts: it still knows (from its report).
+	reporter := c.reporterOf("192.168.10.100")
+	c.stops[reporter]()
+	c.startAgent(reporter)
+	c.createServiceWith("third", pinned, "192.168.10.103")
+	c.waitPoolExcluded("fresh", "192.168.10.100")
+
+	// The foreign host goes: the next probe (every second here) finds the
+	// address free, and it is handed out again.
+	c.lan.IP("foreign", "addr", "flush", "dev", "eth0")
+	c.waitPoolExcluded("fresh")
+	c.createServiceWith("fourth", pinned, "192.168.10.100")
+	c.waitAnnounced("fourth", "True", "192.168.10.100 announced by node")
 }
 
 // With the API server gone, agents keep announcing and still fail over:

@@ -148,6 +148,9 @@ type statusWriter struct {
 	delay    time.Duration
 	log      *slog.Logger
 
+	// syncMu serialises sync: the final flush of a stopping agent runs
+	// beside the writer's own loop.
+	syncMu  sync.Mutex
 	mu      sync.Mutex
 	want    *nodeReport
 	written *heraldv1.HeraldNodeStatus
@@ -226,6 +229,8 @@ func (w *statusWriter) run(ctx context.Context) {
 // sync writes the wanted status when it differs from the last written,
 // and records the Events that go with it.
 func (w *statusWriter) sync(ctx context.Context) error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
 	w.mu.Lock()
 	want := w.want
 	written := w.written

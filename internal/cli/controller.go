@@ -86,7 +86,7 @@ one leads (a Lease), the other takes over when it goes.`,
 	f.DurationVar(&opts.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
 	f.DurationVar(&opts.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
 	f.DurationVar(&opts.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
-	f.StringVar(&heartbeatSecret, "heartbeat-secret", "herald-heartbeat", "the Secret ([namespace/]name; default namespace: the controller's) holding the agents' heartbeat keys")
+	f.StringVar(&heartbeatSecret, "heartbeat-secret", "herald-heartbeat-key", "the Secret ([namespace/]name; default namespace: the controller's) holding the agents' heartbeat keys")
 	f.BoolVar(&opts.CreateHeartbeatSecret, "create-heartbeat-secret", true, "create the heartbeat Secret with a random key when it is missing (false for a Secret you manage)")
 	f.BoolVar(&opts.DefaultClass, "default-class", true, "also serve LoadBalancer Services that set no loadBalancerClass (herald.dev/l2 is always served)")
 	f.IntVar(&opts.Workers, "workers", 8, "Services reconciled at once")

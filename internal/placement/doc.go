@@ -41,6 +41,13 @@
 //     eligible, for at least one heartbeat interval), so that peers'
 //     eligibility has arrived before it grabs an unclaimed IP.
 //
+//   - A target owner that became eligible while another candidate held the
+//     IP (View.Defer: a drain ended, a Local Service gained an endpoint)
+//     does not claim it while that candidate claims it, and claims it as
+//     soon as nobody does. Only a node that joins the segment (a restart)
+//     takes its share back, so placement stays even without moving an
+//     address that is served well.
+//
 // A planned move between two live nodes that hear each other (a
 // better-ranked node joins or becomes eligible) is therefore break-before-
 // make with a causal gap only: the new owner N claims without answering; the

@@ -110,6 +110,10 @@ const (
 	ReasonHolding Reason = "Holding"
 	// ReasonStandby: another node owns the IP; self does nothing.
 	ReasonStandby Reason = "Standby"
+	// ReasonDeferring: self is the target owner but became eligible while
+	// another candidate held the IP; it leaves the IP there (View.Defer)
+	// and takes it only if nobody holds it.
+	ReasonDeferring Reason = "Deferring"
 )
 
 // View is one node's knowledge of one IP on one segment, built from the
@@ -133,6 +137,14 @@ type View struct {
 	// jitter), so peers' eligibility and claims have had time to arrive.
 	// Until then self never starts a new claim.
 	Settled bool
+	// Defer: self became eligible for the IP while another node held it
+	// (a drain ended, a second endpoint of a Local Service became ready).
+	// Self then does not take the IP from a candidate that claims it —
+	// moving an address that is served well breaks its connections for
+	// nothing — and claims it only when no candidate does. A restarted
+	// node does not defer: it takes its share back, which keeps placement
+	// even.
+	Defer bool
 }
 
 // Decision is what one node should do about one IP now.
@@ -229,6 +241,10 @@ func Decide(addr netip.Addr, v View) Decision {
 			d.Reason = ReasonUnsettled
 			return d
 		}
+		if !selfClaims && v.Defer && othersClaim(cands, claimants, v.Self) {
+			d.Reason = ReasonDeferring
+			return d
+		}
 		d.Claim = true
 		d.Answer = len(worse) == 0
 		d.Reason = ReasonOwner
@@ -252,6 +268,16 @@ func Decide(addr netip.Addr, v View) Decision {
 		}
 	}
 	return d
+}
+
+// othersClaim reports whether a candidate other than self claims the IP.
+func othersClaim(cands []scored, claimants map[string]struct{}, self string) bool {
+	for _, c := range cands {
+		if _, ok := claimants[c.name]; ok && c.name != self {
+			return true
+		}
+	}
+	return false
 }
 
 // toSet makes a set of names.

@@ -194,6 +194,31 @@ func TestDecide(t *testing.T) {
 			want: want{claim: true, owner: best, reason: ReasonAwaitingRelease, waiting: []string{mid}},
 		},
 		{
+			name: "deferring owner leaves a held IP where it is",
+			v:    View{Self: best, Eligible: all, Claimants: []string{mid}, Settled: true, Defer: true},
+			want: want{owner: best, reason: ReasonDeferring},
+		},
+		{
+			name: "deferring owner takes an IP nobody holds",
+			v:    View{Self: best, Eligible: all, Settled: true, Defer: true},
+			want: want{claim: true, answer: true, owner: best, reason: ReasonOwner},
+		},
+		{
+			name: "deferring owner ignores a claim by a non-candidate (leaving holder)",
+			v:    View{Self: best, Eligible: all, Claimants: []string{mid}, Leaving: []string{mid}, Settled: true, Defer: true},
+			want: want{claim: true, answer: true, owner: best, reason: ReasonOwner},
+		},
+		{
+			name: "deferring owner that already claims keeps its claim",
+			v:    View{Self: best, Eligible: all, Claimants: []string{best, mid}, Settled: true, Defer: true},
+			want: want{claim: true, owner: best, ownerClaims: true, reason: ReasonAwaitingRelease, waiting: []string{mid}},
+		},
+		{
+			name: "the holder keeps a deferred IP",
+			v:    View{Self: mid, Eligible: all, Claimants: []string{mid}, Settled: true},
+			want: want{claim: true, answer: true, owner: best, reason: ReasonHolding},
+		},
+		{
 			name: "planned move: new owner already claiming, still waiting",
 			v:    View{Self: best, Eligible: all, Claimants: []string{best, mid}, Settled: true},
 			want: want{claim: true, owner: best, ownerClaims: true, reason: ReasonAwaitingRelease, waiting: []string{mid}},

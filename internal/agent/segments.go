@@ -1,0 +1,371 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-lb/herald/internal/dataplane"
+	"github.com/herald-lb/herald/internal/l2"
+	"github.com/herald-lb/herald/internal/membership"
+	"github.com/herald-lb/herald/internal/netnsenter"
+	"github.com/herald-lb/herald/internal/placement"
+)
+
+// segment is this node's presence on one interface.
+type segment struct {
+	iface     string
+	member    *membership.Member
+	responder *l2.Responder
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	// failed is set when the heartbeat or responder loop stopped on its
+	// own (the interface was deleted, say): /healthz reports it.
+	failed   atomic.Pointer[string]
+	eligible []netip.Addr
+	// eligibleSince is when each address became eligible here: a node
+	// claims nothing new until it has been eligible for an interval, so
+	// the peers' eligibility has had time to arrive.
+	eligibleSince map[netip.Addr]time.Time
+	// releasing are addresses this node answers but may no longer
+	// announce here (drained by the exclude label, endpoint gone, policy
+	// changed), with when that began: it keeps answering until a peer
+	// claims them or LeaveGrace passes — make before break.
+	releasing map[netip.Addr]time.Time
+	answering map[netip.Addr]bool
+	claims    map[netip.Addr]bool
+	// leavingSince is when the segment started leaving (zero: it is not).
+	leavingSince time.Time
+}
+
+// setEligible records the addresses this node may announce on the segment.
+func (s *segment) setEligible(eligible []netip.Addr, now time.Time) {
+	s.eligible = eligible
+	for _, ip := range eligible {
+		if _, ok := s.eligibleSince[ip]; !ok {
+			s.eligibleSince[ip] = now
+		}
+		delete(s.releasing, ip)
+	}
+	for ip := range s.eligibleSince {
+		if !slices.Contains(eligible, ip) {
+			delete(s.eligibleSince, ip)
+		}
+	}
+}
+
+// startSegment opens the heartbeat member and the responder on an
+// interface, inside the node's network namespace.
+func (a *Agent) startSegment(name string) (*segment, error) {
+	seg := &segment{
+		iface: name, answering: map[netip.Addr]bool{}, claims: map[netip.Addr]bool{},
+		eligibleSince: map[netip.Addr]time.Time{}, releasing: map[netip.Addr]time.Time{},
+	}
+	log := a.log.With("interface", name)
+	err := netnsenter.DoOptional(a.opts.NetNS, func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("find interface: %w", err)
+		}
+		seg.member, err = membership.New(membership.Config{
+			Interface: name, Node: a.opts.NodeName, ClusterID: a.opts.ClusterID, Keys: a.keys,
+			Interval: a.opts.Interval, DeadAfter: a.opts.DeadAfter, Registerer: a.opts.Registerer, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("start heartbeats: %w", err)
+		}
+		seg.responder, err = l2.NewResponder(ifi, l2.Options{
+			Logger: log, Metrics: a.l2m, OnConflict: a.onConflict, DefendInterval: a.opts.DefendInterval,
+		})
+		if err != nil {
+			_ = seg.member.Close()
+			return fmt.Errorf("start responder: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	seg.cancel = cancel
+	fail := func(what string, err error) {
+		msg := what + ": " + err.Error()
+		seg.failed.Store(&msg)
+		log.Warn(what, "err", err)
+	}
+	seg.done.Go(func() {
+		if err := seg.member.Run(ctx); err != nil && ctx.Err() == nil {
+			fail("heartbeats stopped", err)
+		}
+	})
+	seg.done.Go(func() {
+		if err := seg.responder.Run(ctx); err != nil && ctx.Err() == nil {
+			fail("responder stopped", err)
+		}
+	})
+	seg.done.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-seg.member.Updates():
+				if !ok {
+					return
+				}
+				signal(a.updates)
+			}
+		}
+	})
+	log.Info("announcing on interface")
+	return seg, nil
+}
+
+// stopSegment ends the presence on an interface; with leave, peers are told
+// first so they take over at once.
+func (a *Agent) stopSegment(seg *segment, leave bool) {
+	if leave {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*a.opts.Interval)
+		_ = seg.member.Leave(ctx)
+		cancel()
+	}
+	seg.responder.SetOwned(nil)
+	seg.cancel()
+	seg.done.Wait()
+	a.log.Info("stopped announcing on interface", "interface", seg.iface)
+}
+
+// decide runs placement for every eligible address of a segment and applies
+// the outcome: heartbeat claims, answers, probes. With leaving, the node
+// hands everything over: it keeps answering each address until its
+// successor claims it; pending counts those still waiting for one.
+func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
+	snap := seg.member.Snapshot()
+	eligibleBy := map[netip.Addr][]string{}
+	claimedBy := map[netip.Addr][]string{}
+	var leavingPeers []string
+	for _, p := range snap.Peers {
+		if p.Leaving {
+			leavingPeers = append(leavingPeers, p.Node)
+		}
+		for _, ip := range p.Eligible {
+			eligibleBy[ip] = append(eligibleBy[ip], p.Node)
+		}
+		for _, ip := range p.Claims {
+			claimedBy[ip] = append(claimedBy[ip], p.Node)
+			a.seenClaimed[ip] = true
+		}
+	}
+	if leaving {
+		leavingPeers = append(leavingPeers, a.opts.NodeName)
+	}
+	claims := map[netip.Addr]bool{}
+	answer := map[netip.Addr]bool{}
+	type verdict struct {
+		d placement.Decision
+		v placement.View
+	}
+	why := map[netip.Addr]verdict{}
+	candidates := seg.eligible
+	if leaving {
+		candidates = slices.Collect(maps.Keys(seg.answering))
+	}
+	now := time.Now()
+	for _, ip := range candidates {
+		v := placement.View{
+			Self:      a.opts.NodeName,
+			Eligible:  append([]string{a.opts.NodeName}, eligibleBy[ip]...),
+			Claimants: claimedBy[ip],
+			Leaving:   leavingPeers,
+			Settled:   snap.Settled && now.Sub(seg.eligibleSince[ip]) >= a.opts.Interval,
+			Defer:     a.undrained(seg.eligibleSince[ip]),
+		}
+		if seg.claims[ip] {
+			v.Claimants = append(v.Claimants, a.opts.NodeName)
+		}
+		d := placement.Decide(ip, v)
+		why[ip] = verdict{d, v}
+		if leaving {
+			// Keep answering what this node answers until the successor
+			// claims it; with no successor there is nothing to wait for.
+			if seg.answering[ip] && !d.OwnerClaims {
+				answer[ip], claims[ip] = true, true
+				if d.Owner != "" && d.Owner != a.opts.NodeName {
+					pending++
+				}
+			}
+			continue
+		}
+		if a.probeBlocked(ip) {
+			continue // a foreign host used it before it was ever announced (reported)
+		}
+		if d.Claim && !a.mayAnswer(seg, ip) {
+			// Being probed: not claimed yet, so peers do not mistake it
+			// for an address Herald already announces.
+			continue
+		}
+		if d.Claim {
+			claims[ip] = true
+		}
+		if d.Answer {
+			answer[ip] = true
+		}
+	}
+	if !leaving {
+		// Addresses answered here that are no longer eligible here: keep
+		// answering (and claiming, which peers ignore since this node no
+		// longer advertises eligibility) until another node claims them.
+		for ip := range seg.answering {
+			if slices.Contains(seg.eligible, ip) {
+				continue
+			}
+			since, ok := seg.releasing[ip]
+			if !ok {
+				since = now
+				seg.releasing[ip] = now
+				a.log.Info("address no longer eligible here; answering until a successor claims it", "ip", ip, "interface", seg.iface)
+			}
+			if len(claimedBy[ip]) == 0 && now.Sub(since) < a.opts.LeaveGrace {
+				answer[ip], claims[ip] = true, true
+			}
+		}
+		for ip := range seg.releasing {
+			if !answer[ip] {
+				delete(seg.releasing, ip)
+			}
+		}
+	}
+	advertised := seg.eligible
+	if !snap.Settled || leaving {
+		// Until this node has heard every live peer it advertises nothing
+		// new, so peers keep serving while it warms up.
+		advertised = nil
+	}
+	if err := seg.member.SetState(advertised, sortedAddrs(claims)); err != nil {
+		a.log.Warn("cannot publish claims", "interface", seg.iface, "err", err)
+	}
+	seg.claims = claims
+	if !maps.Equal(seg.answering, answer) {
+		for ip := range answer {
+			if !seg.answering[ip] {
+				a.seenClaimed[ip] = true
+				w := why[ip]
+				a.log.Info("answering", "ip", ip, "interface", seg.iface, "reason", w.d.Reason,
+					"eligible", w.v.Eligible, "claimants", w.v.Claimants)
+			}
+		}
+		for ip := range seg.answering {
+			if !answer[ip] {
+				a.log.Info("stopped answering", "ip", ip, "interface", seg.iface)
+			}
+		}
+		seg.answering = answer
+		seg.responder.SetOwned(sortedAddrs(answer))
+	}
+	return pending
+}
+
+// undrainWindow is how long after the exclude label went away an address
+// that becomes eligible counts as eligible because of it.
+const undrainWindow = 10 * time.Second
+
+// undrained reports whether an address that became eligible at since did
+// so because the node's exclude label went away: ending a drain moves no
+// address back that another node serves (placement's View.Defer).
+func (a *Agent) undrained(since time.Time) bool {
+	return !a.undrainedAt.IsZero() && !since.Before(a.undrainedAt) && since.Sub(a.undrainedAt) < undrainWindow
+}
+
+// leave hands every address over: a last "leaving" heartbeat on each
+// segment, then answers continue until each successor claims or the grace
+// window ends.
+func (a *Agent) leave() {
+	if len(a.segments) == 0 {
+		return
+	}
+	a.handedOver = true
+	a.log.Info("leaving: handing addresses over")
+	ctx, cancel := context.WithTimeout(context.Background(), a.opts.LeaveGrace)
+	defer cancel()
+	for _, seg := range a.segments {
+		if seg.leavingSince.IsZero() {
+			_ = seg.member.Leave(ctx)
+		}
+	}
+	tick := time.NewTicker(a.opts.Interval / 2)
+	defer tick.Stop()
+handover:
+	for {
+		pending := 0
+		for _, seg := range a.segments {
+			pending += a.decide(seg, true)
+		}
+		if pending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("grace window over before every successor claimed", "pending", pending)
+			break handover
+		case <-tick.C:
+		}
+	}
+	for name, seg := range a.segments {
+		a.stopSegment(seg, false)
+		delete(a.segments, name)
+	}
+	a.trackAnswers()
+}
+
+// openDataplane resolves --dataplane (auto asks dataplane.Detect) and opens
+// Herald's nftables table when this node should forward.
+func (a *Agent) openDataplane() error {
+	mode := a.opts.Dataplane
+	if mode == DataplaneAuto {
+		m, why, err := dataplane.Detect(a.opts.NetNS)
+		if err != nil {
+			return fmt.Errorf("detect the data plane: %w", err)
+		}
+		mode = DataplaneNFTables
+		if m == dataplane.ModeNone {
+			mode = DataplaneNone
+			a.log.Info("another data plane forwards load-balancer traffic; Herald only announces", "evidence", why)
+		}
+	}
+	if mode != DataplaneNFTables {
+		return nil
+	}
+	t, err := dataplane.Open(dataplane.Options{NetNS: a.opts.NetNS, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("open the nftables data plane: %w", err)
+	}
+	a.table = t
+	return nil
+}
+
+// syncDataplane writes the table when the wanted view changed; a failure
+// is retried on the next re-plan, and the previous rules keep forwarding.
+func (a *Agent) syncDataplane(ctx context.Context) {
+	if a.table == nil || (a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave)) {
+		return
+	}
+	err := a.table.Sync(ctx, a.dpWant)
+	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
+		a.log.Warn("programming the nftables data plane failed", "err", err)
+		return
+	}
+	if err != nil {
+		// Valid services are programmed; the error names the others.
+		a.log.Warn("some services cannot be forwarded", "err", err)
+	}
+	a.dpHave = slices.Clone(a.dpWant)
+	if a.dpHave == nil {
+		a.dpHave = []dataplane.Service{}
+	}
+}
