@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/kube"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/mdlayher/packet"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -268,7 +272,8 @@ func TestNoFlappingUnderLoss(t *testing.T) {
 }
 
 // Once converged, exactly one MAC answers, and nothing is written to the
-// API server: no leases, no status refreshes.
+// API server: no Service, no agent report, no lease but the controller's
+// one leader Lease.
 func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 	c := newCluster(t)
 	addr := netip.MustParseAddr("192.168.10.84")
@@ -287,12 +292,31 @@ func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
+	var reports heraldv1.HeraldNodeList
+	if err := c.cl.List(ctx, &reports); err != nil {
+		t.Fatal(err)
+	}
+	scheme, err := kube.Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := client.NewWithWatch(c.cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw, err := wc.Watch(ctx, &heraldv1.HeraldNodeList{}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: reports.ResourceVersion}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Stop()
 	start := time.Now()
 	deadline := time.After(3 * time.Second)
 	for done := false; !done; {
 		select {
 		case ev := <-w.ResultChan():
-			t.Fatalf("steady state wrote to the API server: %s %v", ev.Type, ev.Object)
+			t.Fatalf("steady state wrote a Service: %s %v", ev.Type, ev.Object)
+		case ev := <-rw.ResultChan():
+			t.Fatalf("steady state wrote an agent report: %s %v", ev.Type, ev.Object)
 		case <-deadline:
 			done = true
 		}
@@ -302,8 +326,10 @@ func TestSteadyStateOneAnswerNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range leases.Items {
-		// kube-system holds the API server's own identity leases.
-		if l.Namespace != "kube-system" {
+		// kube-system holds the API server's own identity leases; the
+		// controller's leader Lease is one for the cluster, not one per
+		// Service or node.
+		if l.Namespace != "kube-system" && l.Name != "herald-controller" {
 			t.Errorf("lease %s/%s exists; Herald's agents need none", l.Namespace, l.Name)
 		}
 	}

@@ -26,16 +26,20 @@
 //
 //   - A node that is not a candidate (not eligible, or leaving) neither
 //     claims nor answers.
+//
 //   - A candidate that sees a better-ranked candidate claim the IP releases
 //     it: it stops answering at once and drops the claim from its next
 //     heartbeat.
+//
 //   - The target owner claims the IP. It answers only while no worse-ranked
 //     candidate claims it; those yield within one interval of hearing its
 //     claim.
+//
 //   - A candidate that already claims the IP but is not the target owner
 //     keeps claiming (and answering, under the same rule) until the owner
 //     claims, so the IP is never left without an answerer while the owner
 //     has not acted yet.
+//
 //   - A candidate never starts a new claim unless it is the target owner and
 //     its view is settled (it has listened to the segment, and been
 //     eligible, for at least one heartbeat interval), so that peers'
