@@ -207,6 +207,93 @@ func TestTutorial(t *testing.T) {
 		}
 	})
 
+	t.Run("a GitOps re-render leaves the heartbeat key alone", func(t *testing.T) {
+		key := l.kubectl("-n", "herald-system", "get", "secret", "herald-heartbeat-key", "-o", "jsonpath={.data}")
+		fps := l.fingerprints()
+		chart := filepath.Join(root, "deploy", "helm", "herald")
+		render := func() string {
+			out, err := exec.Command(s.Tools.Helm, "template", "herald", chart, "--namespace", "kube-system",
+				"--values", filepath.Join(chart, "values-talos.yaml"), "--set", "image.pullPolicy=Never").CombinedOutput()
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, out)
+			}
+			return string(out)
+		}
+		first, second := render(), render()
+		if first != second {
+			t.Fatal("two renders of the chart differ: a GitOps tool would see a change on every sync")
+		}
+		if strings.Contains(first, "kind: Secret") {
+			t.Fatal("the rendered chart holds a Secret")
+		}
+		manifest := filepath.Join(t.TempDir(), "herald.yaml")
+		if err := os.WriteFile(manifest, []byte(first), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			l.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "gitops", "-f", manifest)
+		}
+		if got := l.kubectl("-n", "herald-system", "get", "secret", "herald-heartbeat-key", "-o", "jsonpath={.data}"); got != key {
+			t.Fatalf("the heartbeat key changed after applying the rendered chart twice")
+		}
+		if got := l.fingerprints(); got != fps {
+			t.Fatalf("agents' keys changed: %s → %s", fps, got)
+		}
+	})
+
+	t.Run("key rotation under client traffic: no failed request, one MAC, no restart", func(t *testing.T) {
+		pods := l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=agent",
+			"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.containerStatuses[0].containerID}/{.status.containerStatuses[0].restartCount} {end}`)
+		neigh0, _ := l.client("ip", "neigh", "show", "192.168.10.75")
+		stop := make(chan struct{})
+		var requests, failures int
+		var failed []string
+		loop := make(chan struct{})
+		go func() {
+			defer close(loop)
+			for i := 0; i < 2000; i++ { // bounded: ~100 s at most
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				out, err := l.client("curl", "-sS", "--max-time", "1", "http://192.168.10.75")
+				requests++
+				if err != nil || !strings.Contains(out, "Welcome to nginx!") {
+					failures++
+					failed = append(failed, out)
+				}
+			}
+		}()
+		key2 := "0123456789abcdef0123456789abcdef-rotated-in-the-lab"
+		l.kubectl("-n", "herald-system", "patch", "secret", "herald-heartbeat-key", "--type", "merge",
+			"-p", `{"stringData":{"key-2":"`+key2+`"}}`)
+		eventually(t, 30*time.Second, "every agent signs with both keys", func() (bool, string) {
+			fps := l.fingerprints()
+			return strings.Count(fps, ",") == len(s.Topology.Nodes) && allEqual(fps), fps
+		})
+		l.kubectl("-n", "herald-system", "patch", "secret", "herald-heartbeat-key", "--type", "json",
+			"-p", `[{"op":"remove","path":"/data/key-1"}]`)
+		eventually(t, 30*time.Second, "every agent on the new key only", func() (bool, string) {
+			fps := l.fingerprints()
+			return !strings.Contains(fps, ",") && allEqual(fps), fps
+		})
+		time.Sleep(2 * time.Second)
+		close(stop)
+		<-loop
+		t.Logf("%d requests during the rotation, %d failed", requests, failures)
+		if failures > 0 || requests < 20 {
+			t.Errorf("%d of %d requests failed during the rotation: %v", failures, requests, failed)
+		}
+		if neigh, _ := l.client("ip", "neigh", "show", "192.168.10.75"); strings.Fields(neigh)[4] != strings.Fields(neigh0)[4] {
+			t.Errorf("the client's MAC for 192.168.10.75 changed: %q → %q", neigh0, neigh)
+		}
+		if got := l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=agent",
+			"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.containerStatuses[0].containerID}/{.status.containerStatuses[0].restartCount} {end}`); got != pods {
+			t.Errorf("agents restarted during the rotation: %s → %s", pods, got)
+		}
+	})
+
 	t.Run("the data plane's table goes with the agents", func(t *testing.T) {
 		for _, h := range s.Topology.Nodes {
 			if out, err := labnet.IP("netns", "exec", h.NetNS, "nft", "list", "tables"); err != nil || !strings.Contains(out, "inet herald") {
@@ -221,6 +308,27 @@ func TestTutorial(t *testing.T) {
 			})
 		}
 	})
+}
+
+// fingerprints lists each agent's key fingerprints from the HeraldNodes,
+// one "node=fp[,fp]" per line, sorted by node.
+func (l *labEnv) fingerprints() string {
+	l.t.Helper()
+	return l.kubectl("get", "heraldnodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.keyFingerprints}{"\n"}{end}`)
+}
+
+// allEqual reports whether every "node=value" line has the same value.
+func allEqual(lines string) bool {
+	var first string
+	for i, line := range strings.Split(strings.TrimSpace(lines), "\n") {
+		_, v, _ := strings.Cut(line, "=")
+		if i == 0 {
+			first = v
+		} else if v != first {
+			return false
+		}
+	}
+	return first != ""
 }
 
 // TestIPv6Lab runs a dual-stack lab (--ipv6): a Service with addresses of
