@@ -30,6 +30,8 @@ import (
 
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/lab"
+	"github.com/herald-lb/herald/internal/membership"
+	"github.com/herald-lb/herald/internal/netnstest"
 	"github.com/herald-lb/herald/internal/placement"
 )
 
@@ -333,4 +335,114 @@ func (c *cluster) announceWithProcesses(addr netip.Addr) (rank []string, procs m
 		procs[n] = restart(n)
 	}
 	return placement.Rank(addr, nodes), procs, restart
+}
+
+// BenchmarkForgedHeartbeatFlood: one op = 5 s of forged heartbeats from a
+// LAN host (EtherType 0x88B5, this cluster's hash, a real node's name, its
+// own MAC), sent as fast as the sender manages here (bounded: at most
+// 5 000 000 frames). Two kinds: signed with a key the agents do not hold
+// (rejected before any HMAC), and labelled with the agents' own key but
+// with a wrong MAC (one HMAC each: the worst a forger can make them do).
+// Reported: frames sent per second, the busiest agent process's CPU
+// (cores), and that the owner kept answering alone.
+func BenchmarkForgedHeartbeatFlood(b *testing.B) {
+	for _, kind := range []string{"unknown-key", "known-key-bad-mac"} {
+		b.Run(kind, func(b *testing.B) { forgedFlood(b, kind) })
+	}
+}
+
+func forgedFlood(b *testing.B, kind string) {
+	c := newBenchCluster(b)
+	addr := netip.MustParseAddr("192.168.10.75")
+	rank, procs, _ := c.announceWithProcesses(addr)
+	p := c.probe(addr, rank[0])
+	forger := net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x00, 0x66}
+	c.lan.AddHost(netnstest.Host{Role: "forger", MAC: forger.String()})
+
+	key := []byte("a key the cluster does not have, 32+")
+	if kind == "known-key-bad-mac" {
+		key = []byte("0123456789abcdef0123456789abcdef") // processSetup's key
+	}
+	ring, err := membership.NewKeyring(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	codec, err := membership.NewCodec("herald", ring)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A heartbeat in rank[1]'s name claiming the address: accepted, it
+	// would take the address away from its owner.
+	frames, err := codec.Encode(forger, membership.Heartbeat{
+		Node: rank[1], Incarnation: uint64(time.Now().UnixNano()) + 1e12, Sequence: 1, Interval: 50 * time.Millisecond,
+		Eligible: []netip.Addr{addr}, Claims: []netip.Addr{addr},
+	}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := frames[0]
+	if kind == "known-key-bad-mac" {
+		frame[len(frame)-1] ^= 0xff
+	}
+	var conn *packet.Conn
+	if err := c.lan.In("forger", func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		conn, err = packet.Listen(ifi, packet.Raw, membership.EtherType, nil)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	bcast := &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	const (
+		floodFor = 5 * time.Second
+		maxSent  = 5_000_000
+	)
+	var rates, cores []float64
+	var start0 time.Time
+	b.ResetTimer()
+	for i := range b.N {
+		cpu0 := map[string]float64{}
+		for n, pr := range procs {
+			cpu0[n] = cpuSeconds(b, pr.cmd.Process.Pid)
+		}
+		start := time.Now()
+		if i == 0 {
+			start0 = start
+		}
+		sent := 0
+		for time.Since(start) < floodFor && sent < maxSent {
+			for range 1000 {
+				if _, err := conn.WriteTo(frame, bcast); err == nil {
+					sent++
+				}
+			}
+		}
+		wall := time.Since(start).Seconds()
+		busiest := 0.0
+		for n, pr := range procs {
+			busiest = max(busiest, (cpuSeconds(b, pr.cmd.Process.Pid)-cpu0[n])/wall)
+		}
+		rates = append(rates, float64(sent)/wall)
+		cores = append(cores, busiest)
+	}
+	b.StopTimer()
+	others := 0
+	rs := p.since(start0)
+	for _, r := range rs {
+		if r.mac != c.macs[rank[0]] {
+			others++
+		}
+	}
+	if others > 0 {
+		b.Errorf("%d replies from a node other than the owner %s during the flood", others, rank[0])
+	}
+	b.ReportMetric(slices.Min(rates), "min-frames/s")
+	b.ReportMetric(slices.Max(cores), "max-agent-cores")
+	b.ReportMetric(float64(len(rs))/time.Since(start0).Seconds(), "owner-replies/s")
+	b.Logf("%s: %.0f forged frames/s, busiest agent %.3f cores, owner answered %d probes, others %d",
+		kind, slices.Min(rates), slices.Max(cores), len(rs), others)
 }

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 
+	"github.com/herald-lb/herald/internal/netnsenter"
 	"github.com/herald-lb/herald/internal/netnstest"
 )
 
@@ -114,34 +114,17 @@ func serve(t *testing.T, ns, name string) {
 		pc  net.PacketConn
 		err error
 	}
-	res := make(chan result, 1)
-	go func() {
-		// The listener is opened on a thread switched into ns; the thread
-		// is never unlocked, so it dies with this goroutine instead of
-		// returning to the pool in the wrong namespace.
-		runtime.LockOSThread()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			res <- result{err: err}
-			return
+	var r result
+	r.err = netnsenter.DoNamed(ns, func() error {
+		var err error
+		if r.ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", podPort)); err != nil {
+			return err
 		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			res <- result{err: err}
-			return
+		if r.pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", podPort)); err != nil {
+			_ = r.ln.Close()
 		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("[::]:%d", podPort))
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("[::]:%d", podPort))
-		if err != nil {
-			_ = ln.Close()
-		}
-		res <- result{ln, pc, err}
-	}()
-	r := <-res
+		return err
+	})
 	if r.err != nil {
 		t.Fatalf("listen in %s: %v", ns, r.err)
 	}

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/herald-lb/herald/internal/netnsenter"
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -138,48 +138,18 @@ func familyName(f nftables.TableFamily) string {
 // /proc/thread-self/net/tcp{,6} read on a thread switched into ns
 // (/proc/self/net would show the namespace of the process's main thread).
 func listensTCP(ns *netns.NsHandle, port uint16) (bool, error) {
-	type result struct {
-		ok  bool
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		if ns != nil {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				res <- result{err: fmt.Errorf("current namespace: %w", err)}
-				return
-			}
-			defer orig.Close()
-			if err := netns.Set(*ns); err != nil {
-				res <- result{err: fmt.Errorf("enter namespace: %w", err)}
-				return
-			}
-			// The thread goes back to the pool only if it returned to
-			// the original namespace; otherwise it dies with the
-			// goroutine.
-			defer func() {
-				if netns.Set(orig) == nil {
-					runtime.UnlockOSThread()
-				}
-			}()
-		}
+	var out struct{ ok bool }
+	err := netnsenter.DoOptional(ns, func() error {
 		for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 			ok, err := procListens(f, port)
-			if err != nil {
-				res <- result{err: err}
-				return
-			}
-			if ok {
-				res <- result{ok: true}
-				return
+			if err != nil || ok {
+				out.ok = ok
+				return err
 			}
 		}
-		res <- result{}
-	}()
-	r := <-res
-	return r.ok, r.err
+		return nil
+	})
+	return out.ok, err
 }
 
 // procListens scans one /proc/net/tcp-format file for a socket in state

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +22,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/herald-lb/herald/internal/netnsenter"
 	"github.com/herald-lb/herald/internal/netnstest"
+	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 // This file builds a small Ethernet segment out of network namespaces: a
@@ -93,32 +94,12 @@ func (s *segment) link(i int, up bool) {
 // fn creates stay in that namespace.
 func inNetns[T any](t *testing.T, name string, fn func() (T, error)) T {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("netns %s: %v", name, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns %s: %v", name, err)
-	}
-	v, ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: it dies with this goroutine instead of
-		// running other goroutines in the wrong namespace.
-		t.Fatalf("leave netns %s: %v", name, err)
-	}
-	runtime.UnlockOSThread()
-	if ferr != nil {
-		t.Fatalf("in netns %s: %v", name, ferr)
+	var v T
+	if err := netnsenter.DoNamed(name, func() (err error) {
+		v, err = fn()
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return v
 }
@@ -267,6 +248,6 @@ func addLoss(t *testing.T, bridgeNS string, every uint32) {
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 	if err := c.Flush(); err != nil {
-		t.Skipf("cannot install the nftables loss rule (nf_tables bridge support missing?): %v", err)
+		testrequire.Missing(t, "cannot install the nftables loss rule (nf_tables bridge support missing?): %v", err)
 	}
 }
