@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/testenv"
+	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 // readmeBlock returns the first ```sh block after the heading in the
@@ -72,7 +73,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 	for _, tool := range []string{"bash", "openssl", "sha256sum"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the README's commands need %s: %v", tool, err)
+			testrequire.Missing(t, "the README's commands need %s: %v", tool, err)
 		}
 	}
 	env := shared.Env(t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/herald-lb/herald/internal/testrequire"
 	"github.com/mdlayher/packet"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
@@ -417,7 +418,7 @@ func blockTo(t *testing.T, bridgeNS, port string) (unblock func()) {
 	}})
 	if err := c.Flush(); err != nil {
 		h.Close()
-		t.Skipf("cannot install the nftables block rule (nf_tables bridge support missing?): %v", err)
+		testrequire.Missing(t, "cannot install the nftables block rule (nf_tables bridge support missing?): %v", err)
 	}
 	var once sync.Once
 	unblock = func() {
