@@ -321,6 +321,10 @@ func TestAgentLeastPrivilege(t *testing.T) {
 			if !slices.Contains(c.Args, "--heartbeat-secret=herald-heartbeat-key") {
 				t.Errorf("agent: args %v lack --heartbeat-secret=herald-heartbeat-key", c.Args)
 			}
+			// The exclude label is honoured unless asked otherwise.
+			if !slices.Contains(c.Args, "--ignore-exclude-label=false") {
+				t.Errorf("agent: args %v lack --ignore-exclude-label=false", c.Args)
+			}
 			for _, a := range c.Args {
 				if strings.HasPrefix(a, "--key-file") {
 					t.Errorf("agent: args hold %s", a)

@@ -49,15 +49,9 @@ one leads (a Lease), the other takes over when it goes.`,
 			cfg.QPS, cfg.Burst = qps, burst
 			cfg.UserAgent = "herald-controller/" + Version
 			if opts.Identity == "" {
-				// Unique per process, as controller-runtime does: two
-				// replicas run by hand on one host must not both lead.
-				base := os.Getenv("POD_NAME")
-				if base == "" {
-					if base, err = os.Hostname(); err != nil {
-						return fmt.Errorf("find a leader identity: %w", err)
-					}
+				if opts.Identity, err = leaderIdentity(); err != nil {
+					return err
 				}
-				opts.Identity = base + "_" + string(uuid.NewUUID())
 			}
 			if opts.LeaseNamespace == "" {
 				opts.LeaseNamespace = os.Getenv("POD_NAMESPACE")
@@ -96,4 +90,18 @@ one leads (a Lease), the other takes over when it goes.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// leaderIdentity names this replica in the leader Lease: $POD_NAME or the
+// hostname, plus a random suffix, as controller-runtime does, so that two
+// replicas run by hand on one host never both believe they lead.
+func leaderIdentity() (string, error) {
+	base := os.Getenv("POD_NAME")
+	if base == "" {
+		var err error
+		if base, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("find a leader identity: %w", err)
+		}
+	}
+	return base + "_" + string(uuid.NewUUID()), nil
 }

@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -279,4 +280,20 @@ func TestHeartbeatSecretCreated(t *testing.T) {
 		return ""
 	})
 	stop()
+}
+
+// Run by hand against a cluster without the namespace: the controller says
+// what to do instead of retrying forever.
+func TestMissingNamespaceSaysWhatToDo(t *testing.T) {
+	h := newHarness(t)
+	c, err := controller.New(h.env.Config, controller.Options{Identity: "lonely", LeaseNamespace: "no-such-namespace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "kubectl create namespace no-such-namespace") {
+		t.Fatalf("Run = %v, want an error saying to create the namespace", err)
+	}
 }
