@@ -591,6 +591,10 @@ func (a *Agent) watchKeys(ctx context.Context, wg *sync.WaitGroup) {
 	ns, name := a.opts.KeySecret.Namespace, a.opts.KeySecret.Name
 	wg.Go(func() {
 		heartbeatkey.Watch(ctx, a.kube, ns, name, func(ks heartbeatkey.Keys, err error) {
+			if len(ks.Ignored) > 0 {
+				// A typo such as key1 for key-1 would otherwise go unseen.
+				a.log.Warn("heartbeat Secret entries that are not keys are ignored", "secret", ns+"/"+name, "entries", ks.Ignored)
+			}
 			send(keyUpdate{keys: ks.Values(), err: err})
 		})
 	})
