@@ -159,11 +159,13 @@ type Agent struct {
 	health health
 	prober *prober
 
-	trigger chan struct{} // Kubernetes state changed
+	trigger chan struct{} // Kubernetes state changed (see pending)
+	pending changes       // what changed, from the informers
 	links   chan []link   // latest link list
-	updates chan struct{} // a segment's membership changed
+	updates chan struct{} // a segment's membership changed (see segment.updated)
 	probed  chan probeResult
 	keysCh  chan keyUpdate
+	pings   chan chan struct{} // /healthz asks the main loop to answer
 
 	// State below is owned by the Run goroutine.
 	linkList  []link
@@ -180,19 +182,23 @@ type Agent struct {
 	// seenClaimed are addresses some Herald node claimed: they were probed
 	// by that node, so a take-over needs no probe.
 	seenClaimed map[netip.Addr]bool
-	// announced are addresses the Services say were announced once
-	// (kube.AnnouncedAnnotation): never probed, never given up.
-	announced      map[netip.Addr]bool
+	// state is the cluster as this node sees it, kept per Service and
+	// address (state.go).
+	state   *planState
+	dpDirty bool // the data plane view changed since the last Sync
+	// dpFailed is when the last Sync failed (zero: it did not).
+	dpFailed time.Time
+	// statusDirty: something the HeraldNode shows may have changed.
+	statusDirty    bool
 	probeState     map[netip.Addr]probeStatus
 	probeConflicts map[netip.Addr]*conflictRecord // found by a probe: not announced
 	liveConflicts  map[netip.Addr]*conflictRecord // on announced addresses: defended
 	answerSince    map[netip.Addr]time.Time
 	startFailed    map[string]time.Time // interfaces whose segment failed to start, and when
-	lastPlan       announce.Plan
-	table          *dataplane.Table    // nil without a data plane
-	dpWant         []dataplane.Service // what the table should hold
-	dpHave         []dataplane.Service // what the last successful Sync wrote
-	handedOver     bool                // leave handed addresses to successors
+	table          *dataplane.Table     // nil without a data plane
+	dpWant         []dataplane.Service  // what the table should hold
+	dpHave         []dataplane.Service  // what the last successful Sync wrote
+	handedOver     bool                 // leave handed addresses to successors
 	incarnation    uint64
 
 	conflictsMu  sync.Mutex
@@ -225,6 +231,9 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	}
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
+		// Nothing reads managedFields; they are often the bulk of an
+		// object, so with thousands of Services they are the cache.
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			// Only this node's Node object: its labels feed nodeSelectors
 			// and the exclude label, its addresses find the LAN.
@@ -268,9 +277,10 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		updates:        make(chan struct{}, 1),
 		probed:         make(chan probeResult, 16),
 		keysCh:         make(chan keyUpdate, 1),
+		pings:          make(chan chan struct{}),
 		segments:       map[string]*segment{},
 		seenClaimed:    map[netip.Addr]bool{},
-		announced:      map[netip.Addr]bool{},
+		state:          newPlanState(),
 		probeState:     map[netip.Addr]probeStatus{},
 		probeConflicts: map[netip.Addr]*conflictRecord{},
 		liveConflicts:  map[netip.Addr]*conflictRecord{},
@@ -290,24 +300,71 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// Healthy reports whether the agent's loops are alive: the informers
-// synced, the main loop turned recently, and every segment's heartbeats
-// and responder run. It backs /healthz, so a wedged agent is restarted.
-func (a *Agent) Healthy(context.Context) error { return a.health.check(time.Now()) }
+// Healthy reports whether the agent's loops are alive: the informers run,
+// every segment's heartbeats and responder run, and the main loop answers
+// (it sleeps while nothing changes, so it is asked rather than watched). It
+// backs /healthz, so a wedged agent is restarted.
+func (a *Agent) Healthy(ctx context.Context) error {
+	if err := a.health.check(); err != nil {
+		return err
+	}
+	if !a.health.isSynced.Load() {
+		return nil // starting: the kubelet's initial delay covers a normal sync
+	}
+	ctx, cancel := context.WithTimeout(ctx, loopAnswerWithin)
+	defer cancel()
+	reply := make(chan struct{})
+	select {
+	case a.pings <- reply:
+	case <-ctx.Done():
+		return fmt.Errorf("the main loop did not answer within %s", loopAnswerWithin)
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the main loop did not answer within %s", loopAnswerWithin)
+	}
+}
+
+// loopAnswerWithin bounds how long a health check waits for the main loop:
+// its longest normal task is a hand-over (LeaveGrace, 1 s by default).
+const loopAnswerWithin = 10 * time.Second
 
 // Run announces until ctx is done, then leaves gracefully: peers are told
 // at once, and this node keeps answering until its successors claim (or
 // LeaveGrace passes).
 func (a *Agent) Run(ctx context.Context) error {
-	for _, obj := range []client.Object{&corev1.Service{}, &corev1.Node{}, &discoveryv1.EndpointSlice{}, &heraldv1.L2AnnouncementPolicy{}} {
+	if err := a.cache.IndexField(ctx, &discoveryv1.EndpointSlice{}, sliceServiceIndex, func(o client.Object) []string {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok && sliceService(s) != "" {
+			return []string{sliceService(s)}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index endpoint slices: %w", err)
+	}
+	// An event names what it concerns: one Service (a slice names its
+	// Service), or everything (this node, a policy).
+	onService := func(obj any) {
+		key, slice := objectKey(obj)
+		a.pending.service(key)
+		_ = slice
+		signal(a.trigger)
+	}
+	onAll := func(any) { a.pending.everything(); signal(a.trigger) }
+	handlers := map[client.Object]toolscache.ResourceEventHandlerFuncs{
+		&corev1.Service{}: {AddFunc: onService, UpdateFunc: func(_, n any) { onService(n) }, DeleteFunc: onService},
+		&discoveryv1.EndpointSlice{}: {AddFunc: onService, DeleteFunc: onService, UpdateFunc: func(o, n any) {
+			onService(o) // a slice moved to another Service concerns both
+			onService(n)
+		}},
+		&corev1.Node{}:                   {AddFunc: onAll, UpdateFunc: func(_, n any) { onAll(n) }, DeleteFunc: onAll},
+		&heraldv1.L2AnnouncementPolicy{}: {AddFunc: onAll, UpdateFunc: func(_, n any) { onAll(n) }, DeleteFunc: onAll},
+	}
+	for obj, h := range handlers {
 		inf, err := a.cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("start informer for %T: %w", obj, err)
-		}
-		h := toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { signal(a.trigger) },
-			UpdateFunc: func(any, any) { signal(a.trigger) },
-			DeleteFunc: func(any) { signal(a.trigger) },
 		}
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return fmt.Errorf("watch %T: %w", obj, err)
@@ -364,14 +421,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("agent started", "dataplane", a.table != nil, "incarnation", a.incarnation)
-	tick := time.NewTicker(a.opts.Interval)
-	defer tick.Stop()
+	a.pending.everything()
+	// The loop sleeps while nothing changes: informer events (coalesced
+	// over one interval), link changes, heartbeats that change something,
+	// probe results and the timers a decision depends on wake it.
+	planTimer := time.NewTimer(time.Hour)
+	planTimer.Stop()
+	planArmed := false
+	armPlan := func(d time.Duration) {
+		if !planArmed {
+			planTimer.Reset(d)
+			planArmed = true
+		}
+	}
+	wake := time.NewTimer(safetyWake)
+	defer wake.Stop()
+	defer planTimer.Stop()
 	linksKnown := false
-	// replan is set by what changes eligibility (the API's objects, the
-	// links); heartbeats, probes and the clock only change decisions, and
-	// re-deciding is cheap where re-planning reads every Service.
-	replan := true
 	for {
+		doPlan, timers := false, false
 		select {
 		case <-ctx.Done():
 			a.leave()
@@ -381,44 +449,103 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.leave()
 			return fmt.Errorf("watching links: %w", err)
 		case a.linkList = <-a.links:
-			linksKnown, replan = true, true
+			linksKnown = true
+			a.pending.everything()
+			armPlan(0)
+			continue
 		case u := <-a.keysCh:
 			a.applyKeys(u)
+			a.statusDirty = true
 		case <-a.trigger:
-			replan = true
+			armPlan(a.opts.Interval)
+			continue
+		case <-planTimer.C:
+			planArmed = false
+			doPlan = true
 		case <-a.updates:
 		case r := <-a.probed:
 			a.probeDone(r)
-		case <-tick.C:
-			// Settling, leaving peers, grace windows and re-probes change
-			// with time alone.
+			a.statusDirty = true // a conflict found or cleared
+			for _, seg := range a.segments {
+				seg.dirty = true
+			}
+		case <-wake.C:
+			timers = true
+		case reply := <-a.pings:
+			close(reply)
+			continue
 		}
-		a.health.turned(time.Now())
 		if !linksKnown {
 			continue // deciding without the node's links would report false problems
 		}
-		a.reconcile(ctx, replan)
-		replan = false
+		if doPlan && !a.plan(ctx) {
+			armPlan(time.Second) // retry: the changes are kept
+		}
+		a.reconcile(ctx, timers)
+		next := a.nextWake(time.Now())
+		if !wake.Stop() {
+			select {
+			case <-wake.C:
+			default:
+			}
+		}
+		wake.Reset(max(time.Until(next), time.Millisecond))
 	}
 }
 
-// reconcile brings segments, claims and answers in line with the current
-// Kubernetes state and links (re-read when replan is set) and heartbeats.
-func (a *Agent) reconcile(ctx context.Context, replan bool) {
-	plan := a.lastPlan
-	if replan {
-		p, err := a.plan(ctx)
-		if err != nil {
-			a.log.Warn("reading cluster state failed; keeping the current announcements", "err", err)
-		} else {
-			plan = p
+// safetyWake is the longest the main loop sleeps: even when nothing seems
+// to change, every segment is decided again this often, which catches a
+// lost wake-up at the cost of one pass every half minute.
+const safetyWake = 30 * time.Second
+
+// plan applies the pending informer changes; on failure it keeps them for
+// the next try and reports false.
+func (a *Agent) plan(ctx context.Context) bool {
+	services, all := a.pending.take()
+	changed, err := a.replan(ctx, services, all)
+	if err != nil {
+		a.log.Warn("reading cluster state failed; keeping the current announcements", "err", err)
+		if all {
+			a.pending.everything()
+		}
+		for k := range services {
+			a.pending.service(k)
+		}
+		return false
+	}
+	for ifc := range changed {
+		if seg := a.segments[ifc]; seg != nil {
+			seg.dirty = true
 		}
 	}
-	a.lastPlan = plan
+	if len(changed) > 0 || all {
+		a.statusDirty = true
+	}
 	a.syncDataplane(ctx)
-	a.drainConflicts()
-	a.expireConflicts(time.Now())
-	a.scheduleReprobes(time.Now())
+	return true
+}
+
+// reconcile brings segments, claims and answers in line with what this node
+// may announce and what its peers say. With timers set, the time-driven
+// work (re-probes, conflicts that expire) runs and every segment is
+// decided again.
+func (a *Agent) reconcile(ctx context.Context, timers bool) {
+	now := time.Now()
+	if a.drainConflicts() {
+		a.statusDirty = true
+	}
+	if timers {
+		if a.expireConflicts(now) {
+			a.statusDirty = true
+		}
+		if !a.dpFailed.IsZero() {
+			a.syncDataplane(ctx) // a failed Sync is retried
+		}
+		a.scheduleReprobes(now)
+		for _, seg := range a.segments {
+			seg.dirty = true
+		}
+	}
 
 	if a.keys == nil {
 		// No key, no heartbeat: without one this node cannot take part,
@@ -427,18 +554,20 @@ func (a *Agent) reconcile(ctx context.Context, replan bool) {
 			a.stopSegment(seg, true)
 			delete(a.segments, name)
 		}
-		a.status.update(a.statusSnapshot())
+		a.publishStatus()
 		return
 	}
 
 	// Segments: one per interface with something eligible. A segment
 	// whose last address went away keeps answering, leaving, until the
 	// successors claim (make before break), then stops.
+	st := a.state
 	for name, seg := range a.segments {
-		if len(plan.Eligible[name]) > 0 && seg.leavingSince.IsZero() {
+		if len(st.eligible[name]) > 0 && seg.leavingSince.IsZero() {
 			continue
 		}
-		if len(plan.Eligible[name]) > 0 {
+		a.statusDirty = true
+		if len(st.eligible[name]) > 0 {
 			// Eligible again while leaving: the member's leaving flag is
 			// final, so stop now and start afresh below.
 			a.stopSegment(seg, false)
@@ -446,106 +575,102 @@ func (a *Agent) reconcile(ctx context.Context, replan bool) {
 			continue
 		}
 		if seg.leavingSince.IsZero() {
-			seg.leavingSince = time.Now()
+			seg.leavingSince = now
 			a.log.Info("nothing left to announce on interface; handing over", "interface", name)
 			lctx, cancel := context.WithTimeout(context.Background(), 3*a.opts.Interval)
 			_ = seg.member.Leave(lctx)
 			cancel()
 		}
-		if a.decide(seg, true) == 0 || time.Since(seg.leavingSince) >= a.opts.LeaveGrace {
+		if a.decide(seg, true) == 0 || now.Sub(seg.leavingSince) >= a.opts.LeaveGrace {
 			a.stopSegment(seg, false)
 			delete(a.segments, name)
 		}
 	}
-	for name, eligible := range plan.Eligible {
+	names := make([]string, 0, len(st.eligible))
+	for name := range st.eligible {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
 		seg := a.segments[name]
 		if seg == nil {
-			if time.Since(a.startFailed[name]) < time.Second {
-				continue // retry a failed start once a second, not every tick
+			if now.Sub(a.startFailed[name]) < time.Second {
+				continue // retry a failed start once a second, not on every event
 			}
 			var err error
 			if seg, err = a.startSegment(name); err != nil {
 				a.log.Warn("cannot announce on interface", "interface", name, "err", err)
-				a.startFailed[name] = time.Now()
+				a.startFailed[name] = now
 				continue
 			}
 			delete(a.startFailed, name)
 			a.segments[name] = seg
+			seg.dirty = true
+			a.statusDirty = true
 		}
-		seg.setEligible(eligible, time.Now())
-	}
-
-	names := make([]string, 0, len(a.segments))
-	for n, seg := range a.segments {
-		if seg.leavingSince.IsZero() {
-			names = append(names, n)
+		updated := seg.updated.Swap(false)
+		if updated {
+			a.statusDirty = true // its peers may have changed
 		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		a.decide(a.segments[name], false)
-	}
-	a.trackAnswers()
-	a.health.segments(a.segmentsHealthy())
-	a.status.update(a.statusSnapshot())
-}
-
-// plan computes the current eligibility from the cache.
-func (a *Agent) plan(ctx context.Context) (announce.Plan, error) {
-	var node corev1.Node
-	nodePtr := &node
-	if err := a.client.Get(ctx, client.ObjectKey{Name: a.opts.NodeName}, &node); err != nil {
-		nodePtr = nil // nodeSelectors then match nothing; services are still read
-	}
-	var pols heraldv1.L2AnnouncementPolicyList
-	if err := a.client.List(ctx, &pols); err != nil {
-		return announce.Plan{}, fmt.Errorf("list policies: %w", err)
-	}
-	var svcs corev1.ServiceList
-	if err := a.client.List(ctx, &svcs); err != nil {
-		return announce.Plan{}, fmt.Errorf("list services: %w", err)
-	}
-	var eps discoveryv1.EndpointSliceList
-	if err := a.client.List(ctx, &eps); err != nil {
-		return announce.Plan{}, fmt.Errorf("list endpoint slices: %w", err)
-	}
-	var policies []announce.Policy
-	for i := range pols.Items {
-		v, err := kube.PolicyView(&pols.Items[i], nodePtr)
-		if err != nil {
-			// The controller reports it on the policy; here it just
-			// selects nothing.
-			a.log.Debug("policy cannot be used", "policy", pols.Items[i].Name, "err", err)
-			continue
-		}
-		policies = append(policies, v)
-	}
-	if a.table != nil {
-		a.dpWant = dataplaneServices(svcs.Items, eps.Items, a.opts.NodeName, a.opts.DefaultClass)
-	}
-	local := localReadyServices(eps.Items, a.opts.NodeName)
-	var services []announce.Service
-	announced := map[netip.Addr]bool{}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if v, ok := kube.AnnounceService(s, a.opts.DefaultClass, local[s.Namespace+"/"+s.Name]); ok {
-			services = append(services, v)
-			for _, ip := range kube.AnnouncedAddrs(s) {
-				announced[ip] = true
+		if seg.dirty || updated {
+			seg.dirty = false
+			seg.setEligible(st.eligibleOn(name), now)
+			if a.decide(seg, false) > 0 {
+				a.statusDirty = true
 			}
 		}
 	}
-	a.announced = announced
-	a.nodeAddrs = nodeAddresses(nodePtr)
-	excluded := nodePtr != nil && excludedByLabel(nodePtr) && !a.opts.IgnoreExcludeLabel
-	if a.excluded && !excluded {
-		a.undrainedAt = time.Now()
-		a.log.Info("the exclude label is gone; taking part again without moving addresses back")
-	}
-	a.excluded = excluded
-	a.ifaces = withLAN(a.linkList, a.nodeAddrs)
-	return announce.Compute(announce.Node{Name: a.opts.NodeName, ExcludedByLabel: a.excluded}, a.ifaces, policies, services), nil
+	a.trackAnswers()
+	a.health.segments(a.segmentsHealthy())
+	a.publishStatus()
 }
+
+// publishStatus hands the status writer a new report when something it
+// shows may have changed.
+func (a *Agent) publishStatus() {
+	if a.statusDirty {
+		a.statusDirty = false
+		a.status.update(a.statusSnapshot())
+	}
+}
+
+// nextWake is when the main loop must wake up even if nothing happens: the
+// earliest time a decision depends on (an address settling, a grace
+// window, a re-probe, a conflict expiring, a failed segment's retry), at
+// most safetyWake from now.
+func (a *Agent) nextWake(now time.Time) time.Time {
+	next := now.Add(safetyWake)
+	earlier := func(t time.Time) {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
+	}
+	for _, seg := range a.segments {
+		earlier(seg.wakeAt)
+		if !seg.leavingSince.IsZero() {
+			earlier(now.Add(a.opts.Interval / 2))
+		}
+	}
+	for _, c := range a.probeConflicts {
+		earlier(c.lastProbe.Add(a.opts.ConflictReprobe))
+	}
+	for _, c := range a.liveConflicts {
+		earlier(c.last.Add(a.opts.ConflictHold))
+	}
+	for _, t := range a.startFailed {
+		earlier(t.Add(time.Second))
+	}
+	if !a.dpFailed.IsZero() {
+		earlier(a.dpFailed.Add(time.Second))
+	}
+	if next.Before(now) {
+		next = now
+	}
+	return next
+}
+
+// now is the agent's clock.
+func (a *Agent) now() time.Time { return time.Now() }
 
 // excludedByLabel reports whether node carries the exclude label (any
 // value, as the Kubernetes convention has it).
@@ -669,22 +794,15 @@ func (a *Agent) trackAnswers() {
 // incarnationString is the incarnation as the status shows it.
 func (a *Agent) incarnationString() string { return strconv.FormatUint(a.incarnation, 10) }
 
-// health tracks what /healthz reports.
+// health tracks what /healthz reports besides the main loop's answer.
 type health struct {
 	isSynced atomic.Bool
-	lastTurn atomic.Int64 // Unix ns of the main loop's last turn
 	segErr   atomic.Pointer[string]
 	fatal    atomic.Pointer[string]
 }
 
-// stallLimit is how long the main loop may go without turning before the
-// agent is unhealthy: it turns every heartbeat interval, so anything near
-// this is a wedged agent, not a busy one.
-const stallLimit = 30 * time.Second
-
-func (h *health) synced()            { h.isSynced.Store(true) }
-func (h *health) turned(t time.Time) { h.lastTurn.Store(t.UnixNano()) }
-func (h *health) fail(msg string)    { h.fatal.Store(&msg) }
+func (h *health) synced()         { h.isSynced.Store(true) }
+func (h *health) fail(msg string) { h.fatal.Store(&msg) }
 func (h *health) segments(msg string) {
 	if msg == "" {
 		h.segErr.Store(nil)
@@ -693,16 +811,9 @@ func (h *health) segments(msg string) {
 	h.segErr.Store(&msg)
 }
 
-func (h *health) check(now time.Time) error {
+func (h *health) check() error {
 	if msg := h.fatal.Load(); msg != nil {
 		return errors.New(*msg)
-	}
-	if !h.isSynced.Load() {
-		// Starting up: the kubelet's initial delay covers a normal sync.
-		return nil
-	}
-	if last := h.lastTurn.Load(); last != 0 && now.Sub(time.Unix(0, last)) > stallLimit {
-		return fmt.Errorf("main loop has not run for %s", now.Sub(time.Unix(0, last)).Round(time.Second))
 	}
 	if msg := h.segErr.Load(); msg != nil {
 		return errors.New(*msg)

@@ -8,6 +8,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -74,6 +75,9 @@ type cluster struct {
 	// services counts the Services created; each gets its own port, so
 	// any two may share an address.
 	services int
+	// agentLog, when set, receives the output of agent processes instead
+	// of the test log (benchmarks with thousands of Services).
+	agentLog io.Writer
 }
 
 // testKey is the agents' fixed heartbeat key.
@@ -236,7 +240,12 @@ func (c *cluster) startController(mutate ...func(*controller.Options)) {
 func (c *cluster) createPolicy(interfaces ...string) {
 	c.t.Helper()
 	p := &heraldv1.L2AnnouncementPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "p-" + strings.ToLower(strings.ReplaceAll(c.t.Name(), "/", "-"))},
+		ObjectMeta: metav1.ObjectMeta{Name: "p-" + strings.Trim(strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '-'
+		}, strings.ToLower(c.t.Name())), "-")},
 		Spec: heraldv1.L2AnnouncementPolicySpec{
 			Interfaces:   interfaces,
 			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/os": "linux"}},

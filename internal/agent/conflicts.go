@@ -159,7 +159,7 @@ func (p *prober) probe(ctx context.Context, j probeJob) probeResult {
 // and addresses the Services show as announced once are Herald's for good;
 // both are taken at once: fail-over must not wait for a probe.
 func (a *Agent) mayAnswer(seg *segment, ip netip.Addr) bool {
-	if a.opts.ProbeDisable || a.seenClaimed[ip] || a.announced[ip] || a.probeState[ip] == probePassed {
+	if a.opts.ProbeDisable || a.seenClaimed[ip] || a.state.announced[ip] > 0 || a.probeState[ip] == probePassed {
 		return true
 	}
 	if a.probeState[ip] == probeRunning || a.probeState[ip] == probeFailed {
@@ -173,7 +173,7 @@ func (a *Agent) mayAnswer(seg *segment, ip netip.Addr) bool {
 // probeBlocked reports whether a probe found a foreign host on ip before
 // it was ever announced: then it is not announced.
 func (a *Agent) probeBlocked(ip netip.Addr) bool {
-	if a.announced[ip] {
+	if a.state.announced[ip] > 0 {
 		return false
 	}
 	_, ok := a.probeConflicts[ip]
@@ -278,7 +278,7 @@ func (a *Agent) onConflict(c l2.Conflict) {
 // node's MAC is a hand-over in progress or a key mismatch (placement and
 // the status settle those); any other MAC is a foreign host, and the owner
 // defends the address and reports it — it never withdraws.
-func (a *Agent) drainConflicts() {
+func (a *Agent) drainConflicts() (changed bool) {
 	a.conflictsMu.Lock()
 	cs := a.newConflicts
 	a.newConflicts = nil
@@ -294,23 +294,27 @@ func (a *Agent) drainConflicts() {
 				"mac", c.MAC.String(), "interface", c.Interface, "kind", c.Kind)
 			rec = &conflictRecord{mac: c.MAC.String(), iface: c.Interface, since: now}
 			a.liveConflicts[c.Addr] = rec
+			changed = true
 		}
 		rec.last = now
 		if seg := a.segments[c.Interface]; seg != nil {
 			seg.responder.Defend(c.Addr)
 		}
 	}
+	return changed
 }
 
 // expireConflicts forgets conflicts on announced addresses whose other
 // host has been quiet for ConflictHold, and those on addresses this node
 // no longer answers.
-func (a *Agent) expireConflicts(now time.Time) {
+func (a *Agent) expireConflicts(now time.Time) (changed bool) {
 	for ip, c := range a.liveConflicts {
 		if now.Sub(c.last) >= a.opts.ConflictHold || !a.answers(ip) {
 			delete(a.liveConflicts, ip)
+			changed = true
 		}
 	}
+	return changed
 }
 
 // answers reports whether this node answers for ip on some interface.

@@ -10,34 +10,42 @@ import (
 	"github.com/herald-lb/herald/internal/l2"
 )
 
-// /healthz: healthy while starting and while the loops turn; unhealthy,
-// saying why, when the main loop stalls, a segment's loop ended, or the
-// informers stopped.
+// /healthz: healthy while starting and while the main loop answers;
+// unhealthy, saying why, when a segment's loop ended, the informers
+// stopped, or the main loop does not answer.
 func TestHealth(t *testing.T) {
-	var h health
-	now := time.Now()
-	if err := h.check(now); err != nil {
+	a := &Agent{pings: make(chan chan struct{})}
+	if err := a.Healthy(context.Background()); err != nil {
 		t.Fatalf("starting: %v", err)
 	}
-	h.synced()
-	h.turned(now)
-	if err := h.check(now.Add(time.Second)); err != nil {
-		t.Fatalf("turning: %v", err)
+	a.health.synced()
+	stop := make(chan struct{})
+	go func() { // the main loop's part
+		for {
+			select {
+			case r := <-a.pings:
+				close(r)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	if err := a.Healthy(context.Background()); err != nil {
+		t.Fatalf("answering: %v", err)
 	}
-	if err := h.check(now.Add(stallLimit + time.Second)); err == nil || !strings.Contains(err.Error(), "main loop") {
-		t.Fatalf("stalled: %v", err)
-	}
-	h.turned(now.Add(stallLimit))
-	h.segments("interface eth0: responder stopped: read: no such device")
-	if err := h.check(now.Add(stallLimit)); err == nil || !strings.Contains(err.Error(), "eth0") {
+	a.health.segments("interface eth0: responder stopped: read: no such device")
+	if err := a.Healthy(context.Background()); err == nil || !strings.Contains(err.Error(), "eth0") {
 		t.Fatalf("segment down: %v", err)
 	}
-	h.segments("")
-	if err := h.check(now.Add(stallLimit)); err != nil {
-		t.Fatalf("segment back: %v", err)
+	a.health.segments("")
+	close(stop) // the main loop wedges
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := a.Healthy(ctx); err == nil || !strings.Contains(err.Error(), "main loop") {
+		t.Fatalf("wedged: %v", err)
 	}
-	h.fail("informer cache stopped: boom")
-	if err := h.check(now.Add(stallLimit)); err == nil || !strings.Contains(err.Error(), "informer") {
+	a.health.fail("informer cache stopped: boom")
+	if err := a.Healthy(context.Background()); err == nil || !strings.Contains(err.Error(), "informer") {
 		t.Fatalf("informers stopped: %v", err)
 	}
 }

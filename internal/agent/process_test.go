@@ -91,12 +91,16 @@ type agentProcess struct {
 
 // startAgentProcess runs node's agent as a process; the recorded PID is
 // herald's own (ip netns exec execs it), so kill -9 kills the agent.
-func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string) *agentProcess {
+func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string, extra ...string) *agentProcess {
 	c.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", c.lan.Namespace(node), herald(c.t), "agent",
-		"--node-name", node, "--kubeconfig", kubeconfig, "--key-file", keyFile, "--metrics-addr", "")
-	cmd.Stdout = testWriter{c.t}
-	cmd.Stderr = testWriter{c.t}
+	args := append([]string{"netns", "exec", c.lan.Namespace(node), herald(c.t), "agent",
+		"--node-name", node, "--kubeconfig", kubeconfig, "--key-file", keyFile, "--metrics-addr", ""}, extra...)
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout = c.agentLog
+	cmd.Stderr = c.agentLog
+	if cmd.Stdout == nil {
+		cmd.Stdout, cmd.Stderr = testWriter{c.t}, testWriter{c.t}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start agent %s: %v", node, err)

@@ -30,6 +30,8 @@ type segment struct {
 	// own (the interface was deleted, say): /healthz reports it.
 	failed   atomic.Pointer[string]
 	eligible []netip.Addr
+	// eligibleSet is eligible as a set.
+	eligibleSet map[netip.Addr]bool
 	// eligibleSince is when each address became eligible here: a node
 	// claims nothing new until it has been eligible for an interval, so
 	// the peers' eligibility has had time to arrive.
@@ -43,22 +45,33 @@ type segment struct {
 	claims    map[netip.Addr]bool
 	// leavingSince is when the segment started leaving (zero: it is not).
 	leavingSince time.Time
+	// dirty: decide again (eligibility, a probe, the clock changed).
+	dirty bool
+	// updated is set by the membership's updates (a peer joined, died or
+	// changed its claims) for the main loop.
+	updated atomic.Bool
+	// wakeAt is the earliest time a decision here changes by the clock
+	// alone (an address settles, a hand-over's grace ends); zero: none.
+	wakeAt time.Time
 }
 
 // setEligible records the addresses this node may announce on the segment.
 func (s *segment) setEligible(eligible []netip.Addr, now time.Time) {
 	s.eligible = eligible
+	set := make(map[netip.Addr]bool, len(eligible))
 	for _, ip := range eligible {
+		set[ip] = true
 		if _, ok := s.eligibleSince[ip]; !ok {
 			s.eligibleSince[ip] = now
 		}
 		delete(s.releasing, ip)
 	}
 	for ip := range s.eligibleSince {
-		if !slices.Contains(eligible, ip) {
+		if !set[ip] {
 			delete(s.eligibleSince, ip)
 		}
 	}
+	s.eligibleSet = set
 }
 
 // startSegment opens the heartbeat member and the responder on an
@@ -119,6 +132,7 @@ func (a *Agent) startSegment(name string) (*segment, error) {
 				if !ok {
 					return
 				}
+				seg.updated.Store(true)
 				signal(a.updates)
 			}
 		}
@@ -144,8 +158,22 @@ func (a *Agent) stopSegment(seg *segment, leave bool) {
 // decide runs placement for every eligible address of a segment and applies
 // the outcome: heartbeat claims, answers, probes. With leaving, the node
 // hands everything over: it keeps answering each address until its
-// successor claims it; pending counts those still waiting for one.
-func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
+// successor claims it, and the result counts those still waiting for one.
+// Without, it reports whether the answered set changed.
+func (a *Agent) decide(seg *segment, leaving bool) int {
+	pending, changed := a.decideSegment(seg, leaving)
+	if leaving {
+		return pending
+	}
+	if changed {
+		return 1
+	}
+	return 0
+}
+
+// decideSegment is decide's work: pending hand-overs (leaving) and whether
+// the answers changed.
+func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed bool) {
 	snap := seg.member.Snapshot()
 	eligibleBy := map[netip.Addr][]string{}
 	claimedBy := map[netip.Addr][]string{}
@@ -177,7 +205,16 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 		candidates = slices.Collect(maps.Keys(seg.answering))
 	}
 	now := time.Now()
+	seg.wakeAt = time.Time{}
+	wakeAt := func(t time.Time) {
+		if t.After(now) && (seg.wakeAt.IsZero() || t.Before(seg.wakeAt)) {
+			seg.wakeAt = t
+		}
+	}
 	for _, ip := range candidates {
+		if settles := seg.eligibleSince[ip].Add(a.opts.Interval); !leaving && settles.After(now) {
+			wakeAt(settles)
+		}
 		v := placement.View{
 			Self:      a.opts.NodeName,
 			Eligible:  append([]string{a.opts.NodeName}, eligibleBy[ip]...),
@@ -222,7 +259,7 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 		// answering (and claiming, which peers ignore since this node no
 		// longer advertises eligibility) until another node claims them.
 		for ip := range seg.answering {
-			if slices.Contains(seg.eligible, ip) {
+			if seg.eligibleSet[ip] {
 				continue
 			}
 			since, ok := seg.releasing[ip]
@@ -233,6 +270,7 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 			}
 			if len(claimedBy[ip]) == 0 && now.Sub(since) < a.opts.LeaveGrace {
 				answer[ip], claims[ip] = true, true
+				wakeAt(since.Add(a.opts.LeaveGrace))
 			}
 		}
 		for ip := range seg.releasing {
@@ -252,6 +290,7 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 	}
 	seg.claims = claims
 	if !maps.Equal(seg.answering, answer) {
+		changed = true
 		for ip := range answer {
 			if !seg.answering[ip] {
 				a.seenClaimed[ip] = true
@@ -268,7 +307,7 @@ func (a *Agent) decide(seg *segment, leaving bool) (pending int) {
 		seg.answering = answer
 		seg.responder.SetOwned(sortedAddrs(answer))
 	}
-	return pending
+	return pending, changed
 }
 
 // undrainWindow is how long after the exclude label went away an address
@@ -352,14 +391,23 @@ func (a *Agent) openDataplane() error {
 // syncDataplane writes the table when the wanted view changed; a failure
 // is retried on the next re-plan, and the previous rules keep forwarding.
 func (a *Agent) syncDataplane(ctx context.Context) {
-	if a.table == nil || (a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave)) {
+	if a.table == nil {
+		return
+	}
+	if a.dpDirty {
+		a.dpWant = a.state.dataplaneWant()
+		a.dpDirty = false
+	}
+	if a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave) {
 		return
 	}
 	err := a.table.Sync(ctx, a.dpWant)
 	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
-		a.log.Warn("programming the nftables data plane failed", "err", err)
+		a.log.Warn("programming the nftables data plane failed; retrying", "err", err)
+		a.dpFailed = time.Now()
 		return
 	}
+	a.dpFailed = time.Time{}
 	if err != nil {
 		// Valid services are programmed; the error names the others.
 		a.log.Warn("some services cannot be forwarded", "err", err)

@@ -112,7 +112,11 @@ func (a *Agent) statusSnapshot() nodeReport {
 	}
 	add(a.probeConflicts, heraldv1.ConflictProbe)
 	add(a.liveConflicts, heraldv1.ConflictAnnounced)
-	return nodeReport{status: st, problems: a.lastPlan.Problems, mismatches: mismatches}
+	var problems []announce.PolicyProblem
+	if a.state.planner != nil {
+		problems = a.state.planner.Problems()
+	}
+	return nodeReport{status: st, problems: problems, mismatches: mismatches}
 }
 
 // mismatch is an agent heard with another key, for the KeyMismatch Event.
@@ -219,7 +223,9 @@ func (w *statusWriter) run(ctx context.Context) {
 			}
 			w.log.Warn("writing the HeraldNode status failed; will retry", "err", err, "in", backoff)
 			retry = time.After(backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			// At most 5 s: the report is the truth others act on, and
+			// one write per 5 s is nothing for the API server.
+			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond

@@ -171,29 +171,79 @@ func ExcludeLabelMessage(node string) string {
 		"--ignore-exclude-label (chart value agent.ignoreExcludeLabel) to announce from it anyway", node)
 }
 
-// Compute returns the plan for node, given its interfaces, the policies
-// and the Services.
-func Compute(n Node, ifaces []Interface, policies []Policy, services []Service) Plan {
-	node := n.Name
-	plan := Plan{Eligible: map[string][]netip.Addr{}}
+// Planner decides, for one node with its interfaces and the policies,
+// one address at a time: an agent re-decides only the addresses a change
+// concerns (a Service, its endpoints) instead of every address of the
+// cluster, and rebuilds the Planner only when the node, its links or the
+// policies change. The zero value is not usable; use NewPlanner.
+type Planner struct {
+	node     Node
+	ifaces   []Interface
+	policies []Policy
+	// matched are the interfaces each node-selecting policy matches.
+	matched  [][]string
+	problems []PolicyProblem
+	// Messages makes Decide explain every verdict for a human; the agent,
+	// which acts on reasons only, leaves it off and formats nothing per
+	// address.
+	Messages bool
+}
 
-	// Interfaces each node-selecting policy matches, and the problems of
-	// those that match none.
-	matched := make([][]string, len(policies))
-	for i, p := range policies {
-		if !p.SelectsNode {
+// NewPlanner prepares the decisions of node.
+func NewPlanner(n Node, ifaces []Interface, policies []Policy) *Planner {
+	p := &Planner{node: n, ifaces: ifaces, policies: policies, matched: make([][]string, len(policies)), Messages: true}
+	for i, pol := range policies {
+		if !pol.SelectsNode {
 			continue
 		}
-		matched[i] = matchInterfaces(p, ifaces)
-		if len(matched[i]) == 0 {
-			plan.Problems = append(plan.Problems, PolicyProblem{
-				Policy:  p.Name,
-				Message: fmt.Sprintf("no up interface of node %s matches %s; it has %s", node, describePatterns(p), describeInterfaces(ifaces)),
+		p.matched[i] = matchInterfaces(pol, ifaces)
+		if len(p.matched[i]) == 0 {
+			p.problems = append(p.problems, PolicyProblem{
+				Policy:  pol.Name,
+				Message: fmt.Sprintf("no up interface of node %s matches %s; it has %s", n.Name, describePatterns(pol), describeInterfaces(ifaces)),
 			})
 		}
 	}
-	sort.Slice(plan.Problems, func(a, b int) bool { return plan.Problems[a].Policy < plan.Problems[b].Policy })
+	sort.Slice(p.problems, func(a, b int) bool { return p.problems[a].Policy < p.problems[b].Policy })
+	return p
+}
 
+// Problems lists the policies that select the node but match none of its
+// up interfaces, sorted by policy name.
+func (p *Planner) Problems() []PolicyProblem { return p.problems }
+
+// Decide is the node's verdict on addr, used by users (the Services whose
+// load-balancer or external addresses include it; others are ignored).
+func (p *Planner) Decide(addr netip.Addr, users []Service) AddrStatus {
+	var us []use
+	for i := range users {
+		s := &users[i]
+		if slices.Contains(s.LoadBalancerIPs, addr) {
+			us = append(us, use{svc: s})
+		}
+		if slices.Contains(s.ExternalIPs, addr) {
+			us = append(us, use{svc: s, external: true})
+		}
+	}
+	return p.decide(addr, us)
+}
+
+func (p *Planner) decide(addr netip.Addr, us []use) AddrStatus {
+	if p.node.ExcludedByLabel {
+		st := AddrStatus{Addr: addr, Services: serviceKeys(us), Reason: ExcludedByLabel}
+		if p.Messages {
+			st.Message = ExcludeLabelMessage(p.node.Name)
+		}
+		return st
+	}
+	return decide(p.node.Name, addr, us, p.policies, p.matched, p.ifaces, p.Messages)
+}
+
+// Compute returns the plan for node, given its interfaces, the policies
+// and the Services.
+func Compute(n Node, ifaces []Interface, policies []Policy, services []Service) Plan {
+	planner := NewPlanner(n, ifaces, policies)
+	plan := Plan{Eligible: map[string][]netip.Addr{}, Problems: planner.Problems()}
 	uses := map[netip.Addr][]use{}
 	for i := range services {
 		s := &services[i]
@@ -209,14 +259,8 @@ func Compute(n Node, ifaces []Interface, policies []Policy, services []Service) 
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
-
 	for _, a := range addrs {
-		var st AddrStatus
-		if n.ExcludedByLabel {
-			st = AddrStatus{Addr: a, Services: serviceKeys(uses[a]), Reason: ExcludedByLabel, Message: ExcludeLabelMessage(node)}
-		} else {
-			st = decide(node, a, uses[a], policies, matched, ifaces)
-		}
+		st := planner.decide(a, uses[a])
 		if st.Reason == Eligible {
 			for _, name := range st.Interfaces {
 				plan.Eligible[name] = append(plan.Eligible[name], a)
@@ -228,14 +272,16 @@ func Compute(n Node, ifaces []Interface, policies []Policy, services []Service) 
 }
 
 // decide is the verdict for one address used by us.
-func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [][]string, ifaces []Interface) AddrStatus {
+func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [][]string, ifaces []Interface, messages bool) AddrStatus {
 	st := AddrStatus{Addr: addr, Services: serviceKeys(us)}
 
 	// Local traffic policy: every Local user needs an endpoint here.
 	for _, u := range us {
 		if u.svc.TrafficPolicyLocal && !u.svc.LocalReadyEndpoint {
 			st.Reason = NoLocalEndpoints
-			st.Message = fmt.Sprintf("%s has externalTrafficPolicy Local and no ready endpoint on node %s", u.svc.Key, node)
+			if messages {
+				st.Message = fmt.Sprintf("%s has externalTrafficPolicy Local and no ready endpoint on node %s", u.svc.Key, node)
+			}
 			return st
 		}
 	}
@@ -263,13 +309,19 @@ func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [
 		switch {
 		case !selectsSome:
 			st.Reason = NoPolicy
-			st.Message = fmt.Sprintf("no L2AnnouncementPolicy selects %s", strings.Join(st.Services, ", "))
+			if messages {
+				st.Message = fmt.Sprintf("no L2AnnouncementPolicy selects %s", strings.Join(st.Services, ", "))
+			}
 		case len(us) > 1 && !coveredAnywhere(us, policies):
 			st.Reason = SharedNotCovered
-			st.Message = fmt.Sprintf("%s is shared by %s and no single L2AnnouncementPolicy selects all of them", addr, strings.Join(st.Services, ", "))
+			if messages {
+				st.Message = fmt.Sprintf("%s is shared by %s and no single L2AnnouncementPolicy selects all of them", addr, strings.Join(st.Services, ", "))
+			}
 		default:
 			st.Reason = NodeNotSelected
-			st.Message = fmt.Sprintf("the L2AnnouncementPolicies selecting %s do not select node %s", strings.Join(st.Services, ", "), node)
+			if messages {
+				st.Message = fmt.Sprintf("the L2AnnouncementPolicies selecting %s do not select node %s", strings.Join(st.Services, ", "), node)
+			}
 		}
 		return st
 	}
@@ -282,12 +334,16 @@ func decide(node string, addr netip.Addr, us []use, policies []Policy, matched [
 	names = lanFirst(names, ifaces)
 	if len(names) == 0 {
 		st.Reason = NoMatchingInterface
-		st.Message = fmt.Sprintf("no up interface of node %s matches %s; it has %s", node, strings.Join(patterns, " or "), describeInterfaces(ifaces))
+		if messages {
+			st.Message = fmt.Sprintf("no up interface of node %s matches %s; it has %s", node, strings.Join(patterns, " or "), describeInterfaces(ifaces))
+		}
 		return st
 	}
 	st.Reason = Eligible
 	st.Interfaces = names
-	st.Message = fmt.Sprintf("eligible on node %s on %s", node, strings.Join(names, ", "))
+	if messages {
+		st.Message = fmt.Sprintf("eligible on node %s on %s", node, strings.Join(names, ", "))
+	}
 	return st
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -339,5 +340,47 @@ func TestDescribeInterfacesBounded(t *testing.T) {
 	}
 	if n := strings.Count(got, "veth"); n != 11 {
 		t.Errorf("%d veths listed, want 11: %q", n, got)
+	}
+}
+
+// Deciding one address at a time with a Planner gives Compute's verdicts;
+// without messages, no message is formatted.
+func TestPlannerMatchesCompute(t *testing.T) {
+	policies := []Policy{
+		lbPolicy("eth", func(p *Policy) { p.Interfaces = res("^eth") }),
+		lbPolicy("wg", func(p *Policy) { p.Interfaces = res("^wg"); p.Services = labelsEq{"name": "ns/b"} }),
+		lbPolicy("other-nodes", func(p *Policy) { p.SelectsNode = false }),
+	}
+	services := []Service{
+		svc("ns/a", "10.0.0.1"),
+		svc("ns/b", "10.0.0.2", func(s *Service) { s.ExternalIPs = addrs("10.0.0.9") }),
+		svc("ns/c", "10.0.0.2"),
+		svc("ns/d", "10.0.0.3", func(s *Service) { s.TrafficPolicyLocal = true }),
+		svc("ns/e", "10.0.0.4", func(s *Service) { s.TrafficPolicyLocal = true; s.LocalReadyEndpoint = true }),
+	}
+	for _, excluded := range []bool{false, true} {
+		node := Node{Name: "cp1", ExcludedByLabel: excluded}
+		plan := Compute(node, nodeIfaces, policies, services)
+		p := NewPlanner(node, nodeIfaces, policies)
+		quiet := NewPlanner(node, nodeIfaces, policies)
+		quiet.Messages = false
+		for _, want := range plan.Addrs {
+			var users []Service
+			for _, s := range services {
+				if slices.Contains(s.LoadBalancerIPs, want.Addr) || slices.Contains(s.ExternalIPs, want.Addr) {
+					users = append(users, s)
+				}
+			}
+			if got := p.Decide(want.Addr, users); !reflect.DeepEqual(got, want) {
+				t.Errorf("excluded=%v %s: Planner %+v, Compute %+v", excluded, want.Addr, got, want)
+			}
+			got := quiet.Decide(want.Addr, users)
+			if got.Message != "" || got.Reason != want.Reason || !slices.Equal(got.Interfaces, want.Interfaces) {
+				t.Errorf("excluded=%v %s: quiet Planner %+v, want reason %s on %v and no message", excluded, want.Addr, got, want.Reason, want.Interfaces)
+			}
+		}
+		if !reflect.DeepEqual(p.Problems(), plan.Problems) {
+			t.Errorf("problems %v, want %v", p.Problems(), plan.Problems)
+		}
 	}
 }

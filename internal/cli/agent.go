@@ -18,11 +18,13 @@ import (
 	"github.com/herald-lb/herald/internal/heartbeatkey"
 	"github.com/herald-lb/herald/internal/membership"
 	"github.com/herald-lb/herald/internal/metricsserver"
+	"github.com/herald-lb/herald/internal/pprofserver"
 )
 
 func newAgentCommand() *cobra.Command {
 	var (
 		kubeconfig, keyFile, metricsAddr string
+		pprofAddr                        string
 		keySecret                        string
 		dataplaneMode                    string
 		logLevel, logFormat              string
@@ -86,6 +88,13 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			if err != nil {
 				return err
 			}
+			if pprofAddr != "" {
+				stop, err := pprofserver.Serve(cmd.Context(), pprofAddr, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			if metricsAddr != "" {
 				stop, err := metricsserver.Serve(cmd.Context(), metricsserver.Options{Addr: metricsAddr, Registry: reg, Healthy: a.Healthy, Logger: log})
 				if err != nil {
@@ -111,6 +120,7 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 	f.DurationVar(&opts.LeaveGrace, "leave-grace", time.Second, "how long a stopping agent keeps answering while successors take over")
 	f.StringVar(&dataplaneMode, "dataplane", "auto", "who forwards load-balancer traffic: none (kube-proxy or Cilium does), nftables (Herald's own table; needs NET_ADMIN) or auto (nftables unless kube-proxy or Cilium rules exist)")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9471", "address for /metrics and /healthz (empty disables)")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (empty: off)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

@@ -15,6 +15,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/herald-lb/herald/internal/controller"
+	"github.com/herald-lb/herald/internal/pprofserver"
 )
 
 func newControllerCommand() *cobra.Command {
@@ -22,6 +23,7 @@ func newControllerCommand() *cobra.Command {
 		kubeconfig, logLevel, logFormat string
 		opts                            controller.Options
 		heartbeatSecret                 string
+		pprofAddr                       string
 		qps                             float32
 		burst                           int
 	)
@@ -69,6 +71,13 @@ one leads (a Lease), the other takes over when it goes.`,
 			if err != nil {
 				return err
 			}
+			if pprofAddr != "" {
+				stop, err := pprofserver.Serve(cmd.Context(), pprofAddr, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			return c.Run(cmd.Context())
 		},
 	}
@@ -87,6 +96,7 @@ one leads (a Lease), the other takes over when it goes.`,
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "127.0.0.1:9470", "address for /metrics, /healthz and /readyz (empty disables)")
 	f.Float32Var(&qps, "kube-api-qps", 200, "API requests per second this controller may make")
 	f.IntVar(&burst, "kube-api-burst", 400, "API request burst")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6061 (empty: off)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

@@ -154,7 +154,9 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	c, err := cache.New(cfg, cache.Options{Scheme: scheme})
+	// Nothing reads managedFields; with thousands of Services they would
+	// be most of the cache.
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultTransform: cache.TransformStripManagedFields()})
 	if err != nil {
 		return nil, fmt.Errorf("create informer cache: %w", err)
 	}
