@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -59,17 +60,24 @@ func fastConfig(b *testing.B) *rest.Config {
 	return cfg
 }
 
-// createServices creates n LoadBalancer Services in ns with writers
-// concurrent clients.
+// createServices creates the benchmark's 1000 LoadBalancer Services in ns
+// with writers concurrent clients.
 func createServices(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string, class *string) {
+	b.Helper()
+	createN(ctx, b, kube, ns, class, services)
+}
+
+// createN creates n LoadBalancer Services in ns with writers concurrent
+// clients.
+func createN(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string, class *string, n int) {
 	b.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
 	for w := range writers {
 		wg.Go(func() {
-			for i := w; i < services; i += writers {
+			for i := w; i < n; i += writers {
 				svc := &corev1.Service{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%04d", i), Namespace: ns},
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: ns},
 					Spec: corev1.ServiceSpec{
 						Type:              corev1.ServiceTypeLoadBalancer,
 						LoadBalancerClass: class,
@@ -94,8 +102,15 @@ func createServices(ctx context.Context, b *testing.B, kube kubernetes.Interface
 	}
 }
 
-// waitAllAddressed watches ns until every Service shows an address.
+// waitAllAddressed watches ns until every one of the benchmark's 1000
+// Services shows an address.
 func waitAllAddressed(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string, ready chan<- struct{}) {
+	b.Helper()
+	waitAddressed(ctx, b, kube, ns, ready, services)
+}
+
+// waitAddressed watches ns until n Services show an address.
+func waitAddressed(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string, ready chan<- struct{}, services int) {
 	b.Helper()
 	w, err := kube.CoreV1().Services(ns).Watch(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -104,7 +119,7 @@ func waitAllAddressed(ctx context.Context, b *testing.B, kube kubernetes.Interfa
 	defer w.Stop()
 	close(ready)
 	done := map[string]bool{}
-	timeout := time.After(5 * time.Minute)
+	timeout := time.After(15 * time.Minute)
 	for len(done) < services {
 		select {
 		case ev, ok := <-w.ResultChan():
@@ -118,7 +133,7 @@ func waitAllAddressed(ctx context.Context, b *testing.B, kube kubernetes.Interfa
 				done[s.Name] = true
 			}
 		case <-timeout:
-			b.Fatalf("only %d of %d Services addressed after 5 minutes", len(done), services)
+			b.Fatalf("only %d of %d Services addressed after 15 minutes", len(done), services)
 		}
 	}
 }
@@ -189,6 +204,72 @@ func BenchmarkHeraldThousandServices(b *testing.B) {
 	}
 }
 
+// BenchmarkHeraldTenThousandServices: one op = 10 000 Services created
+// while the controller runs, until all have an address; also reported: the
+// Go heap in use afterwards (after a GC) of this process, which holds the
+// controller (its informer cache of 10 000 Services and its allocator)
+// and little else.
+func BenchmarkHeraldTenThousandServices(b *testing.B) {
+	const n = 10000
+	ctx := context.Background()
+	cfg := fastConfig(b)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	scheme, err := heraldkube.Scheme()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "herald-system"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	pool := &heraldv1.LoadBalancerIPPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench"},
+		Spec:       heraldv1.LoadBalancerIPPoolSpec{Blocks: []heraldv1.IPBlock{{CIDR: "10.128.0.0/12"}}},
+	}
+	if err := cl.Create(ctx, pool); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	c, err := controller.New(cfg, controller.Options{
+		Identity: "bench10k", DefaultClass: true, Workers: writers,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = c.Run(runCtx) }()
+	<-c.Ready()
+	var total time.Duration
+	var heap float64
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		ns := newNamespace(ctx, b, kube)
+		ready := make(chan struct{})
+		var wg sync.WaitGroup
+		b.StartTimer()
+		start := time.Now()
+		wg.Go(func() { waitAddressed(ctx, b, kube, ns, ready, n) })
+		<-ready
+		createN(ctx, b, kube, ns, nil, n)
+		wg.Wait()
+		total += time.Since(start)
+		b.StopTimer()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		heap = max(heap, float64(ms.HeapInuse)/(1<<20))
+		deleteN(ctx, b, kube, ns, n)
+		b.StartTimer()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/10000svc")
+	b.ReportMetric(heap, "heap-MiB")
+}
+
 // BenchmarkTightLoopThousandStatusWrites: one op = 1000 Services created
 // (of a class no controller serves) and, as each appears, its status written
 // by writers workers with precomputed addresses: the same API traffic as
@@ -256,11 +337,17 @@ func BenchmarkTightLoopThousandStatusWrites(b *testing.B) {
 // has no namespace controller to do it when the namespace goes.
 func deleteServices(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string) {
 	b.Helper()
+	deleteN(ctx, b, kube, ns, services)
+}
+
+// deleteN deletes the n Services createN made in ns.
+func deleteN(ctx context.Context, b *testing.B, kube kubernetes.Interface, ns string, n int) {
+	b.Helper()
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
-			for i := w; i < services; i += writers {
-				if err := kube.CoreV1().Services(ns).Delete(ctx, fmt.Sprintf("s%04d", i), metav1.DeleteOptions{}); err != nil {
+			for i := w; i < n; i += writers {
+				if err := kube.CoreV1().Services(ns).Delete(ctx, fmt.Sprintf("s%05d", i), metav1.DeleteOptions{}); err != nil {
 					b.Errorf("delete service: %v", err)
 					return
 				}
