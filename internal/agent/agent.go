@@ -196,8 +196,7 @@ type Agent struct {
 	answerSince    map[netip.Addr]time.Time
 	startFailed    map[string]time.Time // interfaces whose segment failed to start, and when
 	table          *dataplane.Table     // nil without a data plane
-	dpWant         []dataplane.Service  // what the table should hold
-	dpHave         []dataplane.Service  // what the last successful Sync wrote
+	dpChecked      time.Time            // when the table was last checked
 	handedOver     bool                 // leave handed addresses to successors
 	incarnation    uint64
 
@@ -541,6 +540,7 @@ func (a *Agent) reconcile(ctx context.Context, timers bool) {
 		if !a.dpFailed.IsZero() {
 			a.syncDataplane(ctx) // a failed Sync is retried
 		}
+		a.checkDataplane(ctx, now)
 		a.scheduleReprobes(now)
 		for _, seg := range a.segments {
 			seg.dirty = true

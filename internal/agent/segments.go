@@ -389,31 +389,41 @@ func (a *Agent) openDataplane() error {
 }
 
 // syncDataplane writes the table when the wanted view changed; a failure
-// is retried on the next re-plan, and the previous rules keep forwarding.
+// is retried (see nextWake), and the previous rules keep forwarding. The
+// table diffs the view against what it holds and sends only the changes.
 func (a *Agent) syncDataplane(ctx context.Context) {
-	if a.table == nil {
+	if a.table == nil || (!a.dpDirty && a.dpFailed.IsZero()) {
 		return
 	}
-	if a.dpDirty {
-		a.dpWant = a.state.dataplaneWant()
-		a.dpDirty = false
-	}
-	if a.dpHave != nil && sameDataplane(a.dpWant, a.dpHave) {
-		return
-	}
-	err := a.table.Sync(ctx, a.dpWant)
+	err := a.table.Sync(ctx, a.state.dataplaneWant())
 	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
 		a.log.Warn("programming the nftables data plane failed; retrying", "err", err)
 		a.dpFailed = time.Now()
 		return
 	}
-	a.dpFailed = time.Time{}
+	a.dpDirty, a.dpFailed = false, time.Time{}
 	if err != nil {
 		// Valid services are programmed; the error names the others.
 		a.log.Warn("some services cannot be forwarded", "err", err)
 	}
-	a.dpHave = slices.Clone(a.dpWant)
-	if a.dpHave == nil {
-		a.dpHave = []dataplane.Service{}
+}
+
+// dataplaneCheckEvery is how often the agent makes sure its nftables table
+// is still what it programmed: a firewall reload (nft flush ruleset) would
+// otherwise leave the node without it until the next change.
+const dataplaneCheckEvery = time.Minute
+
+// checkDataplane rebuilds the table if it is not what the agent left.
+func (a *Agent) checkDataplane(ctx context.Context, now time.Time) {
+	if a.table == nil || now.Sub(a.dpChecked) < dataplaneCheckEvery {
+		return
+	}
+	a.dpChecked = now
+	rebuilt, err := a.table.Check(ctx)
+	switch {
+	case err != nil:
+		a.log.Warn("checking the nftables table failed", "err", err)
+	case rebuilt:
+		a.log.Warn("the nftables table had been changed or removed by someone else; rebuilt it")
 	}
 }

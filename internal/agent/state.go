@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 
@@ -109,8 +108,11 @@ type planState struct {
 	announced map[netip.Addr]int
 	// announcedBy are those addresses per Service.
 	announcedBy map[string][]netip.Addr
-	// dataplane is the data plane's view per Service (with a data plane).
+	// dataplane is the data plane's view per Service (with a data plane),
+	// and dpKeys its keys, kept sorted so the complete view is built
+	// without sorting.
 	dataplane map[string][]dataplane.Service
+	dpKeys    []string
 }
 
 func newPlanState() *planState {
@@ -264,7 +266,14 @@ func (a *Agent) refreshService(ctx context.Context, key string, affected map[net
 	} else {
 		delete(st.views, key)
 	}
-	if a.table != nil {
+	if a.table != nil && !sameDataplane(st.dataplane[key], dp) {
+		i, found := slices.BinarySearch(st.dpKeys, key)
+		switch {
+		case len(dp) > 0 && !found:
+			st.dpKeys = slices.Insert(st.dpKeys, i, key)
+		case len(dp) == 0 && found:
+			st.dpKeys = slices.Delete(st.dpKeys, i, i+1)
+		}
 		if len(dp) > 0 {
 			st.dataplane[key] = dp
 		} else {
@@ -330,15 +339,10 @@ func (st *planState) eligibleOn(ifc string) []netip.Addr {
 	return out
 }
 
-// dataplaneWant is the complete data plane view, in a stable order.
+// dataplaneWant is the complete data plane view, by Service key.
 func (st *planState) dataplaneWant() []dataplane.Service {
-	keys := make([]string, 0, len(st.dataplane))
-	for k := range st.dataplane {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var out []dataplane.Service
-	for _, k := range keys {
+	out := make([]dataplane.Service, 0, len(st.dpKeys))
+	for _, k := range st.dpKeys {
 		out = append(out, st.dataplane[k]...)
 	}
 	return out

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
@@ -143,8 +143,9 @@ func (r *reconciler) summarize(ctx context.Context, svc *corev1.Service, addrs [
 
 // verdictInput is what the per-node verdicts of one Service need.
 type verdictInput struct {
-	nodes    []corev1.Node
-	policies []heraldv1.L2AnnouncementPolicy
+	defaultClass bool
+	nodes        []corev1.Node
+	policies     []heraldv1.L2AnnouncementPolicy
 	// sharers are the Services using the same addresses (svc included),
 	// with the nodes where each has a ready endpoint (Local only).
 	sharers []sharer
@@ -158,7 +159,7 @@ type sharer struct {
 // verdictInput reads the cache (and, for Local Services, the API server's
 // EndpointSlices) for svc's verdicts.
 func (r *reconciler) verdictInput(ctx context.Context, svc *corev1.Service) (*verdictInput, error) {
-	in := &verdictInput{}
+	in := &verdictInput{defaultClass: r.opts.DefaultClass}
 	var nodes corev1.NodeList
 	if err := r.client.List(ctx, &nodes); err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -169,17 +170,25 @@ func (r *reconciler) verdictInput(ctx context.Context, svc *corev1.Service) (*ve
 		return nil, fmt.Errorf("list policies: %w", err)
 	}
 	in.policies = pols.Items
-	mine := ingressAddrs(svc)
-	var svcs corev1.ServiceList
-	if err := r.client.List(ctx, &svcs); err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
+	// The Services sharing svc's addresses, from the allocator's holders:
+	// never a scan of every Service.
+	keys := map[string]bool{serviceKey(svc.Namespace, svc.Name): true}
+	r.mu.Lock()
+	for _, addr := range ingressAddrs(svc) {
+		for _, k := range r.alloc.Holders(addr) {
+			keys[k] = true
+		}
 	}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if s.Namespace == svc.Namespace && s.Name == svc.Name {
-			s = svc
-		} else if !slices.ContainsFunc(ingressAddrs(s), func(a netip.Addr) bool { return slices.Contains(mine, a) }) {
-			continue
+	r.mu.Unlock()
+	for k := range keys {
+		s := svc
+		if k != serviceKey(svc.Namespace, svc.Name) {
+			ns, name, _ := strings.Cut(k, "/")
+			var other corev1.Service
+			if err := r.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &other); err != nil {
+				continue // gone meanwhile
+			}
+			s = &other
 		}
 		sh := sharer{svc: s}
 		if s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
@@ -245,7 +254,7 @@ func (in *verdictInput) verdicts(idx *announceIndex, addr netip.Addr) []announce
 		}
 		var services []announce.Service
 		for _, sh := range in.sharers {
-			if s, ok := kube.AnnounceService(sh.svc, true, sh.readyNodes[node.Name]); ok {
+			if s, ok := kube.AnnounceService(sh.svc, in.defaultClass, sh.readyNodes[node.Name]); ok {
 				services = append(services, s)
 			}
 		}

@@ -394,8 +394,16 @@ func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.R
 		return regs, err
 	}
 	pools := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.enqueue(poolsKey) },
-		UpdateFunc: func(any, any) { c.enqueue(poolsKey) },
+		AddFunc: func(any) { c.enqueue(poolsKey) },
+		// Only a spec change matters: the controller's own status writes
+		// (every burst of allocations) must not revisit every Service.
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*heraldv1.LoadBalancerIPPool)
+			n, ok2 := newObj.(*heraldv1.LoadBalancerIPPool)
+			if !ok1 || !ok2 || o.Generation != n.Generation {
+				c.enqueue(poolsKey)
+			}
+		},
 		DeleteFunc: func(any) { c.enqueue(poolsKey) },
 	}
 	if err := add(&heraldv1.LoadBalancerIPPool{}, pools); err != nil {
@@ -428,8 +436,17 @@ func (c *Controller) watch(ctx context.Context) (map[cache.Informer]toolscache.R
 		return regs, err
 	}
 	policies := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.enqueue(policiesKey); c.enqueue(announceKey) },
-		UpdateFunc: func(any, any) { c.enqueue(policiesKey); c.enqueue(announceKey) },
+		AddFunc: func(any) { c.enqueue(policiesKey); c.enqueue(announceKey) },
+		// The Valid condition the controller writes is a status update:
+		// only a spec change re-explains the Services.
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*heraldv1.L2AnnouncementPolicy)
+			n, ok2 := newObj.(*heraldv1.L2AnnouncementPolicy)
+			if !ok1 || !ok2 || o.Generation != n.Generation {
+				c.enqueue(policiesKey)
+				c.enqueue(announceKey)
+			}
+		},
 		DeleteFunc: func(any) { c.enqueue(announceKey) },
 	}
 	if err := add(&heraldv1.L2AnnouncementPolicy{}, policies); err != nil {

@@ -3,48 +3,52 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// udpBackends is, per UDP service VIP:port, the endpoints a Sync
-// programmed. UDP has no connection end: without cleanup, a client that
-// keeps sending from the same source port stays pinned by conntrack to an
-// endpoint that was removed, until the entry times out. kube-proxy clears
-// these entries too. TCP needs nothing: connections to a gone backend are
-// reset or time out, and new ones pick a live endpoint.
-type udpBackends map[netip.AddrPort]map[netip.AddrPort]struct{}
-
-func udpBackendsOf(plan []planned) udpBackends {
-	out := udpBackends{}
-	for _, p := range plan {
-		if p.proto != unix.IPPROTO_UDP || len(p.eps) == 0 {
-			continue
-		}
-		eps := make(map[netip.AddrPort]struct{}, len(p.eps))
-		for _, e := range p.eps {
-			eps[netip.AddrPortFrom(e.Addr, e.Port)] = struct{}{}
-		}
-		out[netip.AddrPortFrom(p.svc.VIP, p.svc.Port)] = eps
-	}
-	return out
-}
+// UDP has no connection end: without cleanup, a client that keeps sending
+// from the same source port stays pinned by conntrack to an endpoint that
+// was removed, until the entry times out. kube-proxy clears these entries
+// too. TCP needs nothing: connections to a gone backend are reset or time
+// out, and new ones pick a live endpoint.
 
 // staleFilter matches UDP conntrack entries whose original destination is
 // a service VIP:port and whose reply source (the DNAT target) is an
 // endpoint that service no longer uses.
 type staleFilter map[netip.AddrPort]map[netip.AddrPort]struct{}
 
-// staleSince returns the (service, endpoint) pairs in old but not in now.
-func staleSince(old, now udpBackends) staleFilter {
-	stale := staleFilter{}
-	for svc, eps := range old {
-		for ep := range eps {
-			if _, ok := now[svc][ep]; ok {
-				continue
+// staleUDP returns the (UDP service VIP:port, endpoint) pairs that changes
+// take out of the table. Only changed services can lose endpoints, and a
+// VIP:port that an old record held can only be held now by a changed
+// record: a record that did not change kept its own VIP:port, and no two
+// records share one.
+func staleUDP(changes []change) staleFilter {
+	var now map[svcID]*record
+	for _, c := range changes {
+		if c.new != nil && c.new.id.proto == unix.IPPROTO_UDP && len(c.new.eps) > 0 {
+			if now == nil {
+				now = map[svcID]*record{}
 			}
+			now[c.new.id] = c.new
+		}
+	}
+	stale := staleFilter{}
+	for _, c := range changes {
+		o := c.old
+		if o == nil || o.id.proto != unix.IPPROTO_UDP {
+			continue
+		}
+		for _, ep := range o.eps {
+			if n := now[o.id]; n != nil {
+				if _, ok := slices.BinarySearchFunc(n.eps, ep, netip.AddrPort.Compare); ok {
+					continue
+				}
+			}
+			svc := netip.AddrPortFrom(o.id.vip, o.id.port)
 			if stale[svc] == nil {
 				stale[svc] = map[netip.AddrPort]struct{}{}
 			}
@@ -52,6 +56,24 @@ func staleSince(old, now udpBackends) staleFilter {
 		}
 	}
 	return stale
+}
+
+// clearUDP deletes the conntrack entries that lead to the UDP endpoints
+// changes removed. The rules are in place whatever happens here, so a
+// failure is logged, not returned: a retried Sync would not retry it, and
+// the entries expire on their own (conntrack's UDP timeout).
+func (t *Table) clearUDP(changes []change) {
+	stale := staleUDP(changes)
+	if len(stale) == 0 {
+		return
+	}
+	t.stats.RoundTrips++
+	n, err := deleteStale(t.nsFD, stale)
+	if err != nil {
+		t.log.Warn("clearing conntrack entries of removed UDP endpoints failed", "err", err)
+		return
+	}
+	t.log.Debug("cleared conntrack entries of removed UDP endpoints", "entries", n)
 }
 
 // MatchConntrackFlow implements vnl.CustomConntrackFilter.

@@ -11,20 +11,24 @@
 //
 // # Ruleset
 //
-// Every Sync replaces the whole table in one netlink batch (add table,
-// delete table, add table and its content), so the kernel switches from the
-// old ruleset to the new one atomically: a packet sees either all of the
-// old rules or all of the new ones. Established connections keep their
-// conntrack NAT bindings across a Sync.
+// Every service lives in set and map elements, never in rules of its own,
+// so that changing one changes elements only (see Updates):
 //
 //   - chain "services" (jumped to from the nat hooks prerouting and output at
-//     priority dstnat) looks up "daddr . l4proto . dport" in the verdict maps
-//     "services4"/"services6" and jumps to one chain per service.
-//   - a service chain ("svc-…") picks one endpoint uniformly at random the
-//     way kube-proxy's iptables mode does: rule i of n matches with
-//     probability 1/(n-i) ("numgen random mod (n-i) == 0") and DNATs to
-//     endpoint i; the last rule matches always. This needs no anonymous maps
-//     and is exact for any n.
+//     priority dstnat) looks "daddr . l4proto . dport" up in the sets
+//     "services4"/"services6" (services with endpoints; each element's
+//     comment is the service's Key) and goes on to chain "dnat4"/"dnat6";
+//     every other packet returns at once.
+//   - chain "dnat4" ("dnat6") has one rule per number n of endpoints that
+//     some IPv4 (IPv6) service has, in ascending order: "dnat to daddr .
+//     l4proto . dport . numgen random mod n map @endpoints4-n". The map
+//     "endpoints4-n" holds, for each service with n endpoints, buckets 0 to
+//     n-1, bucket i leading to endpoint i (address and port). A packet of a
+//     service with n endpoints misses the maps of the rules before (they
+//     hold other services) and picks one of its n buckets uniformly at
+//     random in its own, exactly for any n. It passes at most as many rules
+//     as the service has endpoints, as with kube-proxy's per-endpoint
+//     rules, and only its first packet (NAT chains see new connections).
 //   - chain "postrouting" (nat hook postrouting, priority srcnat) masquerades
 //     connections that were DNATed ("ct status dnat") to an endpoint of a
 //     service with traffic policy Cluster (sets "masquerade4"/"masquerade6",
@@ -35,16 +39,77 @@
 //     one nft(8) can print, so `nft list ruleset` shows the table. (Keying
 //     on "ct original daddr" would need the per-family conntrack keys, which
 //     google/nftables cannot express; the generic one is 16 bytes in an
-//     inet table and nft 1.0.6 aborts while printing it.)
+//     inet table and nft 1.0.6 aborts while printing it. The bucket in an
+//     endpoint map's key has type mark only so that nft(8) prints it.)
 //   - chains "filter-prerouting"/"filter-output" (filter hooks at priority
-//     dstnat-10) reject packets to a service without usable endpoints with
-//     ICMP(v6) port unreachable (as kube-proxy does), so a TCP client fails
-//     at once with "connection refused" instead of waiting for a timeout.
+//     dstnat-10) reject packets to a service without usable endpoints
+//     (sets "no-endpoints4"/"no-endpoints6") with ICMP(v6) port
+//     unreachable (as kube-proxy does), so a TCP client fails at once with
+//     "connection refused" instead of waiting for a timeout.
 //
 // A Local service uses only endpoints with Local set and is not
 // masqueraded, so the backend sees the client's own source address. A
 // Local service whose ready endpoints are all on other nodes has no usable
 // endpoints here and is rejected like one with no endpoints at all.
+//
+// Why no chain per service: nf_tables checks the whole table (every chain
+// reachable from a base chain, through every element of a verdict map)
+// whenever a batch adds a rule with a NAT expression or a verdict-map
+// element that jumps; with a chain per service that cost 15 ms of kernel
+// time per batch at 10 000 services, however small the change. Elements
+// of plain sets and data maps trigger no such check, and the check of the
+// few rules above is cheap when a new endpoint count adds one.
+//
+// # Updates
+//
+// Every change goes to the kernel as one netlink batch, which nf_tables
+// applies as one transaction: it prepares every change of the batch in the
+// next generation of the ruleset and switches generations when the batch
+// commits, or drops the whole batch on any error. A packet therefore sees
+// all of the old rules and elements or all of the new ones, never a mix,
+// and established connections keep their conntrack NAT bindings across
+// every Sync.
+//
+// The Table remembers what it programmed: per service its services or
+// no-endpoints element and its endpoints (bucket by bucket), the
+// masquerade elements it needs (counted, since services on different VIPs
+// may share one), how many services use each endpoint map and, for UDP,
+// the endpoints whose conntrack entries must go when they leave. Sync
+// compares the desired set with that, one comparison per service, and
+// sends one batch with only the differences:
+//
+//   - a service that keeps its number of endpoints has the buckets whose
+//     endpoint changed replaced (element deleted and added again with the
+//     new endpoint, in the same batch); one whose number changes moves all
+//     of its buckets from one endpoint map to the other. The transaction
+//     makes either atomic: no packet sees a service with a bucket missing
+//     or with a mix of old and new buckets, so no second copy swapped in is
+//     needed.
+//   - a new service gets its buckets, then its services element, or only
+//     its no-endpoints element; a removed one loses them. A service that
+//     gains or loses all of its endpoints moves between the two sets.
+//   - an endpoint map is created with the first service of its family with
+//     its number of endpoints and deleted with the last; then the rules of
+//     chain dnat4 (dnat6) are flushed and written again in the same batch.
+//   - a masquerade element is added with the first service that needs it
+//     and deleted with the last.
+//
+// A Sync with nothing to change sends nothing, not even a query. Any other
+// Sync first asks the kernel for the table's handle, which changes when
+// the table is deleted and created again, and its use count (chains and
+// sets): one round trip. The first Sync after Open, the first after a
+// failed one, one that finds the handle or count not as the Table left
+// them, and one whose incremental batch the kernel refuses (an element
+// deleted behind the Table's back) replace the whole table instead, in one
+// batch (add table, delete table, add table and its content), within the
+// same call.
+//
+// Since an unchanged Sync does not look, a table deleted while nothing
+// changes stays deleted until the next change or until [Table.Check], which
+// makes that one query and rebuilds the table from what the Table last
+// programmed: call it now and then. Edits by hand inside the table that
+// keep the counts (a rule or an element changed) are noticed only when a
+// batch touches what they changed.
 //
 // When a Sync drops an endpoint of a UDP service, the conntrack entries
 // that still lead to it are deleted (as kube-proxy does), so a client that
@@ -60,19 +125,14 @@
 package dataplane
 
 import (
-	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -83,8 +143,8 @@ import (
 const DefaultTableName = "herald"
 
 // ErrInvalidService marks a Service that Sync could not program (bad
-// address, protocol or port, or a VIP:port/protocol that another Service
-// already uses). Sync programs every other Service anyway.
+// address, protocol or port, a Key used twice, or a VIP:port/protocol that
+// another Service already uses). Sync programs every other Service anyway.
 var ErrInvalidService = errors.New("invalid service")
 
 // ErrClosed is returned by the methods of a Table after Close.
@@ -104,7 +164,8 @@ type Endpoint struct {
 
 // Service is one VIP:port/protocol that this node load-balances.
 type Service struct {
-	// Key identifies the service in logs and chain names (for example
+	// Key identifies the service from one Sync to the next, in logs and in
+	// the comment of its element in the table (for example
 	// "namespace/name:port/TCP"); it must be unique within one Sync.
 	Key string
 	// VIP is the load-balancer IP (IPv4 or IPv6).
@@ -135,6 +196,28 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Stats counts what a Table did since Open.
+type Stats struct {
+	// FullSyncs counts table replacements: first Syncs, Syncs after an
+	// error or after the table changed behind the Table's back, and
+	// rebuilds by Check.
+	FullSyncs uint64
+	// IncrementalSyncs counts Syncs that sent only the differences.
+	IncrementalSyncs uint64
+	// UnchangedSyncs counts Syncs that found nothing to change and talked
+	// to no one.
+	UnchangedSyncs uint64
+	// Fallbacks counts incremental updates given up for a full one: the
+	// kernel's table was not the one the Table left, or it refused the
+	// batch.
+	Fallbacks uint64
+	// RoundTrips counts netlink exchanges with the kernel: batches, table
+	// queries and conntrack clean-ups.
+	RoundTrips uint64
+	// Messages counts the nftables messages sent in batches.
+	Messages uint64
+}
+
 // Table owns Herald's nftables table in one network namespace. Its methods
 // are safe for concurrent use; Syncs are serialized.
 type Table struct {
@@ -144,7 +227,22 @@ type Table struct {
 	mu     sync.Mutex
 	nsFD   int // duplicated namespace fd, or -1 for the current namespace
 	closed bool
-	udp    udpBackends // what the last successful Sync programmed for UDP
+	nft    *nftables.Conn // lasting connection; nil until needed and after an error
+	nl     *netlink.Conn  // nft's socket, for queries
+
+	// What the kernel's table holds, as far as the Table knows: after a
+	// failed Sync, what the last successful one left.
+	st state
+	// full makes the next Sync replace the whole table: before the first
+	// success and after any error.
+	full bool
+	// handle is the kernel's handle of the table the last full Sync
+	// created; a table deleted and created again gets a new one.
+	handle uint64
+	synced bool // some Sync succeeded since Open
+
+	sc    scratch
+	stats Stats
 }
 
 // Open prepares a Table. It checks that nftables is usable in the
@@ -159,7 +257,7 @@ func Open(opts Options) (*Table, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Table{name: name, log: log.With("table", "inet "+name), nsFD: -1}
+	t := &Table{name: name, log: log.With("table", "inet "+name), nsFD: -1, full: true, st: newState()}
 	if opts.NetNS != nil {
 		if !opts.NetNS.IsOpen() {
 			return nil, errors.New("open dataplane: network namespace handle is closed")
@@ -173,11 +271,12 @@ func Open(opts Options) (*Table, error) {
 	c, err := t.conn()
 	if err != nil {
 		t.closeFD()
-		return nil, err
+		return nil, fmt.Errorf("open dataplane: %w", err)
 	}
 	// Listing only Herald's family proves that we may talk to nf_tables
 	// here (root/CAP_NET_ADMIN in the namespace, module present).
 	if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+		t.dropConn()
 		t.closeFD()
 		return nil, fmt.Errorf("open dataplane: list nftables tables: %w", err)
 	}
@@ -187,11 +286,18 @@ func Open(opts Options) (*Table, error) {
 // Name returns the name of the inet table this Table owns.
 func (t *Table) Name() string { return t.name }
 
-// socketBuffer is the netlink send and receive buffer size. A Sync sends
-// the whole ruleset as one batch in one sendmsg, which the kernel refuses
-// when it exceeds the send buffer (about 1 MiB for 1000 services with 3
-// endpoints each), and the kernel queues one acknowledgement per message
-// of the batch before we read any. The buffers are limits, not
+// Stats returns the Table's counters.
+func (t *Table) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stats
+}
+
+// socketBuffer is the netlink send and receive buffer size. A full Sync
+// sends the whole ruleset as one batch in one sendmsg, which the kernel
+// refuses when it exceeds the send buffer (about 1 MiB for 1000 services
+// with 3 endpoints each), and the kernel queues one acknowledgement per
+// message of the batch before we read any. The buffers are limits, not
 // allocations.
 const socketBuffer = 64 << 20
 
@@ -222,8 +328,19 @@ func bigBuffers(c *netlink.Conn) error {
 	return nil
 }
 
+// conn returns the Table's lasting nftables connection, dialling it when
+// there is none. Entering the namespace and raising the buffers costs more
+// than a small batch, so the socket is kept; it is dropped after any error,
+// since a failed batch can leave unread acknowledgements behind.
 func (t *Table) conn() (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
+	if t.nft != nil {
+		return t.nft, nil
+	}
+	var nl *netlink.Conn
+	opts := []nftables.ConnOption{
+		nftables.AsLasting(),
+		nftables.WithSockOptions(bigBuffers, func(c *netlink.Conn) error { nl = c; return nil }),
+	}
 	if t.nsFD >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(t.nsFD))
 	}
@@ -231,7 +348,19 @@ func (t *Table) conn() (*nftables.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables connection: %w", err)
 	}
+	if nl == nil {
+		_ = c.CloseLasting()
+		return nil, errors.New("nftables connection: no netlink socket")
+	}
+	t.nft, t.nl = c, nl
 	return c, nil
+}
+
+func (t *Table) dropConn() {
+	if t.nft != nil {
+		_ = t.nft.CloseLasting()
+		t.nft, t.nl = nil, nil
+	}
 }
 
 func (t *Table) closeFD() {
@@ -241,11 +370,12 @@ func (t *Table) closeFD() {
 	}
 }
 
-// Sync makes Herald's table match services exactly, in one atomic netlink
-// batch; it is idempotent. Invalid or duplicate services are left out and
-// reported in the returned error (wrapping ErrInvalidService) while all
-// other services are programmed; any other error means the kernel kept the
-// previous ruleset.
+// Sync makes Herald's table match services exactly; it is idempotent.
+// Invalid or duplicate services are left out and reported in the returned
+// error (wrapping ErrInvalidService) while all other services are
+// programmed; any other error means the kernel kept the previous ruleset.
+// It sends only what changed since the last Sync (see the package
+// documentation), and nothing at all when nothing did.
 func (t *Table) Sync(ctx context.Context, services []Service) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -255,36 +385,148 @@ func (t *Table) Sync(ctx context.Context, services []Service) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sync dataplane: %w", err)
 	}
-	plan, invalid := buildPlan(services)
-	c, err := t.conn()
-	if err != nil {
+	d, invalid := t.diff(services)
+	if err := t.apply(ctx, d); err != nil {
 		return fmt.Errorf("sync dataplane: %w", err)
 	}
-	if err := t.program(c, plan); err != nil {
-		return fmt.Errorf("sync dataplane: build batch: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sync dataplane: %w", err)
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("sync dataplane: replace table inet %s: %w", t.name, err)
-	}
-	t.log.Debug("dataplane synced", "services", len(plan), "invalid", len(invalid))
-	now := udpBackendsOf(plan)
-	if stale := staleSince(t.udp, now); len(stale) > 0 {
-		// The rules are in place whatever happens here, so a failure is
-		// logged, not returned: a retried Sync would not retry it, and
-		// the entries expire on their own (conntrack's UDP timeout).
-		n, err := deleteStale(t.nsFD, stale)
-		if err != nil {
-			t.log.Warn("clearing conntrack entries of removed UDP endpoints failed", "err", err)
-		} else {
-			t.log.Debug("cleared conntrack entries of removed UDP endpoints", "entries", n)
-		}
-	}
-	t.udp = now
 	if len(invalid) > 0 {
 		return fmt.Errorf("sync dataplane: %w", errors.Join(invalid...))
+	}
+	return nil
+}
+
+// Check makes sure that the kernel still holds the table this Table last
+// programmed, with one query (the table's handle and its number of chains
+// and sets; see the package documentation), and replaces the whole table
+// with what the Table last programmed when it does not, or when the last
+// Sync failed. It reports whether it rebuilt the table. Before the first
+// successful Sync it does nothing.
+//
+// A Sync with nothing to change sends nothing, so a table deleted behind
+// the Table's back (`nft flush ruleset` by a firewall reload) stays deleted
+// until a Sync has something to change; calling Check periodically bounds
+// that time.
+func (t *Table) Check(ctx context.Context) (rebuilt bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false, ErrClosed
+	}
+	if !t.synced {
+		return false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("check dataplane: %w", err)
+	}
+	if !t.full {
+		why := t.intact()
+		if why == "" {
+			return false, nil
+		}
+		t.log.Info("nftables table changed behind Herald's back; rebuilding it", "why", why)
+	}
+	if err := t.replace(t.st.recs); err != nil {
+		return false, fmt.Errorf("check dataplane: %w", err)
+	}
+	return true, nil
+}
+
+// apply sends d to the kernel (incrementally when it can) and records it.
+func (t *Table) apply(ctx context.Context, d diff) error {
+	if len(d.changes) == 0 && !t.full {
+		t.stats.UnchangedSyncs++
+		return nil
+	}
+	masq, counts := t.masqDelta(d.changes), t.countDelta(d.changes)
+	full := t.full
+	if !full {
+		if why := t.intact(); why != "" {
+			t.log.Info("nftables table changed behind Herald's back; replacing it", "why", why)
+			t.stats.Fallbacks++
+			full = true
+		}
+	}
+	if !full {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := t.incremental(d.changes, masq, counts)
+		if err == nil {
+			t.stats.IncrementalSyncs++
+		} else {
+			t.log.Info("incremental update of the nftables table refused; replacing the table", "err", err)
+			t.stats.Fallbacks++
+			full = true
+		}
+	}
+	if full {
+		if err := ctx.Err(); err != nil {
+			t.full = true
+			return err
+		}
+		if err := t.replace(d.final); err != nil {
+			return err
+		}
+	}
+	t.commit(d, masq, counts)
+	t.sc.shrink()
+	t.log.Debug("dataplane synced", "services", len(d.final), "changed", len(d.changes), "full", full)
+	t.clearUDP(d.changes)
+	return nil
+}
+
+// replace queues and sends the batch that replaces the whole table with
+// recs (in Key order), and learns the new table's handle.
+func (t *Table) replace(recs []*record) error {
+	t.full = true
+	c, err := t.conn()
+	if err != nil {
+		return err
+	}
+	b := t.newBatch(c)
+	b.replaceAll(recs)
+	if err := t.send(b); err != nil {
+		return fmt.Errorf("replace table inet %s: %w", t.name, err)
+	}
+	t.stats.FullSyncs++
+	t.full = false
+	t.synced = true
+	t.handle = 0
+	h, _, found, err := t.query()
+	switch {
+	case err != nil:
+		t.log.Warn("reading back the nftables table's handle failed; the next change replaces the table again", "err", err)
+	case !found:
+		t.log.Warn("the nftables table vanished right after it was written; the next change replaces it again")
+	default:
+		t.handle = h
+	}
+	return nil
+}
+
+// incremental sends the batch that turns the kernel's table, as the Table
+// knows it, into the desired one.
+func (t *Table) incremental(changes []change, masq masqChanges, counts countChanges) error {
+	c, err := t.conn()
+	if err != nil {
+		return err
+	}
+	b := t.newBatch(c)
+	b.update(changes, masq, counts)
+	return t.send(b)
+}
+
+// send flushes b, counting it; after an error the connection is dropped.
+func (t *Table) send(b *batch) error {
+	if b.err != nil {
+		t.dropConn()
+		return b.err
+	}
+	t.stats.RoundTrips++
+	t.stats.Messages += b.n
+	if err := b.c.Flush(); err != nil {
+		t.dropConn()
+		return err
 	}
 	return nil
 }
@@ -300,6 +542,7 @@ func (t *Table) Close(remove bool) error {
 	}
 	t.closed = true
 	defer t.closeFD()
+	defer t.dropConn()
 	if !remove {
 		return nil
 	}
@@ -317,324 +560,4 @@ func (t *Table) Close(remove bool) error {
 	}
 	t.log.Info("dataplane table removed")
 	return nil
-}
-
-// planned is one valid service with the endpoints it uses on this node.
-type planned struct {
-	svc   Service
-	proto byte
-	eps   []Endpoint
-}
-
-// buildPlan validates services, filters endpoints by family and traffic
-// policy and orders everything deterministically (by Key, then endpoint),
-// so equal inputs produce equal rulesets.
-func buildPlan(services []Service) ([]planned, []error) {
-	sorted := slices.Clone(services)
-	slices.SortStableFunc(sorted, func(a, b Service) int { return cmp.Compare(a.Key, b.Key) })
-	var (
-		out     []planned
-		invalid []error
-		seen    = map[string]string{} // VIP/proto/port → Key
-	)
-	for _, s := range sorted {
-		proto, err := protoNumber(s.Protocol)
-		if err == nil && !s.VIP.IsValid() {
-			err = errors.New("no VIP")
-		}
-		if err == nil && s.Port == 0 {
-			err = errors.New("port 0")
-		}
-		if err != nil {
-			invalid = append(invalid, fmt.Errorf("%w %q: %v", ErrInvalidService, s.Key, err))
-			continue
-		}
-		s.VIP = s.VIP.Unmap()
-		id := fmt.Sprintf("%s/%d/%d", s.VIP, proto, s.Port)
-		if other, dup := seen[id]; dup {
-			invalid = append(invalid, fmt.Errorf("%w %q: %s:%d/%s already used by %q", ErrInvalidService, s.Key, s.VIP, s.Port, s.Protocol, other))
-			continue
-		}
-		seen[id] = s.Key
-		var eps []Endpoint
-		for _, e := range s.Endpoints {
-			e.Addr = e.Addr.Unmap()
-			if !e.Addr.IsValid() || e.Port == 0 || e.Addr.Is4() != s.VIP.Is4() {
-				continue
-			}
-			if s.TrafficPolicyLocal && !e.Local {
-				continue
-			}
-			eps = append(eps, e)
-		}
-		slices.SortFunc(eps, func(a, b Endpoint) int {
-			if c := a.Addr.Compare(b.Addr); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.Port, b.Port)
-		})
-		eps = slices.CompactFunc(eps, func(a, b Endpoint) bool { return a.Addr == b.Addr && a.Port == b.Port })
-		out = append(out, planned{svc: s, proto: proto, eps: eps})
-	}
-	return out, invalid
-}
-
-func protoNumber(p string) (byte, error) {
-	switch strings.ToUpper(p) {
-	case "TCP":
-		return unix.IPPROTO_TCP, nil
-	case "UDP":
-		return unix.IPPROTO_UDP, nil
-	case "SCTP":
-		return unix.IPPROTO_SCTP, nil
-	}
-	return 0, fmt.Errorf("unsupported protocol %q", p)
-}
-
-// Registers. nf_tables addresses 32-bit registers 8..23 for concatenations;
-// register 1 (128 bits) is the same storage as 32-bit registers 8..11.
-const (
-	reg1    = 1
-	reg32v4 = 9  // second field after an IPv4 address
-	reg32v6 = 12 // second field after an IPv6 address
-)
-
-// ipsDstNAT is conntrack's IPS_DST_NAT status bit: the connection's
-// destination was translated.
-const ipsDstNAT = 1 << 5
-
-// family bundles what differs between IPv4 and IPv6.
-type family struct {
-	nfproto  byte
-	natFam   uint32
-	addrOff  uint32 // offset of the destination address in the network header
-	addrLen  uint32
-	addrType nftables.SetDatatype
-	suffix   string
-}
-
-var families = [2]family{
-	{nfproto: unix.NFPROTO_IPV4, natFam: unix.NFPROTO_IPV4, addrOff: 16, addrLen: 4, addrType: nftables.TypeIPAddr, suffix: "4"},
-	{nfproto: unix.NFPROTO_IPV6, natFam: unix.NFPROTO_IPV6, addrOff: 24, addrLen: 16, addrType: nftables.TypeIP6Addr, suffix: "6"},
-}
-
-func familyOf(a netip.Addr) family {
-	if a.Is4() {
-		return families[0]
-	}
-	return families[1]
-}
-
-// secondReg is the 32-bit register right after an address in a
-// concatenation.
-func (f family) secondReg() uint32 {
-	if f.addrLen == 4 {
-		return reg32v4
-	}
-	return reg32v6
-}
-
-// key builds a concatenated "address . l4proto . port" set key; every
-// field is padded to a multiple of four bytes as the kernel expects.
-func key(addr []byte, proto byte, port uint16) []byte {
-	k := make([]byte, 0, len(addr)+8)
-	k = append(k, addr...)
-	k = append(k, proto, 0, 0, 0)
-	k = binary.BigEndian.AppendUint16(k, port)
-	return append(k, 0, 0)
-}
-
-// elemChunk is how many set elements go into one netlink message.
-const elemChunk = 128
-
-// program queues the batch that replaces Herald's table with plan.
-func (t *Table) program(c *nftables.Conn, plan []planned) error {
-	tbl := &nftables.Table{Family: nftables.TableFamilyINet, Name: t.name}
-	// add + delete + add: the delete cannot fail for a missing table, and
-	// the whole batch is one transaction.
-	c.AddTable(tbl)
-	c.DelTable(tbl)
-	tbl = c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: t.name})
-
-	svcSets := [2]*nftables.Set{}
-	masqSets := [2]*nftables.Set{}
-	noepSets := [2]*nftables.Set{}
-	var svcElems, masqElems, noepElems [2][]nftables.SetElement
-	type svcChain struct {
-		name string
-		p    planned
-	}
-	var chains []svcChain
-	type masqKey struct {
-		addr        netip.Addr
-		proto       byte
-		port, vport uint16
-	}
-	masqSeen := map[masqKey]bool{}
-	for i, p := range plan {
-		fi := 0
-		if !p.svc.VIP.Is4() {
-			fi = 1
-		}
-		vip := p.svc.VIP.AsSlice()
-		k := key(vip, p.proto, p.svc.Port)
-		if len(p.eps) == 0 {
-			noepElems[fi] = append(noepElems[fi], nftables.SetElement{Key: k})
-			continue
-		}
-		name := chainName(i, p.svc.Key)
-		chains = append(chains, svcChain{name: name, p: p})
-		svcElems[fi] = append(svcElems[fi], nftables.SetElement{Key: k, VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: name}})
-		if !p.svc.TrafficPolicyLocal {
-			for _, e := range p.eps {
-				// Services on different VIPs may share an endpoint and a
-				// port: one element serves them all.
-				mk := masqKey{e.Addr, p.proto, e.Port, p.svc.Port}
-				if masqSeen[mk] {
-					continue
-				}
-				masqSeen[mk] = true
-				k := binary.BigEndian.AppendUint16(key(e.Addr.AsSlice(), p.proto, e.Port), p.svc.Port)
-				masqElems[fi] = append(masqElems[fi], nftables.SetElement{Key: append(k, 0, 0)})
-			}
-		}
-	}
-	for fi, f := range families {
-		svcSets[fi] = &nftables.Set{
-			Table: tbl, Name: "services" + f.suffix, IsMap: true, Concatenation: true,
-			KeyType:  nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService),
-			DataType: nftables.TypeVerdict,
-		}
-		masqSets[fi] = &nftables.Set{
-			Table: tbl, Name: "masquerade" + f.suffix, Concatenation: true,
-			KeyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeInetService),
-		}
-		noepSets[fi] = &nftables.Set{
-			Table: tbl, Name: "no-endpoints" + f.suffix, Concatenation: true,
-			KeyType: nftables.MustConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService),
-		}
-	}
-
-	// Service chains must exist before the map elements that jump to them.
-	for _, sc := range chains {
-		ch := c.AddChain(&nftables.Chain{Table: tbl, Name: sc.name})
-		f := familyOf(sc.p.svc.VIP)
-		n := len(sc.p.eps)
-		for i, e := range sc.p.eps {
-			var exprs []expr.Any
-			if i < n-1 {
-				exprs = append(exprs,
-					&expr.Numgen{Register: reg1, Modulus: uint32(n - i), Type: unix.NFT_NG_RANDOM},
-					// zero reads the same in either byte order
-					&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0, 0, 0, 0}},
-				)
-			}
-			exprs = append(exprs,
-				&expr.Immediate{Register: reg1, Data: e.Addr.AsSlice()},
-				&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, e.Port)},
-				&expr.NAT{Type: expr.NATTypeDestNAT, Family: f.natFam, RegAddrMin: reg1, RegProtoMin: 2, Specified: true},
-			)
-			c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: exprs})
-		}
-	}
-	for fi := range families {
-		for _, s := range []struct {
-			set   *nftables.Set
-			elems []nftables.SetElement
-		}{{svcSets[fi], svcElems[fi]}, {masqSets[fi], masqElems[fi]}, {noepSets[fi], noepElems[fi]}} {
-			if err := c.AddSet(s.set, nil); err != nil {
-				return fmt.Errorf("set %s: %w", s.set.Name, err)
-			}
-			// An element list is one netlink attribute, whose length
-			// field has 16 bits: send elements in chunks well below
-			// 64 KiB (a verdict-map element is under 300 bytes).
-			for chunk := range slices.Chunk(s.elems, elemChunk) {
-				if err := c.SetAddElements(s.set, chunk); err != nil {
-					return fmt.Errorf("set %s: %w", s.set.Name, err)
-				}
-			}
-		}
-	}
-
-	// services: VIP:port → service chain.
-	services := c.AddChain(&nftables.Chain{Table: tbl, Name: "services"})
-	for fi, f := range families {
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: services, Exprs: append(matchDest(f),
-			&expr.Lookup{SourceRegister: reg1, SetName: svcSets[fi].Name, SetID: svcSets[fi].ID, DestRegister: 0, IsDestRegSet: true},
-		)})
-	}
-	for _, h := range []struct {
-		name string
-		hook *nftables.ChainHook
-	}{{"prerouting", nftables.ChainHookPrerouting}, {"output", nftables.ChainHookOutput}} {
-		ch := c.AddChain(&nftables.Chain{Table: tbl, Name: h.name, Type: nftables.ChainTypeNAT, Hooknum: h.hook, Priority: nftables.ChainPriorityNATDest})
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: services.Name}}})
-	}
-
-	// no-endpoints: reject early, in filter chains, so no NAT is set up.
-	noep := c.AddChain(&nftables.Chain{Table: tbl, Name: "no-endpoints"})
-	for fi, f := range families {
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: noep, Exprs: append(matchDest(f),
-			&expr.Lookup{SourceRegister: reg1, SetName: noepSets[fi].Name, SetID: noepSets[fi].ID},
-			&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
-		)})
-	}
-	filterPrio := nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest - 10)
-	for _, h := range []struct {
-		name string
-		hook *nftables.ChainHook
-	}{{"filter-prerouting", nftables.ChainHookPrerouting}, {"filter-output", nftables.ChainHookOutput}} {
-		ch := c.AddChain(&nftables.Chain{Table: tbl, Name: h.name, Type: nftables.ChainTypeFilter, Hooknum: h.hook, Priority: filterPrio})
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: noep.Name}}})
-	}
-
-	// postrouting: masquerade DNATed connections to Cluster endpoints.
-	post := c.AddChain(&nftables.Chain{Table: tbl, Name: "postrouting", Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
-	for fi, f := range families {
-		exprs := []expr.Any{
-			&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-				Mask: binary.NativeEndian.AppendUint32(nil, ipsDstNAT), Xor: []byte{0, 0, 0, 0}},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0, 0, 0}},
-		}
-		exprs = append(exprs, matchDest(f)...)
-		exprs = append(exprs,
-			&expr.Ct{Register: f.secondReg() + 2, Key: expr.CtKeyPROTODST, Direction: 0},
-			&expr.Lookup{SourceRegister: reg1, SetName: masqSets[fi].Name, SetID: masqSets[fi].ID},
-			&expr.Masq{},
-		)
-		c.AddRule(&nftables.Rule{Table: tbl, Chain: post, Exprs: exprs})
-	}
-	return nil
-}
-
-// matchDest loads "daddr . l4proto . th dport" of family f into the
-// registers starting at reg1, after checking the packet is of family f
-// (an inet table sees both).
-func matchDest(f family) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{f.nfproto}},
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.addrOff, Len: f.addrLen},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: f.secondReg()},
-		&expr.Payload{DestRegister: f.secondReg() + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-	}
-}
-
-// chainName names a service chain: index for uniqueness, then a readable,
-// sanitized piece of the key for people reading `nft list ruleset`.
-func chainName(i int, key string) string {
-	var b strings.Builder
-	for _, r := range key {
-		if b.Len() >= 160 {
-			break
-		}
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	return fmt.Sprintf("svc-%d-%s", i, b.String())
 }

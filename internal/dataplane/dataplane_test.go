@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -447,38 +446,6 @@ func TestInvalidServicesReportedOthersProgrammed(t *testing.T) {
 	}
 }
 
-func BenchmarkSync1000x3(b *testing.B) {
-	lan := netnstest.New(b, prefix, netnstest.Host{Role: "node"})
-	h := lan.Handle("node")
-	tbl, err := Open(Options{NetNS: &h})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = tbl.Close(true) }()
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("DPN")); err == nil {
-		n = v
-	}
-	svcs := make([]Service, n)
-	for i := range svcs {
-		svcs[i] = Service{
-			Key: fmt.Sprintf("ns/svc-%d:http/TCP", i), VIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
-			Port: 80, Protocol: "TCP", TrafficPolicyLocal: i%2 == 0,
-		}
-		for j := range 3 {
-			svcs[i].Endpoints = append(svcs[i].Endpoints, Endpoint{
-				Addr: netip.AddrFrom4([4]byte{10, 244, byte(j), byte(i % 250)}), Port: 8080 + uint16(i/250), Local: true})
-		}
-	}
-	ctx := context.Background()
-	b.ResetTimer()
-	for b.Loop() {
-		if err := tbl.Sync(ctx, svcs); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // TestManyServices programs more services than fit into one netlink
 // attribute's 64 KiB (the element lists are chunked) and checks that
 // services at both ends of the sorted order answer.
@@ -570,7 +537,8 @@ func TestNftPrintsTable(t *testing.T) {
 		Service{Key: "default/none:http/TCP", VIP: vip4, Port: 82, Protocol: "TCP"},
 	)
 	out := netnstest.Run(t, "ip", "netns", "exec", l.lan.Namespace("node"), "nft", "list", "table", "inet", "herald")
-	for _, want := range []string{"ct original proto-dst", "masquerade", "dnat ip to", "numgen random mod 2", "reject"} {
+	for _, want := range []string{"ct original proto-dst", "masquerade", "dnat ip to", "numgen random mod 2 map @endpoints4-2",
+		"dnat ip6 to", "reject", `comment "default/web:http/TCP"`, `comment "default/none:http/TCP"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list table inet herald lacks %q:\n%s", want, out)
 		}

@@ -3,6 +3,7 @@ package l2
 import (
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -148,4 +149,69 @@ func arpOp(k Kind) arp.Operation {
 	default:
 		return 1
 	}
+}
+
+// FuzzARPFilter compiles owned sets built from the input (gaps between
+// consecutive addresses from a base, and an instruction budget) and checks
+// the program in the x/net/bpf VM against the set: every owned address
+// passes, every other one in the owned range passes only if the filter
+// counts it, none outside passes, and the kernel's rules hold.
+func FuzzARPFilter(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 4, 200, 0}, uint16(4096), uint32(0x0a400000))
+	f.Add([]byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, uint16(60), uint32(0xc0a80a00))
+	f.Add([]byte{0, 255, 0, 255, 31, 32, 63, 64}, uint16(100), uint32(0xffff0000))
+	f.Add([]byte{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, uint16(70), uint32(0))
+	f.Fuzz(func(t *testing.T, gaps []byte, budget uint16, base uint32) {
+		if len(gaps) == 0 || len(gaps) > 256 {
+			return
+		}
+		keys := []uint32{base}
+		for _, g := range gaps {
+			next := keys[len(keys)-1] + uint32(g) + 1
+			if next < keys[len(keys)-1] {
+				break // wrapped
+			}
+			keys = append(keys, next)
+		}
+		b := 48 + int(budget)%(maxFilterInstructions-47)
+		checkV4(t, keys, b, true, rand.New(rand.NewPCG(uint64(base), uint64(len(keys)))))
+	})
+}
+
+// FuzzNDPFilter is FuzzARPFilter for the NDP filter's multi-word search: a
+// byte with the top bit set moves to the next value of word 0, 1 or 2 (bits
+// 4–5) and restarts the last word; other bytes are gaps in the last word.
+func FuzzNDPFilter(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 4, 100, 0}, uint16(4096), uint32(0x0a400000))
+	f.Add([]byte{0, 0x80, 0, 0x90, 5, 0xa0, 0, 0, 1}, uint16(100), uint32(7))
+	f.Add([]byte{0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0}, uint16(60), uint32(0xffffff00))
+	f.Fuzz(func(t *testing.T, steps []byte, budget uint16, base uint32) {
+		if len(steps) == 0 || len(steps) > 256 {
+			return
+		}
+		k := [4]uint32{0xfd000010, 0, 0, base}
+		keys := [][4]uint32{k}
+		for _, s := range steps {
+			if s&0x80 != 0 {
+				w := int(s>>4) & 3
+				if w == 3 {
+					w = 2
+				}
+				k[w]++
+				for i := w + 1; i < 3; i++ {
+					k[i] = 0
+				}
+				k[3] = base
+			} else {
+				next := k[3] + uint32(s) + 1
+				if next < k[3] {
+					continue
+				}
+				k[3] = next
+			}
+			keys = append(keys, k)
+		}
+		b := 64 + int(budget)%(maxFilterInstructions-63)
+		checkV6(t, sortedKeys(keys), b, rand.New(rand.NewPCG(uint64(base), uint64(len(keys)))))
+	})
 }

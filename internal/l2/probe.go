@@ -111,7 +111,7 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 				return nil, fmt.Errorf("join %s on %s: %w", m, ifi.Name, err)
 			}
 		}
-		if mld, err := openMLD(ifi); err == nil {
+		if mld, err := openMLD(ifi, nil); err == nil {
 			_ = mld.join(group) // best effort, as for the Responder
 			defer mld.Close()
 		}
@@ -174,9 +174,9 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 }
 
 func attachProbeFilter(conn *packet.Conn, owned []netip.Addr) error {
-	prog, _ := arpFilter(owned)
+	prog, _ := arpFilter(owned, maxFilterInstructions)
 	if owned[0].Is6() {
-		prog, _ = ndpFilter(owned)
+		prog, _ = ndpFilter(owned, maxFilterInstructions)
 	}
 	return setFilter(conn, prog)
 }

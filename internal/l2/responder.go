@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,7 +16,10 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
+
+	"github.com/herald-lb/herald/internal/netnsenter"
 )
 
 // Defaults for Options. The burst is short and repeated because a single
@@ -36,6 +41,13 @@ const (
 	// defend it at most once per DEFEND_INTERVAL (10 s), so that two hosts
 	// configured with one address do not flood the LAN fighting for it.
 	DefaultDefendInterval = 10 * time.Second
+	// DefaultGratuitousRate is the default bound on announcement frames
+	// per second and interface: 2000 frames/s is 1000 IPv4 addresses (two
+	// frames each) or 2000 IPv6 addresses a second, about 1.3 Mbit/s of
+	// broadcast, so that a mass take-over does not look like a broadcast
+	// storm to the LAN's switches and hosts. A fail-over of 3000 IPv4
+	// addresses has its first announcements out within 3 s.
+	DefaultGratuitousRate = 2000
 )
 
 // Conflict kinds reported in Conflict.Kind.
@@ -82,6 +94,15 @@ type Options struct {
 	// address stays owned, after the burst. 0 means DefaultRefreshInterval;
 	// a negative value disables the refresh.
 	RefreshInterval time.Duration
+	// GratuitousRate bounds the announcement frames (bursts and refreshes,
+	// not Defend) sent on the interface, in frames per second, so that
+	// taking over thousands of addresses at once is not one instant storm
+	// of broadcasts. Up to GratuitousRate/20 frames (50 ms worth) go out
+	// at once, so a few new addresses are announced without delay; beyond
+	// that they are spread at the rate, every first announcement before
+	// any repeat. 0 means DefaultGratuitousRate; a negative value means no
+	// bound.
+	GratuitousRate int
 	// DefendInterval is the least time between two defences of one address
 	// (see Defend). 0 means DefaultDefendInterval; a negative value makes
 	// Defend send nothing.
@@ -124,18 +145,37 @@ type ownedSet struct {
 	sorted []netip.Addr
 }
 
+// KernelFilter describes the classic BPF filter attached to one of a
+// Responder's sockets: how exactly the kernel drops frames that are not
+// about owned addresses before they reach Go. Whatever it lets through, Go
+// checks against the owned set; this is about cost, never correctness.
+type KernelFilter struct {
+	// Family is "ipv4" (the ARP socket) or "ipv6" (the NDP socket).
+	Family string
+	// Owned is the number of owned addresses of the family.
+	Owned int
+	// Instructions is the length of the attached program (at most 4096).
+	Instructions int
+	// Exact reports that only frames about owned addresses pass.
+	Exact bool
+	// Coarse reports that the catch-all filter is attached (every ARP
+	// request and reply, or every NS and NA, reaches Go) because the
+	// kernel refused the compiled one.
+	Coarse bool
+	// ExtraTargets is how many addresses that are not owned pass as the
+	// target of an ARP request or NS/NA (0 when Exact): the filter is a
+	// search over ranges and bitmaps, made coarser when the owned set does
+	// not fit the kernel's limits. ExtraSenders is the same for the sender
+	// of an ARP request or reply (IPv4 only). Both are +Inf when Coarse.
+	ExtraTargets, ExtraSenders float64
+}
+
 func (s *ownedSet) has(a netip.Addr) bool {
 	if s == nil {
 		return false
 	}
 	_, ok := s.m[a]
 	return ok
-}
-
-// announcement is the schedule of gratuitous frames for one owned address.
-type announcement struct {
-	sent int
-	next time.Time
 }
 
 type conflictKey struct {
@@ -161,17 +201,43 @@ type Responder struct {
 	mld     *mldGroups // nil when the interface or host has no IPv6
 
 	owned atomic.Pointer[ownedSet]
+	// netns is the network namespace the sockets were opened in (closed by
+	// Close), for the MLD sockets opened later; nil if unknown.
+	netns *netns.NsHandle
 
-	// mu serialises SetOwned and guards groups and sched.
-	mu     sync.Mutex
-	groups map[netip.Addr]int // solicited-node group → owned addresses in it
-	sched  map[netip.Addr]*announcement
-	wake   chan struct{}
+	// mu serialises SetOwned and guards what follows.
+	mu sync.Mutex
+	// groups counts the owned addresses in each solicited-node group,
+	// joined the groups whose membership is made, groupPending the groups
+	// where the two may differ; groupWorker says a goroutine is syncing
+	// them (see groups.go).
+	groups       map[netip.Addr]int
+	joined       map[netip.Addr]bool
+	groupPending map[netip.Addr]struct{}
+	groupWorker  bool
+	// sched has every scheduled address's announcement, queue orders them
+	// by due time (see announce.go).
+	sched map[netip.Addr]*announcement
+	queue announceQueue
+	seq   uint64
+	wake  chan struct{}
+	// filters describe the attached kernel filters, IPv4 then IPv6;
+	// attached are their programs; budget is the length of program that
+	// the kernel last accepted, 0 before any refusal (then programs are
+	// tried up to twice as long), refused whether a refusal was logged.
+	filters  [2]KernelFilter
+	attached [2][]bpf.RawInstruction
+	budget   [2]int
+	refused  [2]bool
 
 	conflictMu   sync.Mutex
 	lastConflict map[conflictKey]time.Time
 	// lastDefence is when each owned address was last defended.
 	lastDefence map[netip.Addr]time.Time
+
+	// received counts the frames from other hosts that passed the kernel
+	// filters, ARP then NDP (tests).
+	received [2]atomic.Uint64
 
 	running   atomic.Bool
 	closed    atomic.Bool
@@ -193,13 +259,18 @@ func NewResponder(ifi *net.Interface, opts Options) (*Responder, error) {
 		return nil, fmt.Errorf("interface %s: %w", ifi.Name, err)
 	}
 	r := newResponder(ifi, opts)
+	if h, err := netns.Get(); err == nil {
+		r.netns = &h
+	}
 	arpConn, err := listen(ifi, etherTypeARP)
 	if err != nil {
+		r.closeNetns()
 		return nil, err
 	}
 	ndpConn, err := listen(ifi, etherTypeIPv6)
 	if err != nil {
 		_ = arpConn.Close()
+		r.closeNetns()
 		return nil, err
 	}
 	r.arpConn, r.ndpConn = arpConn, ndpConn
@@ -208,7 +279,7 @@ func NewResponder(ifi *net.Interface, opts Options) (*Responder, error) {
 	if err := ndpConn.JoinGroup(allNodesMAC()); err != nil {
 		r.log.Debug("cannot join all-nodes multicast MAC", "err", err)
 	}
-	if mld, err := openMLD(ifi); err != nil {
+	if mld, err := openMLD(ifi, r.inNetns(listenICMPv6)); err != nil {
 		// No IPv6 on the host: NDP cannot be needed either; ARP still works.
 		r.log.Debug("no ICMPv6 socket for MLD joins; relying on link-layer membership only", "err", err)
 	} else {
@@ -237,6 +308,9 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 	if opts.DefendInterval == 0 {
 		opts.DefendInterval = DefaultDefendInterval
 	}
+	if opts.GratuitousRate == 0 {
+		opts.GratuitousRate = DefaultGratuitousRate
+	}
 	r := &Responder{
 		ifName:       ifi.Name,
 		ifi:          *ifi,
@@ -245,6 +319,8 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 		opts:         opts,
 		m:            opts.Metrics.forInterface(ifi.Name),
 		groups:       make(map[netip.Addr]int),
+		joined:       make(map[netip.Addr]bool),
+		groupPending: make(map[netip.Addr]struct{}),
 		sched:        make(map[netip.Addr]*announcement),
 		wake:         make(chan struct{}, 1),
 		lastConflict: make(map[conflictKey]time.Time),
@@ -252,7 +328,41 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 	}
 	r.ifi.HardwareAddr = r.mac
 	r.owned.Store(&ownedSet{m: map[netip.Addr]struct{}{}})
+	// The sockets start with the drop-all filter: exact for an empty set.
+	r.filters = [2]KernelFilter{{Family: familyIPv4, Instructions: 1, Exact: true}, {Family: familyIPv6, Instructions: 1, Exact: true}}
 	return r
+}
+
+// inNetns wraps open so that it runs in the responder's network namespace
+// (for sockets opened after NewResponder returned, on any thread).
+func (r *Responder) inNetns(open func() (net.PacketConn, error)) func() (net.PacketConn, error) {
+	if r.netns == nil {
+		return open
+	}
+	ns := *r.netns
+	return func() (net.PacketConn, error) {
+		if cur, err := netns.Get(); err == nil {
+			same := cur.Equal(ns)
+			_ = cur.Close()
+			if same {
+				// The usual case: the process has one namespace. No
+				// setns(2), which needs CAP_SYS_ADMIN.
+				return open()
+			}
+		}
+		var c net.PacketConn
+		err := netnsenter.Do(ns, func() (err error) {
+			c, err = open()
+			return err
+		})
+		return c, err
+	}
+}
+
+func (r *Responder) closeNetns() {
+	if r.netns != nil {
+		_ = r.netns.Close()
+	}
 }
 
 const (
@@ -326,6 +436,7 @@ func (r *Responder) Close() error {
 		if r.mld != nil {
 			errs = append(errs, r.mld.Close())
 		}
+		r.closeNetns()
 		r.closeErr = errors.Join(errs...)
 	})
 	return r.closeErr
@@ -365,6 +476,13 @@ func (r *Responder) readLoop(ctx context.Context, c frameConn, family string) er
 // handleFrame decodes one frame and answers it, reports a conflict, or
 // drops it.
 func (r *Responder) handleFrame(ctx context.Context, c frameConn, b []byte, rx time.Time) {
+	if len(b) >= ethHeaderLen && !sameMAC(b[6:12], r.mac) {
+		if b[12] == etherTypeIPv6>>8 {
+			r.received[1].Add(1)
+		} else {
+			r.received[0].Add(1)
+		}
+	}
 	msg, err := Decode(b)
 	if err != nil {
 		if errors.Is(err, ErrMalformed) {
@@ -534,111 +652,243 @@ func (r *Responder) Owned() []netip.Addr {
 }
 
 // SetOwned replaces the owned set. Removed addresses stop being answered at
-// once. For IPv6 addresses the solicited-node multicast groups are joined at
-// the link layer (PACKET_ADD_MEMBERSHIP) and, when the interface has IPv6,
-// with an MLD report so snooping switches forward the solicitations to this
-// port. The kernel filters are rebuilt for the new set. Newly added
+// once. The kernel filters of the families whose addresses changed are
+// rebuilt and attached (see KernelFilters). For IPv6 addresses the
+// solicited-node multicast groups are joined at the link layer
+// (PACKET_ADD_MEMBERSHIP) and, when the interface has IPv6, with an MLD
+// report so snooping switches forward the solicitations to this port; when
+// many groups change at once this happens in the background, after
+// SetOwned returns, and the addresses are answered meanwhile. Newly added
 // addresses are announced (gratuitous ARP request and reply forms, or an
 // unsolicited NA) as soon as Run is serving, GratuitousCount times
-// GratuitousInterval apart, then every RefreshInterval while owned. IPv4-
-// mapped IPv6 addresses are treated as IPv4; invalid or zoned ones are
-// ignored with a warning.
+// GratuitousInterval apart, then every RefreshInterval while owned, all of
+// it at most GratuitousRate frames per second. IPv4-mapped IPv6 addresses
+// are treated as IPv4; invalid or zoned ones are ignored with a warning.
+//
+// The cost is proportional to the change, except for a pass over addrs and
+// the filter compile (a few milliseconds at 10 000 addresses).
 func (r *Responder) SetOwned(addrs []netip.Addr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
-	next := &ownedSet{m: make(map[netip.Addr]struct{}, len(addrs))}
+	sorted := r.normalise(addrs)
+	prev := r.owned.Load()
+	added, removed := diffSorted(prev.sorted, sorted)
+	if len(added) == 0 && len(removed) == 0 {
+		return
+	}
+	next := &ownedSet{sorted: sorted}
+	if len(added)+len(removed) < len(sorted)/4 {
+		next.m = maps.Clone(prev.m)
+		for _, a := range removed {
+			delete(next.m, a)
+		}
+		for _, a := range added {
+			next.m[a] = struct{}{}
+		}
+	} else {
+		next.m = make(map[netip.Addr]struct{}, len(sorted))
+		for _, a := range sorted {
+			next.m[a] = struct{}{}
+		}
+	}
+	r.owned.Store(next)
+
+	// Answer (and stop answering) first; memberships and announcements
+	// follow.
+	var v4, v6 bool
+	for _, list := range [][]netip.Addr{added, removed} {
+		for _, a := range list {
+			v4, v6 = v4 || a.Is4(), v6 || a.Is6()
+		}
+	}
+	if v4 {
+		r.attachFilter(0, sorted)
+	}
+	if v6 {
+		r.attachFilter(1, sorted)
+	}
+	for _, a := range added {
+		if a.Is6() {
+			r.wantGroupLocked(a, +1)
+		}
+	}
+	for _, a := range removed {
+		if a.Is6() {
+			r.wantGroupLocked(a, -1)
+		}
+		r.unscheduleLocked(a)
+	}
+	r.kickGroupsLocked()
+	now := time.Now()
+	for _, a := range added {
+		switch {
+		case r.opts.GratuitousCount > 0:
+			r.scheduleLocked(a, now)
+		case r.opts.RefreshInterval > 0:
+			r.scheduleLocked(a, now.Add(r.opts.RefreshInterval))
+		}
+	}
+	if len(added) > 0 {
+		r.wakeAnnouncer()
+	}
+	r.logChanges("answering", added)
+	r.logChanges("stopped answering", removed)
+}
+
+// maxLoggedChanges is the most addresses logged one by one at Info per
+// SetOwned; beyond it one line gives the count (the addresses are logged at
+// Debug).
+const maxLoggedChanges = 16
+
+func (r *Responder) logChanges(msg string, addrs []netip.Addr) {
+	if len(addrs) <= maxLoggedChanges {
+		for _, a := range addrs {
+			r.log.Info(msg, "ip", a.String())
+		}
+		return
+	}
+	r.log.Info(msg, "addresses", len(addrs), "first", addrs[0].String(), "last", addrs[len(addrs)-1].String())
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		for _, a := range addrs {
+			r.log.Debug(msg, "ip", a.String())
+		}
+	}
+}
+
+// normalise returns the valid addresses of addrs, unmapped, sorted and
+// without duplicates.
+func (r *Responder) normalise(addrs []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
 		a = a.Unmap()
 		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
 			r.log.Warn("ignoring address that cannot be announced", "ip", a.String())
 			continue
 		}
-		if _, dup := next.m[a]; dup {
-			continue
-		}
-		next.m[a] = struct{}{}
-		next.sorted = append(next.sorted, a)
+		out = append(out, a)
 	}
-	slices.SortFunc(next.sorted, func(a, b netip.Addr) int { return a.Compare(b) })
-	prev := r.owned.Load()
-	var added, removed []netip.Addr
-	for _, a := range next.sorted {
-		if !prev.has(a) {
-			added = append(added, a)
-		}
+	cmp := func(a, b netip.Addr) int { return a.Compare(b) }
+	if !slices.IsSortedFunc(out, cmp) {
+		slices.SortFunc(out, cmp)
 	}
-	for _, a := range prev.sorted {
-		if !next.has(a) {
-			removed = append(removed, a)
-		}
-	}
-
-	// Join before the filter lets solicitations through; leave after the
-	// set no longer has the address.
-	for _, a := range added {
-		if a.Is6() {
-			r.joinGroup(a)
-		}
-	}
-	r.owned.Store(next)
-	r.attachFilters(next.sorted)
-	for _, a := range removed {
-		if a.Is6() {
-			r.leaveGroup(a)
-		}
-		delete(r.sched, a)
-		r.log.Info("stopped answering", "ip", a.String())
-	}
-	now := time.Now()
-	for _, a := range added {
-		r.log.Info("answering", "ip", a.String())
-		switch {
-		case r.opts.GratuitousCount > 0:
-			r.sched[a] = &announcement{next: now}
-		case r.opts.RefreshInterval > 0:
-			r.sched[a] = &announcement{next: now.Add(r.opts.RefreshInterval)}
-		}
-	}
-	if len(added) > 0 {
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
-	}
+	return slices.Compact(out)
 }
 
-// attachFilters rebuilds and attaches both kernel filters. If the exact
-// filter cannot be attached the coarse one is tried: Go checks ownership of
-// every frame anyway, so that only costs CPU.
-func (r *Responder) attachFilters(owned []netip.Addr) {
+// diffSorted returns the addresses of next not in prev and of prev not in
+// next; both lists are sorted.
+func diffSorted(prev, next []netip.Addr) (added, removed []netip.Addr) {
+	i, j := 0, 0
+	for i < len(prev) || j < len(next) {
+		switch {
+		case j == len(next) || i < len(prev) && prev[i].Less(next[j]):
+			removed = append(removed, prev[i])
+			i++
+		case i == len(prev) || next[j].Less(prev[i]):
+			added = append(added, next[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return added, removed
+}
+
+// KernelFilters describes the kernel filters attached now, IPv4 (the ARP
+// socket) first. The tests use it to check that a large owned set got an
+// exact filter and not the coarse fallback; the agent may log or export it.
+func (r *Responder) KernelFilters() []KernelFilter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return []KernelFilter{r.filters[0], r.filters[1]}
+}
+
+// minFilterBudget is the smallest program tried before the coarse filter.
+const minFilterBudget = 256
+
+// attachFilter compiles and attaches one family's filter (0: ARP, 1: NDP)
+// for the owned set. If the kernel refuses it for lack of socket memory
+// (net.core.optmem_max) a program half as long is tried, down to
+// minFilterBudget, then the coarse filter: Go checks ownership of every
+// frame anyway, so that only costs CPU. r.mu held.
+func (r *Responder) attachFilter(i int, owned []netip.Addr) {
 	if r.closed.Load() || r.arpConn == nil || r.ndpConn == nil {
 		return
 	}
-	type target struct {
-		family string
-		conn   frameConn
-		build  func([]netip.Addr) ([]bpf.Instruction, bool)
-		coarse func() []bpf.Instruction
+	family, conn, compile, coarse := familyIPv4, r.arpConn, arpFilter, arpCoarseFilter
+	if i == 1 {
+		family, conn, compile, coarse = familyIPv6, r.ndpConn, ndpFilter, ndpCoarseFilter
 	}
-	for _, t := range []target{
-		{familyIPv4, r.arpConn, arpFilter, arpCoarseFilter},
-		{familyIPv6, r.ndpConn, ndpFilter, ndpCoarseFilter},
-	} {
-		prog, exact := t.build(owned)
-		if !exact {
-			r.log.Info("owned set too large for an exact kernel filter; using the coarse filter and filtering in Go",
-				"family", t.family, "addresses", len(owned))
+	prev := r.filters[i]
+	start := maxFilterInstructions
+	if r.budget[i] > 0 {
+		start = min(start, 2*r.budget[i])
+	}
+	for budget := start; ; budget /= 2 {
+		prog, info := compile(owned, budget)
+		raw, err := assemble(prog)
+		if err == nil {
+			if slices.Equal(raw, r.attached[i]) {
+				r.filters[i] = info.public(family)
+				return
+			}
+			err = conn.SetBPF(raw)
 		}
-		err := setFilter(t.conn, prog)
-		if err != nil && exact {
-			r.log.Warn("cannot attach exact filter; trying coarse filter", "family", t.family, "err", err)
-			err = setFilter(t.conn, t.coarse())
+		if err == nil {
+			r.attached[i] = raw
+			r.filters[i] = info.public(family)
+			if r.budget[i] > 0 || budget < maxFilterInstructions {
+				r.budget[i] = budget
+			}
+			r.logFilter(prev, r.filters[i])
+			return
+		}
+		if budget/2 >= minFilterBudget && (errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ENOBUFS)) {
+			level := slog.LevelDebug
+			if !r.refused[i] {
+				r.refused[i], level = true, slog.LevelWarn
+			}
+			r.log.Log(context.Background(), level, "kernel refused the filter for lack of socket memory (net.core.optmem_max); trying a shorter one",
+				"family", family, "instructions", len(prog), "err", err)
+			continue
+		}
+		r.log.Warn("cannot attach kernel filter; falling back to the coarse filter", "family", family, "instructions", len(prog), "err", err)
+		prog = coarse()
+		raw, err = assemble(prog)
+		if err == nil {
+			err = conn.SetBPF(raw)
 		}
 		if err != nil {
-			r.log.Error("cannot attach kernel filter", "family", t.family, "err", err)
+			r.log.Error("cannot attach kernel filter", "family", family, "err", err)
+			return
 		}
+		r.attached[i] = raw
+		r.filters[i] = KernelFilter{Family: family, Owned: info.owned, Instructions: len(prog), Coarse: true,
+			ExtraTargets: math.Inf(1), ExtraSenders: math.Inf(1)}
+		return
 	}
+}
+
+// logFilter says when the filter stops or starts being exact.
+func (r *Responder) logFilter(prev, cur KernelFilter) {
+	switch {
+	case !cur.Exact && prev.Exact:
+		r.log.Info("kernel filter lets some addresses that are not owned through; Go drops their frames",
+			"family", cur.Family, "addresses", cur.Owned, "instructions", cur.Instructions,
+			"extra_targets", cur.ExtraTargets, "extra_senders", cur.ExtraSenders)
+	case cur.Exact && !prev.Exact:
+		r.log.Info("kernel filter is exact again", "family", cur.Family, "addresses", cur.Owned, "instructions", cur.Instructions)
+	}
+}
+
+func (i filterInfo) public(family string) KernelFilter {
+	f := KernelFilter{Family: family, Owned: i.owned, Instructions: i.instructions, Exact: i.exact, Coarse: i.coarse,
+		ExtraTargets: i.extraTargets}
+	if family == familyIPv4 {
+		f.ExtraSenders = i.extraSenders
+	}
+	return f
 }
 
 func setFilter(c frameConn, prog []bpf.Instruction) error {
@@ -650,142 +900,6 @@ func setFilter(c frameConn, prog []bpf.Instruction) error {
 		return fmt.Errorf("attach bpf filter: %w", err)
 	}
 	return nil
-}
-
-// joinGroup joins addr's solicited-node group unless another owned address
-// already did (groups are shared by addresses with the same low 24 bits).
-func (r *Responder) joinGroup(addr netip.Addr) {
-	group, mac, err := SolicitedNodeGroup(addr)
-	if err != nil {
-		r.log.Warn("no solicited-node group", "ip", addr.String(), "err", err)
-		return
-	}
-	r.groups[group]++
-	if r.groups[group] > 1 || r.closed.Load() || r.ndpConn == nil {
-		return
-	}
-	if err := r.ndpConn.JoinGroup(mac); err != nil {
-		r.log.Warn("cannot join solicited-node multicast MAC", "ip", addr.String(), "group", mac.String(), "err", err)
-	}
-	if r.mld != nil {
-		if err := r.mld.join(group); err != nil {
-			// Expected when the interface has IPv6 disabled; without it a
-			// snooping switch may not forward solicitations to us.
-			r.log.Debug("cannot send MLD join", "ip", addr.String(), "group", group.String(), "err", err)
-		}
-	}
-}
-
-func (r *Responder) leaveGroup(addr netip.Addr) {
-	group, mac, err := SolicitedNodeGroup(addr)
-	if err != nil || r.groups[group] == 0 {
-		return
-	}
-	r.groups[group]--
-	if r.groups[group] > 0 {
-		return
-	}
-	delete(r.groups, group)
-	if r.closed.Load() || r.ndpConn == nil {
-		return
-	}
-	if err := r.ndpConn.LeaveGroup(mac); err != nil {
-		r.log.Debug("cannot leave solicited-node multicast MAC", "ip", addr.String(), "err", err)
-	}
-	if r.mld != nil {
-		if err := r.mld.leave(group); err != nil {
-			r.log.Debug("cannot send MLD leave", "ip", addr.String(), "err", err)
-		}
-	}
-}
-
-// announceLoop sends the scheduled gratuitous frames until ctx is done.
-func (r *Responder) announceLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		for _, a := range r.dueAnnouncements(now) {
-			r.advance(a, now, r.announce(a))
-		}
-		t.Reset(r.nextAnnouncement(time.Now()))
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.wake:
-		case <-t.C:
-		}
-	}
-}
-
-// dueAnnouncements lists the addresses whose announcement is due.
-func (r *Responder) dueAnnouncements(now time.Time) []netip.Addr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var due []netip.Addr
-	for a, s := range r.sched {
-		if !s.next.After(now) {
-			due = append(due, a)
-		}
-	}
-	return due
-}
-
-// advance moves an address's schedule past an announcement. One that could
-// not go out because the link is down is retried at the burst interval
-// without counting, so the whole burst is sent once the link is back.
-func (r *Responder) advance(a netip.Addr, now time.Time, sent bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.sched[a]
-	if !ok {
-		return // removed meanwhile
-	}
-	if !sent {
-		s.next = now.Add(r.opts.GratuitousInterval)
-		return
-	}
-	s.sent++
-	switch {
-	case s.sent < r.opts.GratuitousCount:
-		s.next = now.Add(r.opts.GratuitousInterval)
-	case r.opts.RefreshInterval > 0:
-		s.next = now.Add(r.opts.RefreshInterval)
-	default:
-		delete(r.sched, a)
-	}
-}
-
-// nextAnnouncement is how long to sleep until the next announcement is due.
-func (r *Responder) nextAnnouncement(now time.Time) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	wait := time.Hour
-	for _, s := range r.sched {
-		if d := s.next.Sub(now); d < wait {
-			wait = max(d, 0)
-		}
-	}
-	return wait
-}
-
-// restartBursts schedules a fresh gratuitous burst for every owned address:
-// after the link was down, clients may have moved elsewhere or expired
-// their entries, so the node announces again as if it had just taken over.
-func (r *Responder) restartBursts() {
-	if r.opts.GratuitousCount <= 0 {
-		return
-	}
-	r.mu.Lock()
-	now := time.Now()
-	for _, a := range r.owned.Load().sorted {
-		r.sched[a] = &announcement{next: now}
-	}
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
 }
 
 // announce sends the gratuitous frames for one address. It returns false

@@ -8,22 +8,62 @@
 // # Frames
 //
 // A heartbeat is a raw Ethernet frame with the IEEE 802 "local
-// experimental" EtherType 0x88B5, sent to the broadcast address
-// ff:ff:ff:ff:ff:ff. Not to 01:80:c2:00:00:0x: IEEE 802.1D reserves that
-// block for link-local control protocols (STP, pause, LACP, 802.1X, LLDP),
-// and compliant bridges — the Linux bridge included, by default — consume
-// those frames instead of forwarding them, so heartbeats would never reach
-// a peer behind a switch. Broadcast is flooded by every switch and accepted
-// by every NIC without joining a group (IGMP snooping and multicast filters
-// do not apply), and hosts that do not speak 0x88B5 drop the frames in the
-// kernel at the cost of a few hundred bytes per node per interval.
+// experimental" EtherType 0x88B5, sent to the group address
+// 03:48:52:4c:44:00 (GroupAddr): the I/G bit (multicast) and the U/L bit
+// (locally administered) of the first octet set, "HRLD" in the next four.
+// Each Member joins it on its interface (PACKET_ADD_MEMBERSHIP), so a NIC
+// that filters multicast by address passes heartbeats to Herald nodes
+// only: the hosts of the LAN that are not Herald nodes — Wi-Fi clients
+// included, where the access point bridges the segment — drop them in
+// their NIC instead of taking an interrupt and a kernel pass for each
+// (earlier versions used broadcast, which every host must take).
 //
-// The payload (all integers big-endian):
+// What the network does with it:
+//
+//   - Switches flood it like any multicast address they have not learnt:
+//     to every port of the VLAN. IGMP and MLD snooping concern only the IP
+//     multicast ranges 01:00:5e:… and 33:33:…, which this address is not
+//     in, so snooping switches flood it too. A switch configured to drop
+//     unknown (unregistered) multicast — "unknown multicast flood"
+//     disabled, sometimes called multicast filtering mode "filter
+//     unregistered" — drops every heartbeat: the nodes then do not see
+//     each other and all claim the segment's addresses. Such a port
+//     setting must be off on Herald's segments (or the address added as a
+//     static multicast entry for the nodes' ports).
+//   - Not 01:80:c2:00:00:0x: IEEE 802.1D reserves that block for
+//     link-local control protocols (STP, pause, LACP, 802.1X, LLDP), and
+//     compliant bridges — the Linux bridge included, by default — consume
+//     those frames instead of forwarding them.
+//   - Address filters are often hashes (a NIC's 64- to 4096-bucket table;
+//     Linux macvlan devices use 256 buckets), so a host whose own groups
+//     share a bucket still receives heartbeats; its kernel then drops them
+//     (no socket listens for 0x88B5) at the cost it paid for every
+//     broadcast heartbeat before. Virtual links without a filter — veth,
+//     the Linux bridge, most tunnels — deliver them to every port, as
+//     broadcast.
+//   - A Member on a VLAN, bond or macvlan interface joins on that
+//     interface and the kernel propagates the membership to the lower
+//     device. An SR-IOV virtual function may limit the groups it may join
+//     (some need "trust on" for any multicast beyond a few addresses): if
+//     its Member hears no peer, check that first.
+//
+// The tests check in network namespaces that a Member on a macvlan device
+// (which filters multicast like a NIC) hears and is heard, that a socket
+// on a macvlan that has not joined the group receives no heartbeat while
+// one on the host's veth does, and that the same socket receives them
+// once joined. A hardware NIC's filter and a physical switch's handling
+// cannot be tested there.
+//
+// A heartbeat carries the sender's state — the addresses it is eligible
+// for and those it claims — only when the state changed or a peer asked
+// for it; every other heartbeat carries the state's 8-byte digest instead
+// (see "State" below). The payload (all integers big-endian):
 //
 //	off    len  field
 //	  0      4  magic "HRLD"
-//	  4      1  version (2)
-//	  5      1  flags: bit 0 = leaving, bit 1 = challenge; other bits 0
+//	  4      1  version (3)
+//	  5      1  flags: bit 0 = leaving, bit 1 = challenge, bit 2 = full
+//	            (the heartbeat carries the full state); other bits 0
 //	  6      2  length n of the authenticated part (offset 0 .. end of
 //	            entries)
 //	  8      8  cluster hash: SHA-256(cluster ID)[0:8]
@@ -31,16 +71,22 @@
 //	 24      8  sequence (from 1, per heartbeat, shared by its parts)
 //	 32      2  interval in ms (1..65535)
 //	 34      1  part index i (0..n-1)
-//	 35      1  part count (1..64)
-//	 36      1  key count m (1..4)
-//	 37     4m  key IDs, distinct: per key of the sender's keyring,
+//	 35      1  part count (1..64; 1 unless full)
+//	 36      8  state digest: StateDigest of the sender's current
+//	            eligible and claimed addresses (every part of a full
+//	            heartbeat carries the digest of the whole)
+//	 44      1  key count m (1..4)
+//	 45     4m  key IDs, distinct: per key of the sender's keyring,
 //	            SHA-256("herald heartbeat key v1" 0x00 key)[0:4]
-//	37+4m    1  node name length k (1..253)
-//	38+4m    k  node name (printable ASCII)
-//	38+4m+k  1  echo count e (0..32; the encoder fills only part 0)
-//	39+4m+k 8e  echoed identity tokens, 8 bytes each:
+//	45+4m    1  node name length k (1..253)
+//	46+4m    k  node name (printable ASCII)
+//	46+4m+k  1  echo count e (0..32; the encoder fills only part 0)
+//	47+4m+k 8e  echoed identity tokens, 8 bytes each:
 //	            SHA-256(node name 0x00 incarnation)[0:8] of a challenger
-//	  …      2  entry count
+//	  …      1  request count r (0..32; the encoder fills only part 0)
+//	  …     8r  requested identity tokens: peers whose full state the
+//	            sender asks for
+//	  …      2  entry count (0 unless full)
 //	  …         entries, strictly ascending by address (IPv4 before IPv6):
 //	            1 tag byte (bit 0 eligible, bit 1 claimed, bit 7 IPv6;
 //	            at least one of bits 0-1; other bits 0) then 4 or 16
@@ -50,24 +96,103 @@
 //
 // Anything after the MAC list (Ethernet padding) is ignored. Eligibility
 // and claims travel as one merged, tagged address list (an IP is usually
-// both), which costs 5 bytes per IPv4 and 17 per IPv6 address.
+// both), which costs 5 bytes per IPv4 and 17 per IPv6 address. A heartbeat
+// without the full state is one frame of 64 bytes plus the node name and
+// 20 per key: 104 bytes on the wire with a 20-byte name and one key,
+// whatever the number of addresses.
 //
-// Version 1 frames (one MAC, no key IDs, no echoes) are malformed to this
-// version and the reverse: agents of both versions on one segment is not a
-// supported state. They do not see each other at all (each drops the
-// other's frames as malformed, never as forgeries), so both groups claim
-// the segment's addresses; upgrade every agent of a segment together.
+// Version 2 frames (no digest, no requests, the lists in every heartbeat,
+// sent to broadcast) are malformed to this version and the reverse:
+// agents of different frame versions on one segment is not a supported
+// state. They do not see each other at all (each drops the other's frames
+// as malformed, never as forgeries; a version 2 agent behind a filtering
+// NIC does not even receive version 3 frames), so both groups claim the
+// segment's addresses; upgrade every agent of a segment together.
 //
 // A frame's payload never exceeds 1500 bytes (or a smaller interface MTU).
-// A node eligible for more addresses than fit splits one heartbeat into
-// several frames, "part i of n", sent back to back with the same sequence
-// number; with a 20-byte node name and one key one frame carries up to 283
-// IPv4 or 83 IPv6 addresses (each further key takes 20 bytes, each echoed
-// token 8 bytes of the first part), and a heartbeat may have up to 64
-// parts. Any accepted part proves the sender alive, but a receiver
-// replaces the sender's lists only when every part of one sequence has
-// arrived, so a lost part delays a state change by one interval and never
-// shows a truncated claim list.
+// A full state larger than fits is split into several frames, "part i of
+// n", sent back to back with the same sequence number; with a 20-byte node
+// name and one key one frame carries up to 282 IPv4 or 82 IPv6 addresses
+// (each further key takes 20 bytes, each echoed or requested token 8
+// bytes of the first part), and a heartbeat may have up to 64 parts. Any
+// accepted part proves the sender alive, but a receiver replaces the
+// sender's lists only when every part of one sequence has arrived and the
+// lists hash to the digest they carry, so a lost part never shows a
+// truncated claim list.
+//
+// # State: digests, full states and requests
+//
+// Herald's heartbeat cost follows what changes, not what exists. Before
+// version 3 every heartbeat (20 per second per interface) carried every
+// address: with 1000 addresses four frames and 5.4 KB per heartbeat,
+// encoded, signed, sent, received, authenticated and parsed 20 times a
+// second by every node, for a state that changes a few times a day. Now:
+//
+//   - Every heartbeat carries the digest of its sender's state: the first
+//     8 bytes of SHA-256 over "herald heartbeat state v3" 0x00 and the
+//     state's entry list as frames carry it (StateDigest). The sender
+//     computes it when the state changes (SetState), never per heartbeat;
+//     an unchanged state costs one small frame per interval, encoded into
+//     a reused buffer: no re-encoding of address lists, no sorting, no
+//     allocation that grows with the state. A receiver compares 8 bytes.
+//   - When the state changes, the full state goes out at once (triggered,
+//     rate-limited as claim changes always were, so a hand-over still
+//     takes one frame's transit) and in the next StateRepeats-1 periodic
+//     heartbeats, so that a lost frame delays a change by one interval,
+//     exactly as when every heartbeat carried the lists.
+//   - A receiver whose lists for a peer do not match the peer's digest —
+//     it just started, the peer restarted or came back after a silence, or
+//     it lost the full state and its repeats — asks for the full state:
+//     it puts the peer's identity token (which names the peer's current
+//     run) in the request list of its heartbeats, in one sent at once the
+//     first time and then in its periodic ones while the state is not
+//     current (at most once per half of the peer's interval; up to 32
+//     tokens per heartbeat, with more the least recently asked first).
+//     The peer answers with a full heartbeat at once, or with its next
+//     heartbeat if it sent a full state less than a quarter interval ago:
+//     however many ask, a node sends about four full states per interval
+//     at most. The answer is multicast, so everyone missing it catches up.
+//     A node joining a segment asks each peer once: every peer's state is
+//     known about one round trip after it is first heard, well within the
+//     time a node takes to settle.
+//   - The empty state's digest is known to everyone, so peers eligible for
+//     nothing — every agent while it settles — need no request.
+//   - A digest, not a version counter: a receiver checks that the lists
+//     it holds are the peer's current state, whatever happened in
+//     between. A peer that went A → B → A while frames were lost is
+//     current again without asking; lists assembled from parts must hash
+//     to the digest to be taken, which also catches a bug on either side.
+//     Eight bytes make an accidental collision (2^-64 per comparison)
+//     irrelevant, and only the key holders' frames are authenticated, so
+//     no one else can choose states to make one.
+//   - The leaving flag is in every frame's header, not in the digest: it
+//     applies from the first leaving frame whether or not the lists are
+//     current, so a graceful hand-over is as fast as before.
+//
+// What placement sees while a peer's state is not current: its previous
+// lists, unchanged, and the peer stays live (Snapshot.Peers). A peer's
+// claims never vanish and never appear except when (a) a complete full
+// state with the advertised digest arrives, replacing the lists at once;
+// (b) the peer dies (DeadAfter intervals without any frame of it); or (c)
+// it restarts (its old run's lists go with it; the new run is live once
+// verified and its state known). The alternatives are unsafe: treating a
+// stale peer as claiming nothing would let a worse-ranked node see an
+// address unclaimed and answer for it next to the peer that still answers
+// (two answerers); dropping it from the live peers would be a false death
+// on every lost frame (its addresses taken by others). The previous lists
+// are a state the peer really had, a little earlier, and placement already
+// works on views that lag behind a peer by a frame's transit: a claim is
+// answered only once no worse-ranked node still claims the address, and a
+// holder keeps answering until the owner claims it. A stale view only
+// lengthens that lag — the hand-overs that depend on the change being seen
+// wait for the full state (about one interval after the loss) — and never
+// makes two nodes answer or none. A peer whose state has never been known
+// (just heard, restarted, back after a death) is not live at all, as
+// before version 3 a peer whose first heartbeat had not arrived complete
+// was not. herald_membership_peers_state_stale counts the live peers shown
+// with their previous lists; herald_membership_full_states_sent_total
+// (by reason: change, request) and
+// herald_membership_state_requests_sent_total show the protocol at work.
 //
 // # Keys and rotation
 //
@@ -146,6 +271,13 @@
 //     go on and 4 heartbeats more, and sends one at once for a new
 //     challenger (both rate-limited like claim changes). Up to 32 tokens
 //     ride in a frame; with more challengers they take turns.
+//   - A peer is live only once its state is known and its own heartbeats
+//     since the verification name that state (their digest matches):
+//     lists learnt from frames replayed before the verification show only
+//     if the verified peer says they are its current state. Requests name
+//     the requested run's token, so a replayed request cannot ask a
+//     restarted node for anything, and answering one only multicasts a
+//     state every peer may see anyway.
 //   - Once verified, a peer incarnation stays verified until it is
 //     declared dead or restarts. A dead peer heard again, even with the
 //     same incarnation (a healed partition), is verified again.
@@ -181,40 +313,51 @@
 //
 // Every node sends a heartbeat each Interval (default 50 ms) and,
 // rate-limited to one per tenth of an interval (5 ms with the default), as
-// soon as its claims change, so claim hand-overs take one frame's transit. A
-// peer is dead on the segment when it has been silent for DeadAfter
-// intervals (default 6) plus half an interval of slack: exactly DeadAfter
-// consecutive heartbeats lost, without a merely late one counting as lost.
-// With the defaults a dead peer is noticed 325–335 ms after its last
-// heartbeat. Verification changes none of this: a verified peer stays
-// verified, so its death and its claim changes take exactly as long as
-// they would without it. Silence is counted only while this process runs:
-// if the death check itself ran late (the process was descheduled or
-// CPU-throttled), the stall is credited to every peer, and while heartbeat
-// frames still wait unread in the socket the verdict waits for them (at
-// most one interval). Without this, a stalled agent would see every peer
-// die at once and claim every IP.
+// soon as its state changes, so claim hand-overs take one frame's transit.
+// Any authenticated frame of a peer's current run proves it alive,
+// whether or not it carries the lists: a heartbeat without them is as
+// good a proof as one with them. A peer is dead on the segment when it
+// has been silent for DeadAfter intervals (default 6) plus half an
+// interval of slack: exactly DeadAfter consecutive heartbeats lost,
+// without a merely late one counting as lost. With the defaults a dead
+// peer is noticed 325–335 ms after its last heartbeat. Verification and
+// the digests change none of this: a verified peer stays verified, and a
+// peer whose state is not current stays live, so its death and its claim
+// changes take exactly as long as they would without them. Silence is
+// counted only while this process runs: if the death check itself ran late
+// (the process was descheduled or CPU-throttled), the stall is credited to
+// every peer, and while heartbeat frames still wait unread in the socket
+// the verdict waits for them (at most one interval). Without this, a
+// stalled agent would see every peer die at once and claim every IP.
 //
 // False deaths under loss: with independent frame loss p, a peer is falsely
 // declared dead when DeadAfter consecutive heartbeats are lost, which
 // starts at a given heartbeat with probability (1-p)·p^DeadAfter. With the
 // defaults (50 ms × 6, a death detected after about 300 ms) and a heavy
 // p = 5% that is 1.5e-8 per heartbeat: one false death per 39 days per
-// (sender, receiver) pair. 100 ms × 3 detects as fast but gives one false
-// death every 840 s per pair at 5% loss, which is why the defaults trade a
-// few more frames (20 per second per interface, ~100 bytes each) for
-// robustness. At a realistic LAN loss of 0.1% either is quiet for years.
+// (sender, receiver) pair; at 1% it is 1e-12 per heartbeat, one per 1600
+// years per pair. 100 ms × 3 detects as fast but gives one false death
+// every 840 s per pair at 5% loss, which is why the defaults trade a few
+// more frames (20 per second per interface, 104 bytes each when nothing
+// changes) for robustness. At a realistic LAN loss of 0.1% either is quiet
+// for years. (When every heartbeat carried the lists, a large state's
+// heartbeat was several frames and any one of them proved liveness, so a
+// heartbeat was lost only when all were; now an idle heartbeat is one
+// frame, and the arithmetic above is exactly the one that always applied
+// to nodes with up to a few hundred addresses.)
 //
 // # Use
 //
 // An agent creates one Member per announcing interface (New, with the
 // Keyring of the heartbeat Secret), runs it (Run), feeds it its eligibility
-// and claims (SetState), passes it every new version of the Secret
-// (SetKeys) and reads Updates or Snapshot to build placement's view. It
-// should advertise eligibility only once the Member is Settled — after
-// DeadAfter+1 intervals plus half an interval, one interval more than a
-// death takes, for the challenge round trip — so that while it warms up
-// after a restart its peers keep (or take over) its IPs. On shutdown it
-// calls Leave, keeps answering during a short grace window while it
-// watches its successors claim, then cancels Run.
+// and claims (SetState: cheap when nothing changed, so it may be called on
+// every re-plan), passes it every new version of the Secret (SetKeys) and
+// reads Updates or Snapshot to build placement's view. It should advertise
+// eligibility only once the Member is Settled — after DeadAfter+1
+// intervals plus half an interval, one interval more than a death takes,
+// for the challenge round trip (which carries the state requests too), and
+// once it knows the state of every peer it verified (waiting up to as long
+// again for that) — so that while it warms up after a restart its peers
+// keep (or take over) its IPs. On shutdown it calls Leave, keeps answering during a short grace
+// window while it watches its successors claim, then cancels Run.
 package membership

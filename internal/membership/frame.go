@@ -23,7 +23,7 @@ const (
 	EtherType = 0x88B5
 	// Version is the frame format version this package speaks. Frames of
 	// any other version are malformed.
-	Version = 2
+	Version = 3
 	// MACLen is the length of each truncated HMAC-SHA256 in the MAC list.
 	MACLen = 16
 	// KeyIDLen is the length of a key ID (see KeyID).
@@ -35,6 +35,11 @@ const (
 	TokenLen = 8
 	// MaxEchoes is the most identity tokens one frame echoes.
 	MaxEchoes = 32
+	// MaxRequests is the most identity tokens one frame carries in its
+	// request list (peers whose full state the sender asks for).
+	MaxRequests = 32
+	// DigestLen is the length of a state digest (see StateDigest).
+	DigestLen = 8
 	// MaxNodeNameLen is the longest node name a frame carries (a
 	// Kubernetes node name is a DNS subdomain, at most 253 bytes).
 	MaxNodeNameLen = 253
@@ -48,19 +53,22 @@ const (
 
 	// ethHeaderLen is destination MAC, source MAC and EtherType.
 	ethHeaderLen = 14
+	// digestOff is the offset of the state digest in the fixed header.
+	digestOff = 36
 	// keyCountOff is the offset of the key count: the fixed header ends
 	// there, and the variable fields follow.
-	keyCountOff = 36
+	keyCountOff = digestOff + DigestLen
 	// minAuthLen is the shortest authenticated part: the fixed header,
-	// the key count, one key ID, a one-byte name with its length, an empty
-	// echo list and an empty entry list.
-	minAuthLen = keyCountOff + 1 + KeyIDLen + 2 + 1 + 2
+	// the key count, one key ID, a one-byte name with its length, empty
+	// echo and request lists and an empty entry list.
+	minAuthLen = keyCountOff + 1 + KeyIDLen + 2 + 1 + 1 + 2
 	// magic opens every heartbeat payload.
 	magic = "HRLD"
 
 	flagLeaving   = 0x01
 	flagChallenge = 0x02
-	flagKnownBits = flagLeaving | flagChallenge
+	flagFull      = 0x04
+	flagKnownBits = flagLeaving | flagChallenge | flagFull
 	tagEligible   = 0x01
 	tagClaimed    = 0x02
 	tagIPv6       = 0x80
@@ -156,6 +164,66 @@ func IdentityToken(node string, incarnation uint64) Token {
 	return Token(h.Sum(sum[:0])[:TokenLen])
 }
 
+// Digest names one state of a sender — its eligible and claimed
+// addresses — in DigestLen bytes (see StateDigest). Every heartbeat
+// carries its sender's, so that a receiver can tell whether the lists it
+// holds are the sender's current ones without receiving them.
+type Digest [DigestLen]byte
+
+// String renders the digest in hex.
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// stateDigestContext separates state digests from any other use of
+// SHA-256, and versions their definition.
+const stateDigestContext = "herald heartbeat state v3\x00"
+
+// StateDigest is the digest of a state: the first 8 bytes of
+// SHA-256("herald heartbeat state v3" 0x00 || entries), where entries is
+// the state's merged, tagged address list exactly as frames carry it (see
+// the package documentation), with every part's entries concatenated.
+// Addresses are normalised first, as Encode does (IPv4-mapped IPv6
+// unmapped, zones dropped, sorted, duplicates removed), so any two lists
+// naming the same addresses have the same digest. Invalid addresses are
+// skipped.
+func StateDigest(eligible, claims []netip.Addr) Digest {
+	es, _ := entries(validOnly(eligible), validOnly(claims))
+	return digestEntries(es)
+}
+
+// validOnly returns in without its invalid addresses (in itself when it
+// has none).
+func validOnly(in []netip.Addr) []netip.Addr {
+	for i, a := range in {
+		if !a.IsValid() {
+			out := slices.Clone(in[:i])
+			for _, b := range in[i+1:] {
+				if b.IsValid() {
+					out = append(out, b)
+				}
+			}
+			return out
+		}
+	}
+	return in
+}
+
+// digestEntries is StateDigest of an entry list already in canonical
+// order.
+func digestEntries(es []entry) Digest {
+	h := sha256.New()
+	h.Write([]byte(stateDigestContext))
+	var b [17]byte
+	for _, e := range es {
+		h.Write(e.append(b[:0]))
+	}
+	var sum [sha256.Size]byte
+	return Digest(h.Sum(sum[:0])[:DigestLen])
+}
+
+// emptyDigest is the digest of the empty state (no eligible address, no
+// claim). Every receiver knows that state without being sent it.
+var emptyDigest = digestEntries(nil)
+
 // Heartbeat is what a node tells a segment in one interval.
 type Heartbeat struct {
 	// Node is the sender's node name (1..MaxNodeNameLen printable ASCII
@@ -180,14 +248,31 @@ type Heartbeat struct {
 	// Echoes are identity tokens of peers that challenged the sender
 	// (at most MaxEchoes). Encode puts them in the first part only.
 	Echoes []Token
-	// Eligible are the IPs the sender may announce on this segment.
+	// Requests are identity tokens of peers whose full state the sender
+	// asks for (at most MaxRequests): it does not hold the state their
+	// Digest names. Encode puts them in the first part only.
+	Requests []Token
+	// Full reports that the heartbeat carries the sender's full state:
+	// Eligible and Claims, concatenated over all its parts, are all of
+	// it. Otherwise it carries only Digest, and no address. Encode sends
+	// a full heartbeat when Full is set or either list is non-empty.
+	Full bool
+	// Digest is StateDigest of the sender's current state. Encode
+	// computes it from the lists of a full heartbeat (ignoring this
+	// field) and sends this field in any other; Decode returns what the
+	// frame carries.
+	Digest Digest
+	// Eligible are the IPs the sender may announce on this segment (a
+	// full heartbeat only).
 	Eligible []netip.Addr
-	// Claims are the IPs the sender answers for, or is taking over.
+	// Claims are the IPs the sender answers for, or is taking over (a
+	// full heartbeat only).
 	Claims []netip.Addr
 }
 
 // Frame is one decoded frame: one part of a heartbeat, whose Echoes,
-// Eligible and Claims hold only the entries carried in this part.
+// Requests, Eligible and Claims hold only the entries carried in this
+// part.
 type Frame struct {
 	Heartbeat
 	// KeyIDs are the IDs of the keys the sender signed the frame with (its
@@ -197,7 +282,7 @@ type Frame struct {
 	Source net.HardwareAddr
 	// Part is this frame's index within the heartbeat, 0 ≤ Part < Parts.
 	Part int
-	// Parts is the number of frames of the heartbeat.
+	// Parts is the number of frames of the heartbeat (1 unless Full).
 	Parts int
 }
 
@@ -265,6 +350,18 @@ func (e entry) size() int {
 	return 5
 }
 
+// append appends the entry's wire form (tag, then 4 or 16 address
+// bytes) to b.
+func (e entry) append(b []byte) []byte {
+	b = append(b, e.tag)
+	if e.tag&tagIPv6 != 0 {
+		a := e.addr.As16()
+		return append(b, a[:]...)
+	}
+	a := e.addr.As4()
+	return append(b, a[:]...)
+}
+
 // validName reports whether s can be carried as a node name.
 func validName(s string) bool {
 	if len(s) == 0 || len(s) > MaxNodeNameLen {
@@ -328,18 +425,19 @@ func canonical(in []netip.Addr) ([]netip.Addr, error) {
 }
 
 // authLen is the length of the authenticated part of a frame with m key
-// IDs, a k-byte name, e echoed tokens and no entries.
-func authLen(m, k, e int) int {
-	return keyCountOff + 1 + m*KeyIDLen + 1 + k + 1 + e*TokenLen + 2
+// IDs, a k-byte name, e echoed tokens, r requests and no entries.
+func authLen(m, k, e, r int) int {
+	return keyCountOff + 1 + m*KeyIDLen + 1 + k + 1 + e*TokenLen + 1 + r*TokenLen + 2
 }
 
-// split returns the end index in es of each part of a heartbeat signed with
-// m keys, from a k-byte name, echoing e tokens (in its first part only),
-// each part at most maxPayload bytes. Greedy in address order, so that
-// the concatenation of the parts is sorted like a single frame would be.
-func split(es []entry, m, k, e, maxPayload int) ([]int, error) {
-	first := maxPayload - authLen(m, k, e) - m*MACLen
-	rest := maxPayload - authLen(m, k, 0) - m*MACLen
+// split returns the end index in es of each part of a full heartbeat
+// signed with m keys, from a k-byte name, echoing e tokens and requesting
+// r (in its first part only), each part at most maxPayload bytes. Greedy
+// in address order, so that the concatenation of the parts is sorted like
+// a single frame would be.
+func split(es []entry, m, k, e, r, maxPayload int) ([]int, error) {
+	first := maxPayload - authLen(m, k, e, r) - m*MACLen
+	rest := maxPayload - authLen(m, k, 0, 0) - m*MACLen
 	if first < 17 {
 		return nil, fmt.Errorf("payload limit %d leaves no room for an address after %d bytes of header and MACs", maxPayload, maxPayload-first)
 	}
@@ -359,11 +457,43 @@ func split(es []entry, m, k, e, maxPayload int) ([]int, error) {
 	return bounds, nil
 }
 
-// Encode returns the Ethernet frames (destination broadcast, source src)
-// of hb, split into as few parts as fit in maxPayload bytes of Ethernet
-// payload each (0 means MaxPayload), each signed with every key of the
-// Codec's keyring. Addresses are normalised (IPv4-mapped IPv6 unmapped,
-// zones dropped) and deduplicated; hb.Echoes go in the first part.
+// checkHeader validates what every frame of hb carries besides the
+// address lists, and returns the interval in milliseconds.
+func checkHeader(src net.HardwareAddr, hb *Heartbeat, maxPayload int) (uint16, error) {
+	if maxPayload > MaxPayload {
+		return 0, fmt.Errorf("payload limit %d exceeds %d", maxPayload, MaxPayload)
+	}
+	if len(src) != 6 {
+		return 0, fmt.Errorf("source address %v is not an Ethernet address", src)
+	}
+	if !validName(hb.Node) {
+		return 0, fmt.Errorf("node name %q: want 1..%d printable ASCII bytes", hb.Node, MaxNodeNameLen)
+	}
+	if hb.Incarnation == 0 || hb.Sequence == 0 {
+		return 0, fmt.Errorf("incarnation and sequence must be non-zero")
+	}
+	ms := hb.Interval.Milliseconds()
+	if ms < 1 || ms > maxIntervalMS {
+		return 0, fmt.Errorf("interval %v outside 1ms..%dms", hb.Interval, maxIntervalMS)
+	}
+	if len(hb.Echoes) > MaxEchoes {
+		return 0, fmt.Errorf("%d echoed tokens, at most %d fit", len(hb.Echoes), MaxEchoes)
+	}
+	if len(hb.Requests) > MaxRequests {
+		return 0, fmt.Errorf("%d requests, at most %d fit", len(hb.Requests), MaxRequests)
+	}
+	return uint16(ms), nil
+}
+
+// Encode returns the Ethernet frames (destination GroupAddr, source src)
+// of hb, each signed with every key of the Codec's keyring and at most
+// maxPayload bytes of Ethernet payload (0 means MaxPayload).
+//
+// A heartbeat that is not full (hb.Full unset and both lists empty) is
+// one frame carrying hb.Digest. A full one carries the lists, split into
+// as few parts as fit, with the digest computed from them; its addresses
+// are normalised (IPv4-mapped IPv6 unmapped, zones dropped) and
+// deduplicated. hb.Echoes and hb.Requests go in the first part.
 func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]byte, error) {
 	if !c.valid() {
 		return nil, errNoCodec
@@ -371,95 +501,33 @@ func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]
 	if maxPayload == 0 {
 		maxPayload = MaxPayload
 	}
-	if maxPayload > MaxPayload {
-		return nil, fmt.Errorf("payload limit %d exceeds %d", maxPayload, MaxPayload)
-	}
-	if len(src) != 6 {
-		return nil, fmt.Errorf("source address %v is not an Ethernet address", src)
-	}
-	if !validName(hb.Node) {
-		return nil, fmt.Errorf("node name %q: want 1..%d printable ASCII bytes", hb.Node, MaxNodeNameLen)
-	}
-	if hb.Incarnation == 0 || hb.Sequence == 0 {
-		return nil, fmt.Errorf("incarnation and sequence must be non-zero")
-	}
-	ms := hb.Interval.Milliseconds()
-	if ms < 1 || ms > maxIntervalMS {
-		return nil, fmt.Errorf("interval %v outside 1ms..%dms", hb.Interval, maxIntervalMS)
-	}
-	if len(hb.Echoes) > MaxEchoes {
-		return nil, fmt.Errorf("%d echoed tokens, at most %d fit", len(hb.Echoes), MaxEchoes)
-	}
-	es, err := entries(hb.Eligible, hb.Claims)
+	ms, err := checkHeader(src, &hb, maxPayload)
 	if err != nil {
 		return nil, err
 	}
-	keys := c.keys.keys
-	bounds, err := split(es, len(keys), len(hb.Node), len(hb.Echoes), maxPayload)
-	if err != nil {
-		return nil, err
+	full := hb.Full || len(hb.Eligible) > 0 || len(hb.Claims) > 0
+	var es []entry
+	if full {
+		if es, err = entries(hb.Eligible, hb.Claims); err != nil {
+			return nil, err
+		}
+		hb.Digest = digestEntries(es)
 	}
-
-	var flags byte
-	if hb.Leaving {
-		flags |= flagLeaving
-	}
-	if hb.Challenge {
-		flags |= flagChallenge
+	m := len(c.keys.keys)
+	bounds := []int{0}
+	if full {
+		if bounds, err = split(es, m, len(hb.Node), len(hb.Echoes), len(hb.Requests), maxPayload); err != nil {
+			return nil, err
+		}
+	} else if authLen(m, len(hb.Node), len(hb.Echoes), len(hb.Requests))+m*MACLen > maxPayload {
+		return nil, fmt.Errorf("payload limit %d leaves no room for the heartbeat's header", maxPayload)
 	}
 	frames := make([][]byte, 0, len(bounds))
 	start := 0
 	for part, end := range bounds {
-		var echoes []Token
-		if part == 0 {
-			echoes = hb.Echoes
-		}
-		body := 0
-		for _, e := range es[start:end] {
-			body += e.size()
-		}
-		n := authLen(len(keys), len(hb.Node), len(echoes)) + body
-		f := make([]byte, ethHeaderLen, ethHeaderLen+n+len(keys)*MACLen)
-		copy(f[0:6], broadcastMAC())
-		copy(f[6:12], src)
-		binary.BigEndian.PutUint16(f[12:14], EtherType)
-		f = append(f, magic...)
-		f = append(f, Version, flags)
-		f = binary.BigEndian.AppendUint16(f, uint16(n))
-		f = binary.BigEndian.AppendUint64(f, c.cluster)
-		f = binary.BigEndian.AppendUint64(f, hb.Incarnation)
-		f = binary.BigEndian.AppendUint64(f, hb.Sequence)
-		f = binary.BigEndian.AppendUint16(f, uint16(ms))
-		f = append(f, byte(part), byte(len(bounds)), byte(len(keys)))
-		for _, k := range keys {
-			f = append(f, k.id[:]...)
-		}
-		f = append(f, byte(len(hb.Node)))
-		f = append(f, hb.Node...)
-		f = append(f, byte(len(echoes)))
-		for _, t := range echoes {
-			f = append(f, t[:]...)
-		}
-		f = binary.BigEndian.AppendUint16(f, uint16(end-start))
-		for _, e := range es[start:end] {
-			f = append(f, e.tag)
-			if e.tag&tagIPv6 != 0 {
-				b := e.addr.As16()
-				f = append(f, b[:]...)
-			} else {
-				b := e.addr.As4()
-				f = append(f, b[:]...)
-			}
-		}
-		// Every key signs the same bytes, key IDs included: a MAC
-		// authenticates the whole list, so no one can strip or reorder
-		// it without the keys.
-		var mac [sha256.Size]byte
-		for _, k := range keys {
-			if err := c.sum(k, f[ethHeaderLen:ethHeaderLen+n], &mac); err != nil {
-				return nil, err
-			}
-			f = append(f, mac[:MACLen]...)
+		f, err := c.appendFrame(nil, src, &hb, ms, full, part, len(bounds), es[start:end])
+		if err != nil {
+			return nil, err
 		}
 		frames = append(frames, f)
 		start = end
@@ -467,11 +535,103 @@ func (c *Codec) Encode(src net.HardwareAddr, hb Heartbeat, maxPayload int) ([][]
 	return frames, nil
 }
 
-// broadcastMAC returns the destination of every heartbeat (a fresh slice,
-// so no caller can change another's).
-func broadcastMAC() net.HardwareAddr {
-	return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+// appendFrame appends one frame of hb to dst: part `part` of `parts`,
+// carrying es (nil unless full), and hb's echoes and requests in part 0.
+// hb's header has been checked (checkHeader) and the frame fits.
+func (c *Codec) appendFrame(dst []byte, src net.HardwareAddr, hb *Heartbeat, ms uint16, full bool, part, parts int, es []entry) ([]byte, error) {
+	keys := c.keys.keys
+	var echoes, requests []Token
+	if part == 0 {
+		echoes, requests = hb.Echoes, hb.Requests
+	}
+	body := 0
+	for _, e := range es {
+		body += e.size()
+	}
+	var flags byte
+	if hb.Leaving {
+		flags |= flagLeaving
+	}
+	if hb.Challenge {
+		flags |= flagChallenge
+	}
+	if full {
+		flags |= flagFull
+	}
+	n := authLen(len(keys), len(hb.Node), len(echoes), len(requests)) + body
+	f := slices.Grow(dst, ethHeaderLen+n+len(keys)*MACLen)
+	base := len(f)
+	f = append(f, groupMAC[:]...)
+	f = append(f, src...)
+	f = binary.BigEndian.AppendUint16(f, EtherType)
+	f = append(f, magic...)
+	f = append(f, Version, flags)
+	f = binary.BigEndian.AppendUint16(f, uint16(n))
+	f = binary.BigEndian.AppendUint64(f, c.cluster)
+	f = binary.BigEndian.AppendUint64(f, hb.Incarnation)
+	f = binary.BigEndian.AppendUint64(f, hb.Sequence)
+	f = binary.BigEndian.AppendUint16(f, ms)
+	f = append(f, byte(part), byte(parts))
+	f = append(f, hb.Digest[:]...)
+	f = append(f, byte(len(keys)))
+	for _, k := range keys {
+		f = append(f, k.id[:]...)
+	}
+	f = append(f, byte(len(hb.Node)))
+	f = append(f, hb.Node...)
+	f = append(f, byte(len(echoes)))
+	for _, t := range echoes {
+		f = append(f, t[:]...)
+	}
+	f = append(f, byte(len(requests)))
+	for _, t := range requests {
+		f = append(f, t[:]...)
+	}
+	f = binary.BigEndian.AppendUint16(f, uint16(len(es)))
+	for _, e := range es {
+		f = e.append(f)
+	}
+	// Every key signs the same bytes, key IDs included: a MAC
+	// authenticates the whole list, so no one can strip or reorder it
+	// without the keys.
+	payload := f[base+ethHeaderLen : base+ethHeaderLen+n]
+	var mac [sha256.Size]byte
+	for _, k := range keys {
+		if err := c.sum(k, payload, &mac); err != nil {
+			return dst, err
+		}
+		f = append(f, mac[:MACLen]...)
+	}
+	return f, nil
 }
+
+// appendBeat appends the one frame of a heartbeat that is not full (it
+// carries hb.Digest and no address) to dst, reusing its capacity: the
+// per-interval heartbeat of a node whose state did not change, which
+// costs the same whatever the size of the state.
+func (c *Codec) appendBeat(dst []byte, src net.HardwareAddr, hb *Heartbeat, maxPayload int) ([]byte, error) {
+	if !c.valid() {
+		return dst, errNoCodec
+	}
+	ms, err := checkHeader(src, hb, maxPayload)
+	if err != nil {
+		return dst, err
+	}
+	m := len(c.keys.keys)
+	if authLen(m, len(hb.Node), len(hb.Echoes), len(hb.Requests))+m*MACLen > maxPayload {
+		return dst, fmt.Errorf("payload limit %d leaves no room for the heartbeat's header", maxPayload)
+	}
+	return c.appendFrame(dst, src, hb, ms, false, 0, 1, nil)
+}
+
+// groupMAC is the destination of every heartbeat: a locally administered
+// group address (first octet 0x03: the I/G and U/L bits set), "HRLD" in
+// its middle octets. See the package documentation.
+var groupMAC = [6]byte{0x03, 0x48, 0x52, 0x4c, 0x44, 0x00}
+
+// GroupAddr returns the Ethernet group address heartbeats are sent to (a
+// fresh slice). Each Member joins it on its interface.
+func GroupAddr() net.HardwareAddr { return slices.Clone(groupMAC[:]) }
 
 // Decode parses and authenticates one Ethernet frame. It returns an error
 // wrapping ErrMalformed, ErrForeignCluster or ErrAuth (an *AuthError) for
@@ -506,7 +666,7 @@ func (c *Codec) Decode(frame []byte) (Frame, error) {
 		return f, fmt.Errorf("%w: %d keys, want 1..%d", ErrMalformed, m, MaxKeys)
 	}
 	n := int(binary.BigEndian.Uint16(p[6:8]))
-	if n < authLen(m, 1, 0) || n+m*MACLen > len(p) {
+	if n < authLen(m, 1, 0, 0) || n+m*MACLen > len(p) {
 		return f, fmt.Errorf("%w: length %d with %d MACs does not fit a %d-byte payload", ErrMalformed, n, m, len(p))
 	}
 	ids := p[keyCountOff+1 : keyCountOff+1+m*KeyIDLen]
@@ -585,6 +745,7 @@ func decodeBody(b []byte, f *Frame) error {
 	}
 	f.Leaving = flags&flagLeaving != 0
 	f.Challenge = flags&flagChallenge != 0
+	f.Full = flags&flagFull != 0
 	f.Incarnation = binary.BigEndian.Uint64(b[16:24])
 	f.Sequence = binary.BigEndian.Uint64(b[24:32])
 	if f.Incarnation == 0 || f.Sequence == 0 {
@@ -599,6 +760,10 @@ func decodeBody(b []byte, f *Frame) error {
 	if f.Parts < 1 || f.Parts > MaxParts || f.Part >= f.Parts {
 		return fmt.Errorf("%w: part %d of %d", ErrMalformed, f.Part, f.Parts)
 	}
+	if !f.Full && f.Parts != 1 {
+		return fmt.Errorf("%w: a heartbeat without the full state in %d parts", ErrMalformed, f.Parts)
+	}
+	f.Digest = Digest(b[digestOff:keyCountOff])
 	m := int(b[keyCountOff])
 	off := keyCountOff + 1
 	f.KeyIDs = make([]KeyID, m)
@@ -607,11 +772,11 @@ func decodeBody(b []byte, f *Frame) error {
 		off += KeyIDLen
 	}
 	// Decode checked that the key list, a name length byte, one name
-	// byte, the echo count and the entry count fit; a longer name must
-	// leave room for the two counts.
+	// byte, the echo and request counts and the entry count fit; a longer
+	// name must leave room for the three counts.
 	nameLen := int(b[off])
 	off++
-	if off+nameLen+1+2 > len(b) {
+	if off+nameLen+1+1+2 > len(b) {
 		return fmt.Errorf("%w: name of %d bytes overruns the frame", ErrMalformed, nameLen)
 	}
 	name := b[off : off+nameLen]
@@ -620,23 +785,18 @@ func decodeBody(b []byte, f *Frame) error {
 	}
 	f.Node = string(name)
 	off += nameLen
-	echoes := int(b[off])
-	off++
-	if echoes > MaxEchoes {
-		return fmt.Errorf("%w: %d echoed tokens, at most %d", ErrMalformed, echoes, MaxEchoes)
+	var err error
+	if f.Echoes, off, err = decodeTokens(b, off, MaxEchoes, 1+2, "echoed tokens"); err != nil {
+		return err
 	}
-	if off+echoes*TokenLen+2 > len(b) {
-		return fmt.Errorf("%w: %d echoed tokens overrun the frame", ErrMalformed, echoes)
-	}
-	if echoes > 0 {
-		f.Echoes = make([]Token, echoes)
-		for i := range f.Echoes {
-			f.Echoes[i] = Token(b[off:])
-			off += TokenLen
-		}
+	if f.Requests, off, err = decodeTokens(b, off, MaxRequests, 2, "requests"); err != nil {
+		return err
 	}
 	count := int(binary.BigEndian.Uint16(b[off : off+2]))
 	off += 2
+	if !f.Full && count != 0 {
+		return fmt.Errorf("%w: %d addresses in a heartbeat without the full state", ErrMalformed, count)
+	}
 	// Every entry takes at least 5 bytes: refuse counts the frame cannot
 	// hold before allocating for them.
 	if count > (len(b)-off)/5 {
@@ -688,4 +848,28 @@ func decodeBody(b []byte, f *Frame) error {
 		return fmt.Errorf("%w: %d bytes after the last entry", ErrMalformed, len(b)-off)
 	}
 	return nil
+}
+
+// decodeTokens reads a token list (a count byte, then 8 bytes per token,
+// at most max) at off of b, which must leave tail bytes for the counts
+// that follow it in every frame. It returns the tokens (nil for none) and
+// the offset after them.
+func decodeTokens(b []byte, off, max, tail int, what string) ([]Token, int, error) {
+	n := int(b[off])
+	off++
+	if n > max {
+		return nil, 0, fmt.Errorf("%w: %d %s, at most %d", ErrMalformed, n, what, max)
+	}
+	if off+n*TokenLen+tail > len(b) {
+		return nil, 0, fmt.Errorf("%w: %d %s overrun the frame", ErrMalformed, n, what)
+	}
+	if n == 0 {
+		return nil, off, nil
+	}
+	out := make([]Token, n)
+	for i := range out {
+		out[i] = Token(b[off:])
+		off += TokenLen
+	}
+	return out, off, nil
 }

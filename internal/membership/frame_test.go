@@ -130,11 +130,15 @@ func reassemble(t *testing.T, c *Codec, frames [][]byte) Heartbeat {
 		if i == 0 {
 			out = got.Heartbeat
 			out.Eligible, out.Claims = nil, nil
-		} else if len(got.Echoes) != 0 {
-			t.Fatalf("frame %d (not the first part) echoes %v", i, got.Echoes)
+		} else if len(got.Echoes) != 0 || len(got.Requests) != 0 {
+			t.Fatalf("frame %d (not the first part) echoes %v, requests %v", i, got.Echoes, got.Requests)
+		}
+		if !bytes.Equal(f[0:6], GroupAddr()) {
+			t.Fatalf("frame %d goes to %v, want the group %v", i, net.HardwareAddr(f[0:6]), GroupAddr())
 		}
 		if got.Node != out.Node || got.Incarnation != out.Incarnation || got.Sequence != out.Sequence ||
-			got.Interval != out.Interval || got.Leaving != out.Leaving || got.Challenge != out.Challenge {
+			got.Interval != out.Interval || got.Leaving != out.Leaving || got.Challenge != out.Challenge ||
+			got.Full != out.Full || got.Digest != out.Digest {
 			t.Fatalf("frame %d header differs: %+v vs %+v", i, got.Heartbeat, out)
 		}
 		if want := c.Keys().Fingerprints(); !slices.Equal(fingerprints(got.KeyIDs), want) {
@@ -189,6 +193,27 @@ func TestRoundTrip(t *testing.T) {
 		}(), wantParts: 4},
 		{name: "4 keys", keys: testKeys(), hb: hb(v4[:5], v4[:2]), wantParts: 1},
 		{name: "2 keys split", keys: []string{testKey2, testKey}, hb: hb(seqAddrs("10.1.0.0", 1000), nil), wantParts: 4},
+		// Version 3: heartbeats that carry only the digest, requests, and
+		// full heartbeats of the empty state.
+		{name: "digest only", hb: digestOnly(StateDigest(v4, v4)), wantParts: 1},
+		{name: "digest only, zero digest", hb: digestOnly(Digest{}), wantParts: 1},
+		{name: "digest only, leaving, challenge, echoes and requests", hb: func() Heartbeat {
+			h := digestOnly(StateDigest(v6, nil))
+			h.Leaving, h.Challenge, h.Echoes, h.Requests = true, true, tokens(MaxEchoes), tokens(MaxRequests)
+			return h
+		}(), wantParts: 1},
+		{name: "full, empty state", hb: func() Heartbeat { h := hb(nil, nil); h.Full = true; return h }(), wantParts: 1},
+		{name: "full ignores the digest given", hb: func() Heartbeat { h := hb(v4[:3], nil); h.Digest = Digest{1, 2, 3}; return h }(), wantParts: 1},
+		{name: "requests in the first of 4 parts", hb: func() Heartbeat {
+			h := hb(seqAddrs("10.1.0.0", 1000), nil)
+			h.Echoes, h.Requests = tokens(3), tokens(MaxRequests)
+			return h
+		}(), wantParts: 4},
+		{name: "small MTU, max echoes and requests", hb: func() Heartbeat {
+			h := hb(v4, nil)
+			h.Echoes, h.Requests = tokens(MaxEchoes), tokens(MaxRequests)
+			return h
+		}(), maxPayload: 700, wantParts: 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -212,7 +237,7 @@ func TestRoundTrip(t *testing.T) {
 				if len(f)-ethHeaderLen > limit {
 					t.Errorf("part %d payload %d > %d", i, len(f)-ethHeaderLen, limit)
 				}
-				if !bytes.Equal(f[0:6], broadcastMAC()) || binary.BigEndian.Uint16(f[12:14]) != EtherType {
+				if !bytes.Equal(f[0:6], GroupAddr()) || binary.BigEndian.Uint16(f[12:14]) != EtherType {
 					t.Errorf("part %d: bad Ethernet header % x", i, f[:14])
 				}
 			}
@@ -234,13 +259,75 @@ func TestRoundTrip(t *testing.T) {
 			if !slices.Equal(got.Echoes, tc.hb.Echoes) {
 				t.Errorf("echoes %v, want %v", got.Echoes, tc.hb.Echoes)
 			}
+			if !slices.Equal(got.Requests, tc.hb.Requests) {
+				t.Errorf("requests %v, want %v", got.Requests, tc.hb.Requests)
+			}
+			full := tc.hb.Full || len(tc.hb.Eligible)+len(tc.hb.Claims) > 0
+			wantDigest := tc.hb.Digest
+			if full {
+				wantDigest = StateDigest(wantE, wantC)
+			}
+			if got.Full != full || got.Digest != wantDigest {
+				t.Errorf("full %v digest %v, want %v %v", got.Full, got.Digest, full, wantDigest)
+			}
+			if !full && len(frames[0]) > ethHeaderLen+authLen(len(keys), len(tc.hb.Node), len(tc.hb.Echoes), len(tc.hb.Requests))+len(keys)*MACLen {
+				t.Errorf("heartbeat without the full state is %d bytes: it carries more than its header", len(frames[0]))
+			}
 		})
 	}
 }
 
+// digestOnly is a heartbeat that carries only the digest d.
+func digestOnly(d Digest) Heartbeat {
+	h := hb(nil, nil)
+	h.Digest = d
+	return h
+}
+
+// TestStateDigest pins the digest's definition (it is on the wire) and
+// checks that it names a state, not a list: order, duplicates, mapping
+// and zones do not matter, eligibility versus claims and every address
+// do.
+func TestStateDigest(t *testing.T) {
+	// SHA-256("herald heartbeat state v3" 0x00)[0:8], and of one entry
+	// (tag 0x03, 10.0.0.1).
+	if got := StateDigest(nil, nil).String(); got != emptyDigest.String() || got != "654ea9e6608b9430" {
+		t.Errorf("digest of the empty state %s", got)
+	}
+	if got := StateDigest(addrs("10.0.0.1"), addrs("10.0.0.1")).String(); got != "95cfac71becdd988" {
+		t.Errorf("digest of {10.0.0.1 eligible and claimed} %s", got)
+	}
+	a := StateDigest(addrs("10.0.0.1", "10.0.0.2", "2001:db8::1"), addrs("10.0.0.2"))
+	for name, d := range map[string]Digest{
+		"reordered":    StateDigest(addrs("2001:db8::1", "10.0.0.2", "10.0.0.1"), addrs("10.0.0.2")),
+		"duplicates":   StateDigest(addrs("10.0.0.1", "10.0.0.2", "10.0.0.1", "2001:db8::1"), addrs("10.0.0.2", "10.0.0.2")),
+		"mapped, zone": StateDigest(addrs("::ffff:10.0.0.1", "10.0.0.2", "2001:db8::1"), addrs("10.0.0.2")),
+		"invalid skipped": StateDigest(append(addrs("10.0.0.1", "10.0.0.2", "2001:db8::1"), netip.Addr{}),
+			addrs("10.0.0.2")),
+	} {
+		if d != a {
+			t.Errorf("%s: digest %s, want %s", name, d, a)
+		}
+	}
+	distinct := map[Digest]string{a: "base"}
+	for name, d := range map[string]Digest{
+		"claim moved":           StateDigest(addrs("10.0.0.1", "10.0.0.2", "2001:db8::1"), addrs("10.0.0.1")),
+		"claim dropped":         StateDigest(addrs("10.0.0.1", "10.0.0.2", "2001:db8::1"), nil),
+		"eligibility dropped":   StateDigest(addrs("10.0.0.1", "2001:db8::1"), addrs("10.0.0.2")),
+		"claimed, not eligible": StateDigest(addrs("10.0.0.1", "2001:db8::1"), addrs("10.0.0.2", "10.0.0.3")),
+		"empty":                 StateDigest(nil, nil),
+	} {
+		if other, dup := distinct[d]; dup {
+			t.Errorf("%s has the digest of %s", name, other)
+		}
+		distinct[d] = name
+	}
+}
+
 // TestCapacity pins the per-frame capacity documented in the package doc:
-// with a 20-byte name, 283 IPv4 or 83 IPv6 addresses with one key, and 20
-// bytes less per further key.
+// with a 20-byte name, 282 IPv4 or 82 IPv6 addresses with one key, and 20
+// bytes less per further key; and the size of a heartbeat without the
+// full state: 104 bytes with a 20-byte name and one key.
 func TestCapacity(t *testing.T) {
 	h := hb(nil, nil)
 	h.Node = strings.Repeat("a", 20)
@@ -249,10 +336,10 @@ func TestCapacity(t *testing.T) {
 		first string
 		fits  int
 	}{
-		{[]string{testKey}, "10.0.0.0", 283},
-		{[]string{testKey}, "2001:db8::", 83},
-		{[]string{testKey, testKey2}, "10.0.0.0", 279},
-		{[]string{testKey, testKey2}, "2001:db8::", 82},
+		{[]string{testKey}, "10.0.0.0", 282},
+		{[]string{testKey}, "2001:db8::", 82},
+		{[]string{testKey, testKey2}, "10.0.0.0", 278},
+		{[]string{testKey, testKey2}, "2001:db8::", 81},
 	} {
 		c := codecWith(t, tc.keys...)
 		h.Eligible = seqAddrs(tc.first, tc.fits)
@@ -263,6 +350,11 @@ func TestCapacity(t *testing.T) {
 		if f, err := c.Encode(testSrc(), h, 0); err != nil || len(f) != 2 {
 			t.Errorf("%d keys, %d addresses from %s: %d frames, %v; want 2", len(tc.keys), tc.fits+1, tc.first, len(f), err)
 		}
+	}
+	d := digestOnly(StateDigest(seqAddrs("10.0.0.0", 10000), nil))
+	d.Node = strings.Repeat("a", 20)
+	if f, err := testCodec(t).Encode(testSrc(), d, 0); err != nil || len(f) != 1 || len(f[0]) != 104 {
+		t.Errorf("heartbeat without the full state: %d frames, %v", len(f), err)
 	}
 }
 
@@ -291,6 +383,11 @@ func TestEncodeErrors(t *testing.T) {
 		{name: "payload too small", maxPayload: 100, mut: func(h *Heartbeat) { h.Node = strings.Repeat("x", 60) }},
 		{name: "too many echoes", mut: func(h *Heartbeat) { h.Echoes = tokens(MaxEchoes + 1) }},
 		{name: "echoes leave no room", maxPayload: 300, mut: func(h *Heartbeat) { h.Echoes = tokens(MaxEchoes) }},
+		{name: "too many requests", mut: func(h *Heartbeat) { h.Requests = tokens(MaxRequests + 1) }},
+		{name: "requests leave no room", maxPayload: 300, mut: func(h *Heartbeat) { h.Requests = tokens(MaxRequests) }},
+		{name: "digest only, no room for its header", maxPayload: 300, mut: func(h *Heartbeat) {
+			h.Eligible, h.Echoes, h.Requests = nil, tokens(MaxEchoes), tokens(MaxRequests)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := ok
@@ -361,7 +458,8 @@ func TestDecodeRejects(t *testing.T) {
 	const nameLenOff = idOff + KeyIDLen
 	const nameOff = nameLenOff + 1
 	echoOff := nameOff + len("node1")
-	countOff := echoOff + 1
+	requestOff := echoOff + 1
+	countOff := requestOff + 1
 	firstEntry := countOff + 2
 
 	edit := func(fn func(p []byte) []byte, sign bool) []byte {
@@ -382,6 +480,15 @@ func TestDecodeRejects(t *testing.T) {
 	}
 	other, _ := NewCodec("other-cluster", testRing(t, testKey))
 	otherFrame, _ := other.Encode(testSrc(), hb(nil, nil), 0)
+	beat, _ := c.Encode(testSrc(), digestOnly(StateDigest(addrs("10.0.0.1"), nil)), 0)
+	// editBeat edits the heartbeat without the full state, whose entry
+	// count is its last field.
+	editBeat := func(fn func(p []byte) []byte) []byte {
+		f := slices.Clone(beat[0])
+		p := fn(f[ethHeaderLen:])
+		return resign(append(f[:ethHeaderLen], p...))
+	}
+	beatCountOff := requestOff + 1
 	wrongKeyFrame, _ := codecWith(t, testKey2).Encode(testSrc(), hb(nil, nil), 0)
 	twoKeys, _ := codecWith(t, testKey, testKey2).Encode(testSrc(), hb(nil, nil), 0)
 	id1 := keyID([]byte(testKey))
@@ -397,7 +504,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"wrong EtherType", func() []byte { f := slices.Clone(good); f[12] = 0x08; f[13] = 0x06; return f }(), ErrMalformed},
 		{"bad magic", edit(set(0, 'X'), false), ErrMalformed},
 		{"version 1", edit(set(4, 1), true), ErrMalformed},
-		{"future version", edit(set(4, 3), true), ErrMalformed},
+		{"version 2", edit(set(4, 2), true), ErrMalformed},
+		{"future version", edit(set(4, 4), true), ErrMalformed},
 		{"no keys", edit(set(keyCountOff, 0), false), ErrMalformed},
 		{"more than MaxKeys keys", edit(set(keyCountOff, MaxKeys+1), false), ErrMalformed},
 		{"MACs missing for the key count", edit(set(keyCountOff, 2), false), ErrMalformed},
@@ -408,14 +516,39 @@ func TestDecodeRejects(t *testing.T) {
 		}(), ErrMalformed},
 		{"length beyond frame", edit(set(6, 0xff, 0xff), false), ErrMalformed},
 		{"length too small", edit(set(6, 0, 10), false), ErrMalformed},
-		{"length shorter than the key list", edit(set(6, 0, byte(authLen(1, 1, 0)-1)), false), ErrMalformed},
+		{"length shorter than the key list", edit(set(6, 0, byte(authLen(1, 1, 0, 0)-1)), false), ErrMalformed},
 		{"truncated MAC", good[:len(good)-1], ErrMalformed},
 		{"other cluster", otherFrame[0], ErrForeignCluster},
 		{"wrong key", wrongKeyFrame[0], ErrAuth},
 		{"unknown key ID", edit(set(idOff, 0xde, 0xad), false), ErrAuth},
 		{"flipped payload bit", edit(set(firstEntry+1, 0x0b), false), ErrAuth},
 		{"flipped MAC bit", func() []byte { f := slices.Clone(good); f[len(f)-1] ^= 1; return f }(), ErrAuth},
-		{"unknown flag", edit(set(5, 0x04), true), ErrMalformed},
+		{"unknown flag", edit(set(5, flagFull|0x08), true), ErrMalformed},
+		{"full state without the full flag", edit(set(5, 0), true), ErrMalformed},
+		{"digest only with an address", editBeat(func(p []byte) []byte {
+			p = insert(beatCountOff+2, tagEligible, 10, 0, 0, 1)(p)
+			p[beatCountOff+1] = 1
+			return p
+		}), ErrMalformed},
+		{"digest only in two parts", editBeat(func(p []byte) []byte { p[34], p[35] = 0, 2; return p }), ErrMalformed},
+		{"more than MaxRequests requests", edit(func(p []byte) []byte {
+			p = insert(requestOff+1, make([]byte, (MaxRequests+1)*TokenLen)...)(p)
+			p[requestOff] = MaxRequests + 1
+			return p
+		}, true), ErrMalformed},
+		{"requests overrun", edit(set(requestOff, 20), true), ErrMalformed},
+		{"request count one too high", edit(func(p []byte) []byte {
+			p = insert(requestOff+1, make([]byte, TokenLen)...)(p)
+			p[requestOff] = 2
+			return p
+		}, true), ErrMalformed},
+		{"echoes eat the request count", edit(func(p []byte) []byte {
+			// One echo where the request and entry counts should be:
+			// the frame ends right after the token.
+			p = insert(echoOff+1, make([]byte, TokenLen+2)...)(p[:echoOff+1])
+			p[echoOff] = 1
+			return append(p, make([]byte, MACLen)...)
+		}, true), ErrMalformed},
 		{"zero incarnation", edit(set(16, 0, 0, 0, 0, 0, 0, 0, 0), true), ErrMalformed},
 		{"zero sequence", edit(set(24, 0, 0, 0, 0, 0, 0, 0, 0), true), ErrMalformed},
 		{"zero interval", edit(set(32, 0, 0), true), ErrMalformed},
@@ -425,6 +558,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty name", edit(set(nameLenOff, 0), true), ErrMalformed},
 		{"name overruns", edit(set(nameLenOff, 250), true), ErrMalformed},
 		{"name leaves no room for the counts", edit(set(nameLenOff, byte(len("node1")+2)), true), ErrMalformed},
+		{"name leaves no room for the counts (digest only)", editBeat(func(p []byte) []byte {
+			p[nameLenOff] = byte(len("node1") + 1)
+			return p
+		}), ErrMalformed},
 		{"control char in name", edit(set(nameOff, '\n'), true), ErrMalformed},
 		{"more than MaxEchoes echoes", edit(func(p []byte) []byte {
 			p = insert(echoOff+1, make([]byte, (MaxEchoes+1)*TokenLen)...)(p)
@@ -471,16 +608,26 @@ func TestDecodeRejects(t *testing.T) {
 	if _, err := c.Decode(append(slices.Clone(good), make([]byte, 30)...)); err != nil {
 		t.Errorf("padded frame rejected: %v", err)
 	}
-	// The challenge flag and echoes inserted by hand are read back.
+	// The challenge flag, echoes and requests inserted by hand are read
+	// back.
 	f, err := c.Decode(edit(func(p []byte) []byte {
+		req := IdentityToken("node8", 3)
+		p = insert(requestOff+1, req[:]...)(p)
+		p[requestOff] = 1
 		tok := IdentityToken("node9", 7)
 		p = insert(echoOff+1, tok[:]...)(p)
 		p[echoOff] = 1
-		p[5] = flagChallenge
+		p[5] = flagChallenge | flagFull
 		return p
 	}, true))
-	if err != nil || !f.Challenge || !slices.Equal(f.Echoes, []Token{IdentityToken("node9", 7)}) {
+	if err != nil || !f.Challenge || !slices.Equal(f.Echoes, []Token{IdentityToken("node9", 7)}) ||
+		!slices.Equal(f.Requests, []Token{IdentityToken("node8", 3)}) {
 		t.Errorf("hand-made echo frame: %+v, %v", f.Heartbeat, err)
+	}
+	// The digest is read where the layout puts it.
+	f, err = c.Decode(editBeat(func(p []byte) []byte { copy(p[digestOff:], "8 bytes!"); return p }))
+	if err != nil || f.Full || f.Digest != Digest([]byte("8 bytes!")) || f.Eligible != nil || f.Claims != nil {
+		t.Errorf("heartbeat without the full state: %+v, %v", f.Heartbeat, err)
 	}
 }
 
@@ -582,13 +729,13 @@ func TestAuthErrorExtraction(t *testing.T) {
 		{"control char in name", func(p []byte) { p[nameLenOff+1] = 0x07 }, ""},
 		{"empty name", func(p []byte) { p[nameLenOff] = 0 }, ""},
 		{"name beyond the authenticated length", func(p []byte) { p[nameLenOff] = 200 }, ""},
-		{"name ends at the authenticated length", func(p []byte) {
+		{"name ends within the authenticated length", func(p []byte) {
 			// n is the least Decode takes: the key list, the name
-			// length, three name bytes and one more. "nod" is read,
-			// though the frame would not parse (no room for the
-			// counts).
+			// length and five bytes (one name byte and the counts).
+			// "nod" is read, though the frame would not parse (no room
+			// for the counts).
 			p[nameLenOff] = 3
-			binary.BigEndian.PutUint16(p[6:8], nameLenOff+1+3+1)
+			binary.BigEndian.PutUint16(p[6:8], uint16(authLen(2, 1, 0, 0)))
 		}, "nod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

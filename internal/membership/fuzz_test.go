@@ -31,8 +31,11 @@ func checkDecoded(t *testing.T, frame []byte, f Frame) {
 	if f.Parts < 1 || f.Parts > MaxParts || f.Part < 0 || f.Part >= f.Parts {
 		t.Fatalf("accepted part %d of %d", f.Part, f.Parts)
 	}
-	if len(f.KeyIDs) < 1 || len(f.KeyIDs) > MaxKeys || len(f.Echoes) > MaxEchoes {
-		t.Fatalf("accepted %d keys, %d echoes", len(f.KeyIDs), len(f.Echoes))
+	if len(f.KeyIDs) < 1 || len(f.KeyIDs) > MaxKeys || len(f.Echoes) > MaxEchoes || len(f.Requests) > MaxRequests {
+		t.Fatalf("accepted %d keys, %d echoes, %d requests", len(f.KeyIDs), len(f.Echoes), len(f.Requests))
+	}
+	if !f.Full && (f.Parts != 1 || f.Eligible != nil || f.Claims != nil) {
+		t.Fatalf("accepted a heartbeat without the full state in %d parts, with lists %v / %v", f.Parts, f.Eligible, f.Claims)
 	}
 	for _, l := range [][]netip.Addr{f.Eligible, f.Claims} {
 		if !slices.IsSortedFunc(l, netip.Addr.Compare) || len(slices.Compact(slices.Clone(l))) != len(l) {
@@ -45,6 +48,11 @@ func checkDecoded(t *testing.T, frame []byte, f Frame) {
 		}
 	}
 	if f.Parts != 1 {
+		return
+	}
+	if f.Full && f.Digest != StateDigest(f.Eligible, f.Claims) {
+		// Accepted (a receiver checks the digest once it has every
+		// part), but Encode computes the digest: not comparable.
 		return
 	}
 	n := int(binary.BigEndian.Uint16(frame[ethHeaderLen+6:]))
@@ -227,6 +235,19 @@ func seedFrames(t testing.TB) [][]byte {
 	add(codecWith(t, testKey3, testKey2), hb(addrs("10.0.0.9"), nil), 0)                               // second key shared
 	add(codecWith(t, testKey3, testKey4), hb(addrs("10.0.0.9"), nil), 0)                               // no key shared
 	add(codecWith(t, testKey2), func() Heartbeat { h := echo; h.Echoes = tokens(3); return h }(), 400) // 1 part, echoes
+	// Version 3 features: heartbeats without the full state, requests,
+	// full heartbeats of the empty state, a full state in parts with
+	// echoes and requests.
+	add(k1, digestOnly(StateDigest(seqAddrs("10.3.0.0", 1000), nil)), 0)
+	idle := digestOnly(emptyDigest)
+	idle.Challenge, idle.Echoes, idle.Requests = true, tokens(2), tokens(MaxRequests)
+	add(codecWith(t, testKey, testKey2), idle, 0)
+	emptyFull := hb(nil, nil)
+	emptyFull.Full, emptyFull.Leaving, emptyFull.Requests = true, true, tokens(1)
+	add(k1, emptyFull, 0)
+	split := hb(seqAddrs("10.4.0.0", 50), seqAddrs("2001:db8:4::", 10))
+	split.Echoes, split.Requests = tokens(2), tokens(3)
+	add(k1, split, 300) // 3 parts
 	return out
 }
 

@@ -360,7 +360,7 @@ func TestReplayAfterReceiverRestartLAN(t *testing.T) {
 		start := time.Now()
 		for _, cf := range got {
 			time.Sleep(cf.at - time.Since(start))
-			if _, err := sw.WriteTo(cf.frame, &packet.Addr{HardwareAddr: broadcastMAC()}); err != nil {
+			if _, err := sw.WriteTo(cf.frame, &packet.Addr{HardwareAddr: GroupAddr()}); err != nil {
 				t.Errorf("replay: %v", err)
 				return
 			}

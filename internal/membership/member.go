@@ -33,6 +33,12 @@ const (
 	// LeaveRepeats is how many leaving heartbeats Leave sends, so that
 	// one lost frame does not hide the departure.
 	LeaveRepeats = 3
+	// StateRepeats is how many heartbeats carry the full state after it
+	// changed: the one sent at once and the next StateRepeats-1 periodic
+	// ones, so that a lost frame delays a change by one interval, as
+	// when every heartbeat carried it, rather than by a request's round
+	// trip.
+	StateRepeats = 3
 	// maxPeers bounds the peer table of one segment (dead peers are kept
 	// for replay protection and evicted oldest first when it is full).
 	maxPeers = 1024
@@ -42,6 +48,13 @@ const (
 	readBufLen = 9216 + ethHeaderLen + 4
 	// logEvery rate-limits repeated warnings of one kind.
 	logEvery = 10 * time.Second
+	// recvBuffer is the socket receive buffer asked for. A node joining a
+	// segment asks every peer for its full state, and the answers come in
+	// a burst: 100 peers with 1000 addresses each send 400 frames, which
+	// take about 0.9 MB of buffer (the kernel counts ~2.3 KB per frame),
+	// four times the usual default. Frames dropped for want of room are
+	// counted (herald_membership_socket_drops_total).
+	recvBuffer = 4 << 20
 )
 
 // Config configures a Member.
@@ -93,13 +106,17 @@ type Snapshot struct {
 	Incarnation uint64
 	// Settled reports that the Member has listened for DeadAfter intervals
 	// plus one (plus slack), so every live peer has been heard and
-	// verified. Until then the peer list may be incomplete, and the caller
-	// should neither start claims nor, ideally, advertise eligibility (so
-	// that peers keep serving while this node warms up).
+	// verified, and that it knows the state of every peer it verified (it
+	// waits up to as long again for that, asking for the states). Until
+	// then the peer list may be incomplete, and the caller should neither
+	// start claims nor, ideally, advertise eligibility (so that peers keep
+	// serving while this node warms up).
 	Settled bool
 	// Leaving reports that Leave was called.
 	Leaving bool
-	// Eligible and Claims are this node's own, as last set.
+	// Eligible and Claims are this node's own, as last set (normalised).
+	// Like every peer's lists, they are shared by the snapshots that show
+	// the same state: read them, never modify them.
 	Eligible []netip.Addr
 	// Claims are this node's claims, as last set.
 	Claims []netip.Addr
@@ -146,6 +163,13 @@ type Member struct {
 	sendMu   sync.Mutex
 	seq      uint64
 	lastSend time.Time
+	// beat is the buffer the heartbeats without the full state are
+	// encoded into, beatFrames its one-frame list and dst their
+	// destination: reused, so that an idle heartbeat allocates nothing
+	// whatever the state's size.
+	beat       []byte
+	beatFrames [1][]byte
+	dst        *packet.Addr
 
 	mu sync.Mutex
 	// lastCheck is when expire last ran; a much longer gap means this
@@ -160,7 +184,15 @@ type Member struct {
 	leaving   bool
 	eligible  []netip.Addr
 	claims    []netip.Addr
-	table     *peerTable
+	// digest is StateDigest(eligible, claims).
+	digest Digest
+	// fullRepeats is how many more heartbeats carry the full state
+	// because it changed; fullPending says a peer asked for it (and
+	// lastFull is when it last went out).
+	fullRepeats int
+	fullPending bool
+	lastFull    time.Time
+	table       *peerTable
 	// echoes are the tokens of challenging peers this node echoes.
 	echoes *echoTable
 	// mismatches are senders failing authentication; mismatchDirty says
@@ -240,18 +272,29 @@ func New(cfg Config) (*Member, error) {
 		trigger:     make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		updates:     make(chan Snapshot, 1),
+		dst:         &packet.Addr{HardwareAddr: GroupAddr()},
+		digest:      emptyDigest,
 		table:       newPeerTable(cfg.Node, cfg.Incarnation, cfg.DeadAfter, maxPeers),
 		echoes:      newEchoTable(maxPeers),
 		mismatches:  newMismatchTable(maxMismatches, time.Duration(cfg.DeadAfter)*cfg.Interval+cfg.Interval/2),
 	}
 	m.codec.Store(codec)
 	// A heartbeat with no addresses must fit, or nothing will.
-	if err := m.fits(nil, nil); err != nil {
+	if _, err := m.fits(nil, nil); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
 	conn, err := packet.Listen(ifi, packet.Raw, EtherType, nil)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listen on %s: %w", cfg.Interface, err)
+	}
+	// Heartbeats go to a group address: a NIC that filters multicast
+	// passes them only once the interface has joined it.
+	if err := conn.JoinGroup(GroupAddr()); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("membership: join the heartbeat group %s on %s: %w", GroupAddr(), cfg.Interface, err)
+	}
+	if got, err := setReceiveBuffer(conn, recvBuffer); err != nil {
+		log.Debug("cannot set the socket receive buffer", "want", recvBuffer, "got", got, "err", err)
 	}
 	if err := ignoreOutgoing(conn); err != nil {
 		// Only an optimisation (and older kernels lack it): frames of
@@ -270,16 +313,17 @@ func (m *Member) encode(hb Heartbeat) ([][]byte, error) {
 	return m.codec.Load().Encode(m.hw, hb, m.maxPayload)
 }
 
-// fits checks that a heartbeat of these lists can be sent whatever else
-// it carries: signed with MaxKeys keys (SetKeys may grow the ring) and
-// echoing MaxEchoes tokens, within MaxParts frames.
-func (m *Member) fits(eligible, claims []netip.Addr) error {
+// fits checks that a full heartbeat of these lists can be sent whatever
+// else it carries: signed with MaxKeys keys (SetKeys may grow the ring),
+// echoing MaxEchoes tokens and requesting MaxRequests, within MaxParts
+// frames. It returns the lists' entries.
+func (m *Member) fits(eligible, claims []netip.Addr) ([]entry, error) {
 	es, err := entries(eligible, claims)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = split(es, MaxKeys, len(m.cfg.Node), MaxEchoes, m.maxPayload)
-	return err
+	_, err = split(es, MaxKeys, len(m.cfg.Node), MaxEchoes, MaxRequests, m.maxPayload)
+	return es, err
 }
 
 // HardwareAddr is the interface's Ethernet address.
@@ -313,8 +357,8 @@ func (m *Member) snapshotLocked() Snapshot {
 		Incarnation:  m.cfg.Incarnation,
 		Settled:      m.settled,
 		Leaving:      m.leaving,
-		Eligible:     slices.Clone(m.eligible),
-		Claims:       slices.Clone(m.claims),
+		Eligible:     m.eligible,
+		Claims:       m.claims,
 		Peers:        m.table.live(),
 		Fingerprints: m.codec.Load().Keys().Fingerprints(),
 		Mismatched:   m.mismatches.list(),
@@ -347,12 +391,23 @@ func (m *Member) publishLocked() {
 }
 
 // SetState sets the IPs this node is eligible to announce on this segment
-// and the IPs it claims; heartbeats carry them from now on. When they
-// change, a heartbeat goes out at once (rate-limited to one per tenth of
-// an interval, or per 10 ms if that is shorter), which is what makes hand-overs take one frame's transit
-// rather than an interval. It fails, changing nothing, if an address is
-// invalid or the lists need more than MaxParts frames.
+// and the IPs it claims; heartbeats carry their digest from now on. When
+// they change, a heartbeat carrying them in full goes out at once
+// (rate-limited to one per tenth of an interval, or per 10 ms if that is
+// shorter), which is what makes hand-overs take one frame's transit rather
+// than an interval, and the next StateRepeats-1 heartbeats carry them too.
+// Setting the same state again costs nothing. It fails, changing nothing,
+// if an address is invalid or the lists need more than MaxParts frames.
 func (m *Member) SetState(eligible, claims []netip.Addr) error {
+	m.mu.Lock()
+	same := slices.Equal(eligible, m.eligible) && slices.Equal(claims, m.claims)
+	m.mu.Unlock()
+	if same {
+		// The lists held are canonical, so equal lists are too: the
+		// state did not change (the common case of a periodic re-plan),
+		// and nothing is copied, sorted or hashed.
+		return nil
+	}
 	e, err := canonical(eligible)
 	if err != nil {
 		return fmt.Errorf("set eligible: %w", err)
@@ -361,18 +416,24 @@ func (m *Member) SetState(eligible, claims []netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("set claims: %w", err)
 	}
-	if err := m.fits(e, c); err != nil {
+	m.mu.Lock()
+	same = slices.Equal(e, m.eligible) && slices.Equal(c, m.claims)
+	m.mu.Unlock()
+	if same {
+		return nil
+	}
+	es, err := m.fits(e, c)
+	if err != nil {
 		return fmt.Errorf("set state: %w", err)
 	}
+	d := digestEntries(es)
 	m.mu.Lock()
-	changed := !slices.Equal(e, m.eligible) || !slices.Equal(c, m.claims)
-	m.eligible, m.claims = e, c
+	m.eligible, m.claims, m.digest = e, c, d
+	m.fullRepeats = StateRepeats
 	m.mu.Unlock()
-	if changed {
-		select {
-		case m.trigger <- struct{}{}:
-		default:
-		}
+	select {
+	case m.trigger <- struct{}{}:
+	default:
 	}
 	return nil
 }
@@ -427,6 +488,12 @@ func (m *Member) Run(ctx context.Context) error {
 			return nil
 		case <-beat.C:
 			_ = m.send()
+			if n, err := socketDrops(m.conn); err == nil && n > 0 {
+				m.met.socketDrops.Add(float64(n))
+				if m.limiter.allow("socket-drops", time.Now()) {
+					m.log.Warn("heartbeat frames dropped by the kernel: the socket's receive buffer was full", "frames", n)
+				}
+			}
 		case <-m.trigger:
 			if deferred != nil {
 				continue
@@ -471,39 +538,89 @@ func triggerGap(interval time.Duration) time.Duration {
 	return min(max(interval/10, time.Millisecond), 10*time.Millisecond)
 }
 
+// answerGap is the least time between a full state sent and one sent at
+// once because a peer asked for it: a quarter of an interval (at least
+// triggerGap). Requests within it are answered by the next heartbeat, so
+// that a node joining a large segment, or many asking at once, cost each
+// peer at most about four full states per interval, however many ask.
+func answerGap(interval time.Duration) time.Duration {
+	return max(interval/4, triggerGap(interval))
+}
+
 // send sends one heartbeat (all its parts). It fails only if no frame
 // could be sent.
+//
+// A heartbeat carries the full state only when it changed (StateRepeats
+// heartbeats) or a peer asked for it; any other is one small frame with
+// the state's digest, encoded into a reused buffer: its cost does not
+// depend on the number of addresses.
 func (m *Member) send() error {
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
+	now := time.Now()
+	seq := m.seq + 1
 	m.mu.Lock()
 	hb := Heartbeat{
-		Sequence: m.seq + 1, Leaving: m.leaving, Eligible: m.eligible, Claims: m.claims,
+		Node: m.cfg.Node, Incarnation: m.cfg.Incarnation, Interval: m.cfg.Interval,
+		Sequence: seq, Leaving: m.leaving, Digest: m.digest,
 		// Until settled we may not have heard every peer yet, and a peer
 		// heard but unverified is not live: asking now gets it verified
 		// by its next frame.
 		Challenge: !m.settled || m.table.challenging(),
-		Echoes:    m.echoes.take(m.seq + 1),
+		Echoes:    m.echoes.take(seq),
+		Requests:  m.table.requests(now),
 	}
+	reason := fullNone
+	switch {
+	case m.fullRepeats > 0:
+		m.fullRepeats--
+		reason = fullChange
+	case m.fullPending:
+		reason = fullRequest
+	}
+	if reason != fullNone {
+		m.fullPending = false
+		m.lastFull = now
+		hb.Full, hb.Eligible, hb.Claims = true, m.eligible, m.claims
+	}
+	stale := m.table.stale()
 	m.mu.Unlock()
-	frames, err := m.encode(hb)
+	m.met.stale.Set(float64(stale))
+
+	codec := m.codec.Load()
+	var frames [][]byte
+	var err error
+	if hb.Full {
+		frames, err = codec.Encode(m.hw, hb, m.maxPayload)
+	} else {
+		m.beat, err = codec.appendBeat(m.beat[:0], m.hw, &hb, m.maxPayload)
+		m.beatFrames[0] = m.beat
+		frames = m.beatFrames[:]
+	}
 	if err != nil {
 		// SetState validated the lists, so this is a bug, not a condition.
 		m.log.Error("cannot encode heartbeat", "err", err)
 		return fmt.Errorf("encode heartbeat: %w", err)
 	}
 	m.seq++
-	m.lastSend = time.Now()
+	m.lastSend = now
+	if reason != fullNone {
+		m.met.fullSent[reason].Inc()
+	}
+	if len(hb.Requests) > 0 {
+		m.met.requestsSent.Add(float64(len(hb.Requests)))
+	}
 	var lastErr error
 	sent := 0
 	for _, f := range frames {
-		if _, err := m.conn.WriteTo(f, &packet.Addr{HardwareAddr: broadcastMAC()}); err != nil {
+		if _, err := m.conn.WriteTo(f, m.dst); err != nil {
 			lastErr = err
 			m.met.sendErrors.Inc()
 			continue
 		}
 		sent++
 		m.met.sent.Inc()
+		m.met.bytesSent.Add(float64(len(f)))
 	}
 	if sent == 0 {
 		if m.limiter.allow("send", time.Now()) {
@@ -582,9 +699,21 @@ func (m *Member) handle(frame []byte, now time.Time) {
 	// A peer that just became heard-but-unverified is challenged at once,
 	// and a peer's new challenge is answered at once: a restarted node
 	// (either side) is verified within a frame's transit or two.
-	send := obs.challenge
+	send := obs.challenge || obs.request
 	if f.Challenge && m.echoes.challenged(f.Node, f.Incarnation) {
 		send = true
+	}
+	// A peer asking for our state (this run's: a request names our
+	// incarnation) gets it at once, unless a full state went out less
+	// than answerGap ago: then with the next heartbeat.
+	if !m.fullPending && slices.Contains(f.Requests, m.table.token) {
+		m.fullPending = true
+		if now.Sub(m.lastFull) >= answerGap(m.cfg.Interval) {
+			send = true
+		}
+	}
+	if obs.badState && m.limiter.allow("bad-state", now) {
+		m.log.Error("full state of a peer does not match its digest; asking again", "peer", f.Node, "incarnation", f.Incarnation, "digest", f.Digest.String())
 	}
 	switch {
 	case obs.joined:
@@ -714,10 +843,23 @@ func (m *Member) expire(now time.Time) {
 		m.met.deaths.Inc()
 		m.log.Warn("peer dead on this segment", "peer", d, "deadAfter", m.cfg.DeadAfter)
 	}
-	settled := !m.settled && !now.Before(m.settleAt)
-	if settled {
-		m.settled = true
-		m.log.Info("membership settled", "peers", len(m.table.live()))
+	// Settled also waits, for at most settleAfter more, for the state of
+	// every verified peer: a peer missing from the live peers because its
+	// state has not arrived would look absent to the caller, who would
+	// claim its addresses.
+	settled := false
+	if !m.settled && !now.Before(m.settleAt) {
+		learning := m.table.learning()
+		late := !now.Before(m.settleAt.Add(settleAfter(m.cfg.Interval, m.cfg.DeadAfter)))
+		if learning == 0 || late {
+			settled = true
+			m.settled = true
+			if learning > 0 {
+				m.log.Warn("membership settled without the state of every verified peer", "peers", len(m.table.live()), "waitingFor", learning)
+			} else {
+				m.log.Info("membership settled", "peers", len(m.table.live()), "after", now.Sub(m.settleAt.Add(-settleAfter(m.cfg.Interval, m.cfg.DeadAfter))).Round(time.Millisecond))
+			}
+		}
 	}
 	if m.mismatches.expire(now) {
 		m.mismatchDirty = true
@@ -809,6 +951,7 @@ func (m *Member) Close() error {
 		m.mu.Lock()
 		m.closed = true
 		m.met.peers.Set(0)
+		m.met.stale.Set(0)
 		// A closed Member signs nothing: its key series go.
 		m.met.setKeys(m.codec.Load().Keys(), nil)
 		m.mu.Unlock()

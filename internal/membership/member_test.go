@@ -310,7 +310,7 @@ func TestReplayDropped(t *testing.T) {
 
 	replay := func() {
 		t.Helper()
-		if _, err := conn.WriteTo(captured, &packet.Addr{HardwareAddr: broadcastMAC()}); err != nil {
+		if _, err := conn.WriteTo(captured, &packet.Addr{HardwareAddr: GroupAddr()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,7 +12,12 @@ import (
 // agent with several announcing interfaces registers once per name.
 type metrics struct {
 	peers      *prometheus.GaugeVec
+	stale      *prometheus.GaugeVec
 	sent       *prometheus.CounterVec
+	bytesSent  *prometheus.CounterVec
+	fullSent   *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	sockDrops  *prometheus.CounterVec
 	received   *prometheus.CounterVec
 	dropped    *prometheus.CounterVec
 	deaths     *prometheus.CounterVec
@@ -31,9 +36,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_membership_peers",
 			Help: "Live peers heard on the interface.",
 		}, []string{"interface"}),
+		stale: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_membership_peers_state_stale",
+			Help: "Live peers whose latest heartbeat names a state this member has not received yet (placement sees their previous lists until it arrives), as of this member's latest heartbeat.",
+		}, []string{"interface"}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_membership_heartbeats_sent_total",
 			Help: "Heartbeat frames sent (a heartbeat split in n parts counts n).",
+		}, []string{"interface"}),
+		bytesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_heartbeat_bytes_sent_total",
+			Help: "Bytes of heartbeat frames sent, Ethernet header included.",
+		}, []string{"interface"}),
+		fullSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_full_states_sent_total",
+			Help: "Heartbeats sent carrying the full state (every part counted once), by reason: change (the state changed: the heartbeat sent at once and the repeats) or request (a peer asked for it).",
+		}, []string{"interface", "reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_state_requests_sent_total",
+			Help: "Requests for a peer's full state sent (one per peer and heartbeat): peers just heard, restarted, or whose change this member missed.",
+		}, []string{"interface"}),
+		sockDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_membership_socket_drops_total",
+			Help: "Heartbeat frames the kernel dropped because the member's socket receive buffer was full (a burst of full states, or a stalled agent).",
 		}, []string{"interface"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_membership_heartbeats_received_total",
@@ -68,12 +93,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	for _, g := range []**prometheus.GaugeVec{&m.peers, &m.keyInfo} {
+	for _, g := range []**prometheus.GaugeVec{&m.peers, &m.stale, &m.keyInfo} {
 		if *g, err = register(reg, *g); err != nil {
 			return nil, err
 		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.sent, &m.received, &m.dropped, &m.deaths, &m.sendErrors, &m.unverified, &m.mismatch} {
+	for _, c := range []**prometheus.CounterVec{&m.sent, &m.bytesSent, &m.fullSent, &m.requests, &m.sockDrops, &m.received, &m.dropped, &m.deaths, &m.sendErrors, &m.unverified, &m.mismatch} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}
@@ -97,18 +122,33 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, fmt.Errorf("register membership metrics: %w", err)
 }
 
+// fullReason says why a heartbeat carries the full state; the values are
+// the "reason" label of herald_membership_full_states_sent_total.
+type fullReason string
+
+const (
+	fullNone    fullReason = ""
+	fullChange  fullReason = "change"
+	fullRequest fullReason = "request"
+)
+
 // ifaceMetrics are the series of one interface (of one Member).
 type ifaceMetrics struct {
-	iface      string
-	peers      prometheus.Gauge
-	sent       prometheus.Counter
-	received   prometheus.Counter
-	deaths     prometheus.Counter
-	sendErrors prometheus.Counter
-	unverified prometheus.Counter
-	dropped    map[dropReason]prometheus.Counter
-	keyInfo    *prometheus.GaugeVec
-	mismatch   *prometheus.CounterVec
+	iface        string
+	peers        prometheus.Gauge
+	stale        prometheus.Gauge
+	sent         prometheus.Counter
+	bytesSent    prometheus.Counter
+	fullSent     map[fullReason]prometheus.Counter
+	requestsSent prometheus.Counter
+	socketDrops  prometheus.Counter
+	received     prometheus.Counter
+	deaths       prometheus.Counter
+	sendErrors   prometheus.Counter
+	unverified   prometheus.Counter
+	dropped      map[dropReason]prometheus.Counter
+	keyInfo      *prometheus.GaugeVec
+	mismatch     *prometheus.CounterVec
 	// mismatchPeers holds the key_mismatch_total series of the first
 	// maxMismatches claimed names; mismatchOther counts the rest.
 	mismatchPeers map[string]prometheus.Counter
@@ -119,7 +159,12 @@ func (m *metrics) forInterface(name string) *ifaceMetrics {
 	im := &ifaceMetrics{
 		iface:         name,
 		peers:         m.peers.WithLabelValues(name),
+		stale:         m.stale.WithLabelValues(name),
 		sent:          m.sent.WithLabelValues(name),
+		bytesSent:     m.bytesSent.WithLabelValues(name),
+		fullSent:      map[fullReason]prometheus.Counter{},
+		requestsSent:  m.requests.WithLabelValues(name),
+		socketDrops:   m.sockDrops.WithLabelValues(name),
 		received:      m.received.WithLabelValues(name),
 		deaths:        m.deaths.WithLabelValues(name),
 		sendErrors:    m.sendErrors.WithLabelValues(name),
@@ -132,6 +177,9 @@ func (m *metrics) forInterface(name string) *ifaceMetrics {
 	// Create every reason up front so that dashboards see zeros, not gaps.
 	for _, r := range []dropReason{dropAuth, dropReplay, dropMalformed, dropCluster, dropCapacity} {
 		im.dropped[r] = m.dropped.WithLabelValues(name, string(r))
+	}
+	for _, r := range []fullReason{fullChange, fullRequest} {
+		im.fullSent[r] = m.fullSent.WithLabelValues(name, string(r))
 	}
 	return im
 }

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
 	"slices"
@@ -22,9 +23,17 @@ type Peer struct {
 	Interval time.Duration
 	// Leaving reports that it announced it is shutting down.
 	Leaving bool
-	// Eligible are the IPs it may announce on this segment, sorted.
+	// Eligible and Claims are shared by every snapshot that shows the
+	// same state of the peer: read them, never modify them.
+	//
+	// Eligible are the IPs it may announce on this segment, sorted: the
+	// latest of its states this Member received complete. While its
+	// heartbeats name a newer state that has not arrived yet (a lost
+	// frame; it is being asked for), they stay the previous state's,
+	// never empty nor partial (see the package documentation).
 	Eligible []netip.Addr
-	// Claims are the IPs it claims, sorted.
+	// Claims are the IPs it claims, sorted, from the same state as
+	// Eligible.
 	Claims []netip.Addr
 	// Fingerprints are the fingerprints of the keys its latest frame is
 	// signed with (its keyring), in its order: during a key rotation they
@@ -55,6 +64,9 @@ const (
 // outlives the peer's death so that its old frames stay replays.
 type peerState struct {
 	node string
+	// token is the identity token of incarnation, which this node puts
+	// in its requests.
+	token Token
 	// Replay window: highest incarnation and, within it, the highest
 	// sequence accepted, and which parts of that sequence were accepted.
 	// Frames of unverified incarnations move it too, so that a frame
@@ -63,8 +75,12 @@ type peerState struct {
 	seq         uint64
 	parts       int
 	seen        uint64
-	pendElig    []netip.Addr
-	pendClaims  []netip.Addr
+	// full and digest are what the current sequence carries: whether it
+	// is a full heartbeat, and the digest of the sender's state then.
+	full       bool
+	digest     Digest
+	pendElig   []netip.Addr
+	pendClaims []netip.Addr
 
 	// heard: a frame of this incarnation arrived and the peer has not
 	// been silent for its deadline since.
@@ -75,11 +91,22 @@ type peerState struct {
 	// replayed.
 	verified  bool
 	verifySeq uint64
-	// assembled: since it was last heard after a silence, a complete
-	// heartbeat (all parts of sequence listSeq) of this incarnation
-	// arrived; eligible and claims are its lists.
-	assembled bool
-	listSeq   uint64
+	// known: since it was last heard after a silence, a state of this
+	// incarnation is known: eligible and claims, whose digest is
+	// knownDigest. confirmSeq is the latest sequence whose frames
+	// advertised knownDigest: the lists were the peer's state then.
+	known       bool
+	knownDigest Digest
+	confirmSeq  uint64
+	// wanted: the peer's current state is not known and no full
+	// heartbeat of it is arriving, so this node asks for it (requests
+	// its token); requested is when our latest heartbeat that did was
+	// sent, so that a peer is asked at most once per half interval of
+	// its own (an answer needs a round trip; the triggered heartbeats in
+	// between need not repeat the request) and, with more than
+	// MaxRequests wanted, the least recently asked go first.
+	wanted    bool
+	requested time.Time
 	// silentSince is when the silence that may kill the peer began: its
 	// latest frame's arrival, pushed later by our own stalls (pause).
 	silentSince time.Time
@@ -93,23 +120,32 @@ type peerState struct {
 }
 
 // live reports whether the peer counts as alive: heard, verified, and
-// with lists from a heartbeat no older than the one that verified it (so
-// that lists assembled from frames replayed before the verification never
-// show).
+// with a known state confirmed by a heartbeat no older than the one that
+// verified it (so that lists from frames replayed before the verification
+// show only if the live peer itself says they are its state).
 func (p *peerState) live() bool {
-	return p.heard && p.verified && p.assembled && p.listSeq >= p.verifySeq
+	return p.heard && p.verified && p.known && p.confirmSeq >= p.verifySeq
 }
+
+// current reports whether the lists held are the peer's current state:
+// its latest heartbeat advertises their digest.
+func (p *peerState) current() bool { return p.known && p.knownDigest == p.digest }
+
+// assembling reports whether a full heartbeat of the current sequence is
+// partly received.
+func (p *peerState) assembling() bool { return p.full && p.seen != fullMask(p.parts) }
 
 // challenging reports whether the peer is heard but not verified: while
 // any is, this node's heartbeats challenge.
 func (p *peerState) challenging() bool { return p.heard && !p.verified }
 
 // forget drops what the peer's current run proved: its verification and
-// lists. It happens on death and on restart; a peer heard again must be
-// verified again.
+// state. It happens on death and on restart; a peer heard again must be
+// verified again, and its state learnt again.
 func (p *peerState) forget() {
 	p.verified, p.verifySeq = false, 0
-	p.assembled, p.listSeq = false, 0
+	p.known, p.knownDigest, p.confirmSeq = false, Digest{}, 0
+	p.wanted, p.requested = false, time.Time{}
 	p.eligible, p.claims = nil, nil
 }
 
@@ -129,6 +165,12 @@ type observation struct {
 	// challenge: with this frame the peer became heard but unverified, so
 	// this node starts to challenge (if it was not already).
 	challenge bool
+	// request: with this frame this node started to want the peer's
+	// full state (see peerState.wanted), so it should ask at once.
+	request bool
+	// badState: a full heartbeat completed whose lists do not match the
+	// digest it carries (a bug on one side); its lists were not taken.
+	badState bool
 	// selfIncarnation is set with dropSelf.
 	selfIncarnation uint64
 }
@@ -157,9 +199,16 @@ func newPeerTable(self string, incarnation uint64, deadAfter, maxPeers int) *pee
 // Replay rules: a frame of an older incarnation than the newest seen for
 // that name, or of an older sequence within it, or a part already accepted
 // for the current sequence, is a replay. A newer incarnation is a restart.
-// Every accepted part refreshes the peer's silence, but the peer's lists
-// change only when all parts of one sequence have arrived, so a partial
-// heartbeat never shows a truncated claim list.
+// Every accepted part refreshes the peer's silence.
+//
+// State: every frame carries the digest of its sender's state. When it
+// names the state held, the lists are current and nothing else is done.
+// Otherwise the lists held stay as they are — the peer's previous state —
+// until a full heartbeat with that digest has arrived complete (every part
+// of one sequence, and lists that hash to the digest); then they are
+// replaced at once. A peer whose state is not known at all (just heard)
+// is not live: its lists would be empty, and it is not claiming nothing.
+// The empty state's digest is known without asking.
 //
 // Verification: a frame echoing our token verifies its incarnation; until
 // then the peer is not live, however many frames it sends, because
@@ -186,11 +235,12 @@ func (t *peerTable) observe(f *Frame, now time.Time) observation {
 			obs.restarted = true
 			if p.live() {
 				// The old run's lists died with it; the new run is live
-				// once verified and with its first complete heartbeat.
+				// once verified and with its state known.
 				obs.changed = true
 			}
 		}
 		p.incarnation, p.seq, p.parts, p.seen = f.Incarnation, 0, 0, 0
+		p.token = IdentityToken(f.Node, f.Incarnation)
 		p.pendElig, p.pendClaims = nil, nil
 		p.forget()
 		p.heard, p.leaving = false, false
@@ -203,17 +253,16 @@ func (t *peerTable) observe(f *Frame, now time.Time) observation {
 		if p.seen&bit != 0 {
 			return observation{drop: dropReplay}
 		}
-		if f.Parts != p.parts {
+		if f.Parts != p.parts || f.Full != p.full || f.Digest != p.digest {
 			return observation{drop: dropMalformed}
 		}
 	default:
 		p.seq, p.parts, p.seen = f.Sequence, f.Parts, 0
+		p.full, p.digest = f.Full, f.Digest
 		p.pendElig, p.pendClaims = nil, nil
 	}
 	wasLive, wasChallenging := p.live(), p.challenging()
 	p.seen |= bit
-	p.pendElig = append(p.pendElig, f.Eligible...)
-	p.pendClaims = append(p.pendClaims, f.Claims...)
 	p.heard = true
 	p.lastHeard, p.silentSince = now, now
 	p.hw = f.Source
@@ -229,15 +278,41 @@ func (t *peerTable) observe(f *Frame, now time.Time) observation {
 	if !p.verified && slices.Contains(f.Echoes, t.token) {
 		p.verified, p.verifySeq = true, f.Sequence
 	}
-	if p.seen == fullMask(p.parts) {
+	switch {
+	case p.known && f.Digest == p.knownDigest:
+		// The lists held are the state this frame names: nothing to
+		// receive, whatever it carries.
+		p.pendElig, p.pendClaims = nil, nil
+	case !p.known && !f.Full && f.Digest == emptyDigest:
+		p.known, p.knownDigest = true, emptyDigest
+	case f.Full:
+		p.pendElig = append(p.pendElig, f.Eligible...)
+		p.pendClaims = append(p.pendClaims, f.Claims...)
+		if p.seen != fullMask(p.parts) {
+			break
+		}
 		elig, claims := sortedUnique(p.pendElig), sortedUnique(p.pendClaims)
 		p.pendElig, p.pendClaims = nil, nil
+		if StateDigest(elig, claims) != p.digest {
+			obs.badState = true
+			break
+		}
 		if !slices.Equal(elig, p.eligible) || !slices.Equal(claims, p.claims) {
 			p.eligible, p.claims = elig, claims
 			obs.changed = obs.changed || wasLive
 		}
-		p.assembled, p.listSeq = true, p.seq
+		p.known, p.knownDigest = true, p.digest
 	}
+	if p.known && p.knownDigest == p.digest {
+		p.confirmSeq = max(p.confirmSeq, p.seq)
+	}
+	// Ask for the state when it is not current and no full heartbeat of
+	// it is on its way (a multi-part one whose first parts are in). The
+	// request goes out at once the first time; while the state stays
+	// wanted, every heartbeat of ours repeats it.
+	wanted := !p.current() && !p.assembling()
+	obs.request = wanted && !p.wanted
+	p.wanted = wanted
 	if p.live() && !wasLive {
 		obs.joined, obs.changed = true, true
 	}
@@ -286,6 +361,59 @@ func (t *peerTable) expire(now time.Time) []string {
 	}
 	slices.Sort(died)
 	return died
+}
+
+// requests returns the tokens of the peers whose state this node wants,
+// for its heartbeat sent at now: those not asked within the last half of
+// their interval (an answer takes a round trip; a lost one is asked for
+// again by the next periodic heartbeat), at most MaxRequests, least
+// recently asked first.
+// Nil (no allocation) when none is wanted, which is the steady state.
+func (t *peerTable) requests(now time.Time) []Token {
+	var want []*peerState
+	for _, p := range t.peers {
+		if p.heard && p.wanted && now.Sub(p.requested) >= p.interval/2 {
+			want = append(want, p)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	slices.SortFunc(want, func(a, b *peerState) int {
+		return cmp.Or(a.requested.Compare(b.requested), strings.Compare(a.node, b.node))
+	})
+	want = want[:min(len(want), MaxRequests)]
+	out := make([]Token, len(want))
+	for i, p := range want {
+		out[i] = p.token
+		p.requested = now
+	}
+	return out
+}
+
+// stale counts the live peers whose current state is not known: placement
+// sees their previous lists until their full state arrives.
+func (t *peerTable) stale() int {
+	n := 0
+	for _, p := range t.peers {
+		if p.live() && !p.current() {
+			n++
+		}
+	}
+	return n
+}
+
+// learning counts the peers heard and verified whose state has never
+// been known since: they are not live only because their state has not
+// arrived yet.
+func (t *peerTable) learning() int {
+	n := 0
+	for _, p := range t.peers {
+		if p.heard && p.verified && !p.live() {
+			n++
+		}
+	}
+	return n
 }
 
 // challenging reports whether any peer is heard but not verified.
@@ -338,8 +466,11 @@ func (t *peerTable) live() []Peer {
 			HardwareAddr: slices.Clone(p.hw),
 			Interval:     p.interval,
 			Leaving:      p.leaving,
-			Eligible:     slices.Clone(p.eligible),
-			Claims:       slices.Clone(p.claims),
+			// Shared, not copied: a peer's lists are replaced when its
+			// state changes, never modified, so publishing a snapshot
+			// costs O(peers), not O(addresses).
+			Eligible:     p.eligible,
+			Claims:       p.claims,
 			Fingerprints: fingerprints(p.keyIDs),
 			LastHeard:    p.lastHeard,
 		})

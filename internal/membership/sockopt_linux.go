@@ -48,3 +48,39 @@ func pendingFrame(c *packet.Conn) (bool, error) {
 	}
 	return n > 0, nil
 }
+
+// setReceiveBuffer asks for a socket receive buffer of n bytes: with
+// SO_RCVBUFFORCE (CAP_NET_ADMIN) past the system's net.core.rmem_max,
+// else with SO_RCVBUF up to it. It returns the size the kernel granted
+// (which counts its own overhead: about half of it holds frames).
+func setReceiveBuffer(c *packet.Conn, n int) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("raw socket: %w", err)
+	}
+	var got int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+		got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	}); err != nil {
+		return 0, fmt.Errorf("raw socket control: %w", err)
+	}
+	if serr != nil {
+		return got, fmt.Errorf("set SO_RCVBUF: %w", serr)
+	}
+	return got, nil
+}
+
+// socketDrops returns how many frames the kernel dropped for want of
+// room in the socket's receive buffer since the last call (reading the
+// count resets it).
+func socketDrops(c *packet.Conn) (uint32, error) {
+	s, err := c.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("packet socket stats: %w", err)
+	}
+	return s.Drops, nil
+}

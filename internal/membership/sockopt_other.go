@@ -10,3 +10,9 @@ func ignoreOutgoing(*packet.Conn) error { return nil }
 
 // pendingFrame cannot tell elsewhere; deaths are then judged at once.
 func pendingFrame(*packet.Conn) (bool, error) { return false, nil }
+
+// setReceiveBuffer is a no-op elsewhere.
+func setReceiveBuffer(*packet.Conn, int) (int, error) { return 0, nil }
+
+// socketDrops cannot tell elsewhere.
+func socketDrops(*packet.Conn) (uint32, error) { return 0, nil }

@@ -1,0 +1,158 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/herald-lb/herald/internal/netnstest"
+)
+
+// benchServices returns n services with 3 endpoints each, half of them
+// Local, in Key order (as the agent passes them).
+func benchServices(n int) []Service {
+	svcs := make([]Service, n)
+	for i := range svcs {
+		svcs[i] = Service{
+			Key: fmt.Sprintf("ns/svc-%05d:http/TCP", i), VIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}),
+			Port: 80, Protocol: "TCP", TrafficPolicyLocal: i%2 == 0,
+		}
+		for j := range 3 {
+			svcs[i].Endpoints = append(svcs[i].Endpoints, Endpoint{
+				Addr: netip.AddrFrom4([4]byte{10, 244, byte(j), byte(i % 250)}), Port: 8080 + uint16(i/250), Local: true})
+		}
+	}
+	return svcs
+}
+
+func benchTable(b *testing.B) *Table {
+	b.Helper()
+	lan := netnstest.New(b, prefix, netnstest.Host{Role: "node"})
+	h := lan.Handle("node")
+	tbl, err := Open(Options{NetNS: &h})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tbl.Close(true) })
+	return tbl
+}
+
+func benchSync(b *testing.B, tbl *Table, svcs []Service) {
+	b.Helper()
+	if err := tbl.Sync(context.Background(), svcs); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// forceFull makes the Table's next Sync replace the whole table, as the
+// first Sync after Open does.
+func (t *Table) forceFull() {
+	t.mu.Lock()
+	t.full = true
+	t.mu.Unlock()
+}
+
+// BenchmarkSync1000x3 is one full Sync (the whole table replaced in one
+// batch, as every Sync did before issue 12) of 1000 services × 3
+// endpoints; DPN=3000 sets another count.
+func BenchmarkSync1000x3(b *testing.B) {
+	tbl := benchTable(b)
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("DPN")); err == nil {
+		n = v
+	}
+	svcs := benchServices(n)
+	b.ResetTimer()
+	for b.Loop() {
+		tbl.forceFull()
+		benchSync(b, tbl, svcs)
+	}
+}
+
+// BenchmarkTableAtScale measures one Sync of N services × 3 endpoints:
+// full (first Sync), unchanged, with the endpoints of 1 or 50 services
+// changed, with 1 service added or removed (alternately); and the memory
+// a Table holds for them.
+func BenchmarkTableAtScale(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			svcs := benchServices(n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			tbl := benchTable(b)
+			benchSync(b, tbl, svcs)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			held := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+			runtime.KeepAlive(svcs)
+
+			b.Run("full", func(b *testing.B) {
+				for b.Loop() {
+					tbl.forceFull()
+					benchSync(b, tbl, svcs)
+				}
+			})
+			b.Run("unchanged", func(b *testing.B) {
+				for b.Loop() {
+					benchSync(b, tbl, svcs)
+				}
+			})
+			// flip changes the third endpoint's port of service i: a
+			// Deployment replacing one Pod.
+			flip := func(i int) {
+				e := &svcs[i%n].Endpoints[2]
+				if e.Port < 9000 {
+					e.Port += 1000
+				} else {
+					e.Port -= 1000
+				}
+			}
+			for _, k := range []int{1, 50} {
+				b.Run(fmt.Sprintf("%d-changed", k), func(b *testing.B) {
+					i := 0
+					for b.Loop() {
+						for range k {
+							flip(i)
+							i += 7
+						}
+						benchSync(b, tbl, svcs)
+					}
+				})
+				// Back to the original endpoints.
+				for i := range svcs {
+					if e := &svcs[i].Endpoints[2]; e.Port >= 9000 {
+						e.Port -= 1000
+					}
+				}
+				benchSync(b, tbl, svcs)
+			}
+			b.Run("1-added-or-removed", func(b *testing.B) {
+				extra := Service{Key: "ns/svc-99999:http/TCP", VIP: netip.MustParseAddr("10.97.0.1"), Port: 80, Protocol: "TCP",
+					Endpoints: []Endpoint{{Addr: netip.MustParseAddr("10.244.9.1"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.2"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.3"), Port: 8080}}}
+				with := append(slices.Clip(svcs), extra)
+				add := true
+				for b.Loop() {
+					if add {
+						benchSync(b, tbl, with)
+					} else {
+						benchSync(b, tbl, svcs)
+					}
+					add = !add
+				}
+				benchSync(b, tbl, svcs)
+			})
+			b.Run("held", func(b *testing.B) {
+				for b.Loop() {
+				}
+				b.ReportMetric(held/(1<<20), "MiB-held")
+				b.ReportMetric(0, "ns/op")
+			})
+		})
+	}
+}
