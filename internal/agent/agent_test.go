@@ -540,13 +540,21 @@ func TestLocalTrafficPolicyFollowsEndpoint(t *testing.T) {
 
 func (c *cluster) updateService(name string, mutate func(*corev1.Service)) {
 	c.t.Helper()
-	s, err := c.kube.CoreV1().Services(c.ns).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	mutate(s)
-	if _, err := c.kube.CoreV1().Services(c.ns).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
-		c.t.Fatalf("update service: %v", err)
+	// The controller writes the Service too (status, the announced-ips
+	// annotation): retry on a conflict, as any client must.
+	for {
+		s, err := c.kube.CoreV1().Services(c.ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		mutate(s)
+		_, err = c.kube.CoreV1().Services(c.ns).Update(context.Background(), s, metav1.UpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			c.t.Fatalf("update service: %v", err)
+		}
 	}
 }
 

@@ -538,13 +538,19 @@ func TestHonestStatus(t *testing.T) {
 	}
 	policy := func(mutate func(*heraldv1.L2AnnouncementPolicy)) func() {
 		return func() {
-			var p heraldv1.L2AnnouncementPolicy
-			if err := c.cl.Get(context.Background(), client.ObjectKey{Name: c.policy}, &p); err != nil {
-				t.Fatal(err)
-			}
-			mutate(&p)
-			if err := c.cl.Update(context.Background(), &p); err != nil {
-				t.Fatal(err)
+			for { // the controller writes the policy's status: retry on a conflict
+				var p heraldv1.L2AnnouncementPolicy
+				if err := c.cl.Get(context.Background(), client.ObjectKey{Name: c.policy}, &p); err != nil {
+					t.Fatal(err)
+				}
+				mutate(&p)
+				err := c.cl.Update(context.Background(), &p)
+				if err == nil {
+					return
+				}
+				if !apierrors.IsConflict(err) {
+					t.Fatal(err)
+				}
 			}
 		}
 	}

@@ -473,9 +473,12 @@ func (m *Member) Run(ctx context.Context) error {
 	_ = m.send()
 	beat := time.NewTicker(m.cfg.Interval)
 	defer beat.Stop()
-	// Deaths are checked ten times per interval, so a death is declared
-	// within a tenth of an interval of its deadline.
-	check := time.NewTicker(checkEvery(m.cfg.Interval))
+	// Deaths are checked when the earliest one could happen (a peer's
+	// deadline, the settle time, a mismatch's expiry), and at least every
+	// maxCheckSleep: an idle segment costs a few wake-ups per second, not
+	// one every few milliseconds, and a death is still declared on time.
+	due := time.Now().Add(checkEvery(m.cfg.Interval))
+	check := time.NewTimer(time.Until(due))
 	defer check.Stop()
 	minGap := triggerGap(m.cfg.Interval)
 	var deferred <-chan time.Time // pending rate-limited triggered send
@@ -510,9 +513,11 @@ func (m *Member) Run(ctx context.Context) error {
 			deferred = nil
 			_ = m.send()
 		case <-check.C:
-			// The tick's own timestamp is when it fired, not when this
+			// The timer's own timestamp is when it fired, not when this
 			// goroutine got to run: judge by the clock now.
-			m.expire(time.Now())
+			now := time.Now()
+			due = m.expire(now, due)
+			check.Reset(max(due.Sub(now), checkEvery(m.cfg.Interval)))
 		}
 	}
 }
@@ -802,11 +807,15 @@ func (m *Member) drop(reason dropReason, err error, source string) {
 	}
 }
 
-// checkEvery is the period of death checks: a tenth of an interval, so a
-// death is declared within a tenth of an interval of its deadline.
+// checkEvery is the shortest time between two death checks: a tenth of an
+// interval (what a death may be late by, at most).
 func checkEvery(interval time.Duration) time.Duration {
 	return max(interval/10, time.Millisecond)
 }
+
+// maxCheckSleep is the longest time between two death checks: a new peer's
+// deadline or a stall is noticed within it.
+func maxCheckSleep(interval time.Duration) time.Duration { return 2 * interval }
 
 // expire declares silent peers dead and notices when the Member settles.
 //
@@ -816,18 +825,21 @@ func checkEvery(interval time.Duration) time.Duration {
 // peer (peerTable.pause); and if frames still wait unread in the socket,
 // the verdict is put off until the receiver has caught up, for at most one
 // interval.
-func (m *Member) expire(now time.Time) {
+//
+// due is when this check was scheduled; it returns when the next one is.
+func (m *Member) expire(now, due time.Time) (next time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	period := checkEvery(m.cfg.Interval)
-	if gap := now.Sub(m.lastCheck); gap > max(m.cfg.Interval/2, 3*period) {
-		m.table.pause(gap - period)
-		m.mismatches.pause(gap - period)
+	if late := now.Sub(due); late > max(m.cfg.Interval/2, 3*period) {
+		m.table.pause(late)
+		m.mismatches.pause(late)
 		if m.limiter.allow("stall", now) {
-			m.log.Warn("membership stalled; not counting the stall against peers", "stall", gap.Round(time.Millisecond))
+			m.log.Warn("membership stalled; not counting the stall against peers", "stall", late.Round(time.Millisecond))
 		}
 	}
 	m.lastCheck = now
+	defer func() { next = m.nextCheckLocked(now) }()
 	var died []string
 	pending, err := pendingFrame(m.conn)
 	switch {
@@ -866,9 +878,39 @@ func (m *Member) expire(now time.Time) {
 	}
 	if len(died) > 0 || settled {
 		m.publishLocked()
-		return
+		return next
 	}
 	m.publishMismatchLocked(now)
+	return next
+}
+
+// nextCheckLocked is when the next death check is due: the earliest peer
+// deadline or mismatch expiry (just after it), the settle time, a check
+// soon while a verdict is postponed, and at most maxCheckSleep from now.
+func (m *Member) nextCheckLocked(now time.Time) time.Time {
+	next := now.Add(maxCheckSleep(m.cfg.Interval))
+	earlier := func(t time.Time) {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
+	}
+	const past = time.Millisecond // a deadline is passed when strictly after
+	if t := m.table.nextDeadline(); !t.IsZero() {
+		earlier(t.Add(past))
+	}
+	if t := m.mismatches.nextExpiry(); !t.IsZero() {
+		earlier(t.Add(past))
+	}
+	if !m.settled {
+		earlier(m.settleAt)
+	}
+	if !m.postponed.IsZero() {
+		earlier(now.Add(checkEvery(m.cfg.Interval)))
+	}
+	if m.mismatchDirty {
+		earlier(m.mismatchPublished.Add(m.cfg.Interval)) // a rate-limited publish
+	}
+	return next
 }
 
 // SetKeys replaces the heartbeat keys without a restart: the next

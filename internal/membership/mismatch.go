@@ -103,6 +103,17 @@ func (t *mismatchTable) expire(now time.Time) bool {
 	return changed
 }
 
+// nextExpiry is the earliest time an entry expires (zero: none).
+func (t *mismatchTable) nextExpiry() time.Time {
+	var next time.Time
+	for _, e := range t.entries {
+		if d := e.silentSince.Add(t.deadline); next.IsZero() || d.Before(next) {
+			next = d
+		}
+	}
+	return next
+}
+
 // pause credits every entry with d of silence this process could not
 // hear (see peerTable.pause).
 func (t *mismatchTable) pause(d time.Duration) {

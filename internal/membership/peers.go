@@ -343,6 +343,21 @@ func (t *peerTable) deadline(p *peerState) time.Duration {
 	return time.Duration(t.deadAfter)*p.interval + p.interval/2
 }
 
+// nextDeadline is the earliest time a heard peer's silence reaches its
+// deadline (zero: no peer is heard).
+func (t *peerTable) nextDeadline() time.Time {
+	var next time.Time
+	for _, p := range t.peers {
+		if !p.heard {
+			continue
+		}
+		if d := p.silentSince.Add(t.deadline(p)); next.IsZero() || d.Before(next) {
+			next = d
+		}
+	}
+	return next
+}
+
 // expire marks peers silent for longer than their deadline as no longer
 // heard, and returns the names of those that were live (they died),
 // sorted. A silent peer, live or not, must be verified again when heard
