@@ -101,6 +101,10 @@ type Options struct {
 	// StatusDelay batches HeraldNode status writes: changes within it make
 	// one write (default 200 ms).
 	StatusDelay time.Duration
+	// IdleCheck is how often an agent that sees nothing change decides
+	// every address again anyway, which catches a lost wake-up (default
+	// 30 s).
+	IdleCheck time.Duration
 	// Version is reported in the HeraldNode status.
 	Version string
 	// NetNS, when set, is the network namespace holding the node's links;
@@ -136,6 +140,9 @@ func (o Options) withDefaults() Options {
 	if o.StatusDelay == 0 {
 		o.StatusDelay = 200 * time.Millisecond
 	}
+	if o.IdleCheck == 0 {
+		o.IdleCheck = 30 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -156,6 +163,7 @@ type Agent struct {
 	status *statusWriter
 	events record.EventBroadcaster
 	l2m    *l2.Metrics
+	met    *metrics
 	health health
 	prober *prober
 
@@ -262,8 +270,13 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register l2 metrics: %w", err)
 	}
+	met, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger.With("component", "agent", "node", opts.NodeName)
 	a := &Agent{
+		met:            met,
 		opts:           opts,
 		log:            log,
 		cache:          c,
@@ -274,7 +287,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		trigger:        make(chan struct{}, 1),
 		links:          make(chan []link, 1),
 		updates:        make(chan struct{}, 1),
-		probed:         make(chan probeResult, 16),
+		probed:         make(chan probeResult, 2*l2.MaxProbeBatch),
 		keysCh:         make(chan keyUpdate, 1),
 		pings:          make(chan chan struct{}),
 		segments:       map[string]*segment{},
@@ -433,7 +446,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			planArmed = true
 		}
 	}
-	wake := time.NewTimer(safetyWake)
+	wake := time.NewTimer(a.opts.IdleCheck)
 	defer wake.Stop()
 	defer planTimer.Stop()
 	linksKnown := false
@@ -464,6 +477,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.updates:
 		case r := <-a.probed:
 			a.probeDone(r)
+			// A batch of results arrives together: take them all before
+			// deciding once.
+			for more := true; more; {
+				select {
+				case r := <-a.probed:
+					a.probeDone(r)
+				default:
+					more = false
+				}
+			}
 			a.statusDirty = true // a conflict found or cleared
 			for _, seg := range a.segments {
 				seg.dirty = true
@@ -491,11 +514,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		wake.Reset(max(time.Until(next), time.Millisecond))
 	}
 }
-
-// safetyWake is the longest the main loop sleeps: even when nothing seems
-// to change, every segment is decided again this often, which catches a
-// lost wake-up at the cost of one pass every half minute.
-const safetyWake = 30 * time.Second
 
 // plan applies the pending informer changes; on failure it keeps them for
 // the next try and reports false.
@@ -637,9 +655,9 @@ func (a *Agent) publishStatus() {
 // nextWake is when the main loop must wake up even if nothing happens: the
 // earliest time a decision depends on (an address settling, a grace
 // window, a re-probe, a conflict expiring, a failed segment's retry), at
-// most safetyWake from now.
+// most IdleCheck from now.
 func (a *Agent) nextWake(now time.Time) time.Time {
-	next := now.Add(safetyWake)
+	next := now.Add(a.opts.IdleCheck)
 	earlier := func(t time.Time) {
 		if !t.IsZero() && t.Before(next) {
 			next = t

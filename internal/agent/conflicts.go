@@ -68,7 +68,9 @@ type probeJob struct {
 }
 
 // maxConcurrentProbes bounds the probes running at once: a thousand new
-// Services must not open a thousand sockets and goroutines.
+// Services must not open a thousand sockets and goroutines. Each probe
+// covers up to l2.MaxProbeBatch queued addresses of one interface and
+// family at once.
 const maxConcurrentProbes = 4
 
 // prober runs probes on a fixed pool of workers, in the node's network
@@ -99,15 +101,26 @@ func (p *prober) enqueue(j probeJob) {
 	}
 }
 
-func (p *prober) next() (probeJob, bool) {
+// next takes a batch: the first queued job and every other queued job of
+// the same interface and family, up to l2.MaxProbeBatch.
+func (p *prober) next() []probeJob {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 {
-		return probeJob{}, false
+		return nil
 	}
-	j := p.queue[0]
-	p.queue = p.queue[1:]
-	return j, true
+	first := p.queue[0]
+	batch := []probeJob{first}
+	rest := p.queue[:0]
+	for _, j := range p.queue[1:] {
+		if len(batch) < l2.MaxProbeBatch && j.iface == first.iface && j.addr.Is6() == first.addr.Is6() {
+			batch = append(batch, j)
+		} else {
+			rest = append(rest, j)
+		}
+	}
+	p.queue = rest
+	return batch
 }
 
 // run serves the queue with maxConcurrentProbes workers until ctx ends.
@@ -116,8 +129,8 @@ func (p *prober) run(ctx context.Context) {
 	for range maxConcurrentProbes {
 		wg.Go(func() {
 			for {
-				j, ok := p.next()
-				if !ok {
+				batch := p.next()
+				if batch == nil {
 					select {
 					case <-ctx.Done():
 						return
@@ -125,11 +138,12 @@ func (p *prober) run(ctx context.Context) {
 						continue
 					}
 				}
-				r := p.probe(ctx, j)
-				select {
-				case p.results <- r:
-				case <-ctx.Done():
-					return
+				for _, r := range p.probe(ctx, batch) {
+					select {
+					case p.results <- r:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		})
@@ -137,20 +151,34 @@ func (p *prober) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// probe runs one RFC 5227 probe / DAD on the job's interface.
-func (p *prober) probe(ctx context.Context, j probeJob) probeResult {
-	r := probeResult{addr: j.addr, iface: j.iface}
-	r.err = netnsenter.DoOptional(p.ns, func() error {
-		ifi, err := net.InterfaceByName(j.iface)
+// probe runs one RFC 5227 probe / DAD for a batch on its interface and
+// returns one result per address.
+func (p *prober) probe(ctx context.Context, batch []probeJob) []probeResult {
+	iface := batch[0].iface
+	addrs := make([]netip.Addr, len(batch))
+	for i, j := range batch {
+		addrs[i] = j.addr
+	}
+	var conflicts []l2.Conflict
+	err := netnsenter.DoOptional(p.ns, func() error {
+		ifi, err := net.InterfaceByName(iface)
 		if err != nil {
 			return fmt.Errorf("find interface: %w", err)
 		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		r.conflict, err = l2.Probe(pctx, ifi, j.addr, p.opts)
+		conflicts, err = l2.ProbeMany(pctx, ifi, addrs, p.opts)
 		return err
 	})
-	return r
+	found := make(map[netip.Addr]*l2.Conflict, len(conflicts))
+	for i := range conflicts {
+		found[conflicts[i].Addr] = &conflicts[i]
+	}
+	out := make([]probeResult, len(batch))
+	for i, addr := range addrs {
+		out[i] = probeResult{addr: addr, iface: iface, conflict: found[addr.Unmap()], err: err}
+	}
+	return out
 }
 
 // mayAnswer gates the first claim of an address nobody has claimed: it is

@@ -26,6 +26,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
@@ -159,9 +160,12 @@ func (c *cluster) createMany(n int) {
 				svc := &corev1.Service{
 					ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: name, Annotations: map[string]string{"herald.dev/pool": "scale"}},
 					Spec: corev1.ServiceSpec{
-						Type:     corev1.ServiceTypeLoadBalancer,
-						Selector: map[string]string{"app": "web"},
-						Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80)}},
+						Type: corev1.ServiceTypeLoadBalancer,
+						// No node ports: 10 000 would not fit in the range,
+						// and an L2 load balancer does not need them.
+						AllocateLoadBalancerNodePorts: ptr.To(false),
+						Selector:                      map[string]string{"app": "web"},
+						Ports:                         []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80)}},
 					},
 				}
 				if _, err := c.kube.CoreV1().Services(c.ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {

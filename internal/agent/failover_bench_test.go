@@ -8,10 +8,13 @@ package agent_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -393,10 +396,29 @@ func (c *cluster) announce(addr netip.Addr) []string {
 	c.t.Helper()
 	c.createPolicy("^eth0$")
 	c.createService("web", addr.String())
+	c.extraServices()
 	for _, n := range nodes {
 		c.startAgent(n)
 	}
 	return placement.Rank(addr, nodes)
+}
+
+// extraServices creates HERALD_BENCH_SERVICES more Services (with their
+// EndpointSlices, in the pool "scale"), so the fail-over benchmarks measure
+// a node that owns a share of many addresses, not one.
+func (c *cluster) extraServices() {
+	c.t.Helper()
+	n, _ := strconv.Atoi(os.Getenv("HERALD_BENCH_SERVICES"))
+	if n <= 0 {
+		return
+	}
+	pool := &heraldv1.LoadBalancerIPPool{ObjectMeta: metav1.ObjectMeta{Name: "scale"},
+		Spec: heraldv1.LoadBalancerIPPoolSpec{Blocks: []heraldv1.IPBlock{{CIDR: "10.200.0.0/16"}}}}
+	if err := c.cl.Create(context.Background(), pool); err != nil {
+		c.t.Fatal(err)
+	}
+	c.createMany(n)
+	c.agentLog = io.Discard
 }
 
 // probe starts a 10 ms ARP prober for addr in the client and waits until

@@ -333,6 +333,7 @@ func (c *cluster) announceWithProcesses(addr netip.Addr) (rank []string, procs m
 	kcs, key := c.processSetup(shared.Env(c.t).KubeconfigPath)
 	c.createPolicy("^eth0$")
 	c.createService("web", addr.String())
+	c.extraServices()
 	restart = func(node string) *agentProcess { return c.startAgentProcess(node, kcs[node], key) }
 	procs = map[string]*agentProcess{}
 	for _, n := range nodes {

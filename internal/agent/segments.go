@@ -187,7 +187,9 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 		}
 		for _, ip := range p.Claims {
 			claimedBy[ip] = append(claimedBy[ip], p.Node)
-			a.seenClaimed[ip] = true
+			if !a.seenClaimed[ip] {
+				a.seenClaimed[ip] = true
+			}
 		}
 	}
 	if leaving {
@@ -204,6 +206,8 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 	if leaving {
 		candidates = slices.Collect(maps.Keys(seg.answering))
 	}
+	a.met.decides.Inc()
+	a.met.addressesDecided.Add(float64(len(candidates)))
 	now := time.Now()
 	seg.wakeAt = time.Time{}
 	wakeAt := func(t time.Time) {
@@ -227,7 +231,9 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 			v.Claimants = append(v.Claimants, a.opts.NodeName)
 		}
 		d := placement.Decide(ip, v)
-		why[ip] = verdict{d, v}
+		if d.Answer && !seg.answering[ip] {
+			why[ip] = verdict{d, v} // for the log line of a new answer
+		}
 		if leaving {
 			// Keep answering what this node answers until the successor
 			// claims it; with no successor there is nothing to wait for.
@@ -291,24 +297,41 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 	seg.claims = claims
 	if !maps.Equal(seg.answering, answer) {
 		changed = true
+		var started, stopped []netip.Addr
 		for ip := range answer {
 			if !seg.answering[ip] {
 				a.seenClaimed[ip] = true
-				w := why[ip]
-				a.log.Info("answering", "ip", ip, "interface", seg.iface, "reason", w.d.Reason,
-					"eligible", w.v.Eligible, "claimants", w.v.Claimants)
+				started = append(started, ip)
 			}
 		}
 		for ip := range seg.answering {
 			if !answer[ip] {
+				stopped = append(stopped, ip)
+			}
+		}
+		// One line per address while that stays readable; a fail-over of
+		// thousands is one line.
+		if len(started)+len(stopped) <= maxLoggedAddrs {
+			for _, ip := range started {
+				w := why[ip]
+				a.log.Info("answering", "ip", ip, "interface", seg.iface, "reason", w.d.Reason,
+					"eligible", w.v.Eligible, "claimants", w.v.Claimants)
+			}
+			for _, ip := range stopped {
 				a.log.Info("stopped answering", "ip", ip, "interface", seg.iface)
 			}
+		} else {
+			a.log.Info("answering changed", "interface", seg.iface, "started", len(started), "stopped", len(stopped),
+				"answering", len(answer))
 		}
 		seg.answering = answer
 		seg.responder.SetOwned(sortedAddrs(answer))
 	}
 	return pending, changed
 }
+
+// maxLoggedAddrs is the most addresses a decision logs one by one.
+const maxLoggedAddrs = 16
 
 // undrainWindow is how long after the exclude label went away an address
 // that becomes eligible counts as eligible because of it.

@@ -158,6 +158,12 @@ func (a *Agent) replan(ctx context.Context, services map[string]bool, all bool) 
 			}
 		}
 	}
+	scope := "service"
+	if all {
+		scope = "all"
+	}
+	a.met.plans.WithLabelValues(scope).Inc()
+	a.met.servicesRead.Add(float64(len(services)))
 	affected := map[netip.Addr]bool{}
 	for key := range services {
 		if err := a.refreshService(ctx, key, affected); err != nil {

@@ -948,3 +948,50 @@ func TestNetnsDefenceReteachesClient(t *testing.T) {
 		t.Fatalf("owned set changed: %v", r.Owned())
 	}
 }
+
+// One batched probe of many addresses finds exactly the ones another host
+// uses, for each family, in about the time of one probe.
+func TestNetnsProbeManyFindsForeignHosts(t *testing.T) {
+	l := newLAN(t, "node", "foreign")
+	l.ip("foreign", "addr", "add", "192.168.10.130/24", "dev", "eth0")
+	l.ip("foreign", "addr", "add", "192.168.10.170/24", "dev", "eth0")
+	l.ip("foreign", "addr", "add", "fd00:10::130/64", "dev", "eth0", "nodad")
+	ifi := l.iface("node")
+	var v4, v6 []netip.Addr
+	for i := 100; i < 200; i++ {
+		v4 = append(v4, netip.AddrFrom4([4]byte{192, 168, 10, byte(i)}))
+		v6 = append(v6, netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", i)))
+	}
+	for _, c := range []struct {
+		addrs []netip.Addr
+		want  []string
+	}{
+		{v4, []string{"192.168.10.130", "192.168.10.170"}},
+		{v6, []string{"fd00:10::130"}},
+	} {
+		start := time.Now()
+		var got []Conflict
+		if err := l.in("node", func() (err error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err = ProbeMany(ctx, ifi, c.addrs, ProbeOptions{})
+			return err
+		}); err != nil {
+			t.Fatalf("ProbeMany: %v", err)
+		}
+		var addrs []string
+		for _, cf := range got {
+			addrs = append(addrs, cf.Addr.String())
+			if !sameMAC(cf.MAC, foreignMAC) || cf.Interface != "eth0" {
+				t.Errorf("conflict %+v, want MAC %s on eth0", cf, foreignMAC)
+			}
+		}
+		if !slices.Equal(addrs, c.want) {
+			t.Errorf("ProbeMany of %d addresses found %v, want %v", len(c.addrs), addrs, c.want)
+		}
+		t.Logf("%d addresses probed in %s", len(c.addrs), time.Since(start).Round(time.Millisecond))
+	}
+	if _, err := ProbeMany(context.Background(), ifi, append(v4[:1], v6[:1]...), ProbeOptions{}); err == nil {
+		t.Error("a probe mixing families was accepted")
+	}
+}

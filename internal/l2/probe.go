@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -53,16 +54,53 @@ type ProbeOptions struct {
 // NewResponder's. Probe returns early on the first conflict, and with
 // ctx.Err() when ctx ends first.
 func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeOptions) (*Conflict, error) {
+	cs, err := ProbeMany(ctx, ifi, []netip.Addr{addr}, opts)
+	if err != nil || len(cs) == 0 {
+		return nil, err
+	}
+	return &cs[0], nil
+}
+
+// MaxProbeBatch is the most addresses ProbeMany probes at once: its probes
+// go out back to back, so a batch is a burst on the LAN.
+const MaxProbeBatch = 256
+
+// ProbeMany probes up to MaxProbeBatch addresses of one family on ifi at
+// once, as Probe does for one: every round sends a probe for each address,
+// and one listening window after the last round serves them all, so a
+// thousand new addresses take a few seconds of probing rather than minutes.
+// It returns the conflicts found, at most one per address, in address
+// order; it returns early once every address has one.
+func ProbeMany(ctx context.Context, ifi *net.Interface, addrs []netip.Addr, opts ProbeOptions) ([]Conflict, error) {
 	if ifi == nil {
 		return nil, errors.New("l2: Probe needs an interface")
 	}
 	if err := checkMAC(ifi.HardwareAddr); err != nil {
 		return nil, fmt.Errorf("probe on %s: %w", ifi.Name, err)
 	}
-	addr = addr.Unmap()
-	if !addr.IsValid() || addr.Zone() != "" || addr.IsUnspecified() || addr.IsMulticast() {
-		return nil, fmt.Errorf("l2: cannot probe for %s", addr)
+	if len(addrs) == 0 {
+		return nil, nil
 	}
+	if len(addrs) > MaxProbeBatch {
+		return nil, fmt.Errorf("l2: %d addresses in one probe, at most %d", len(addrs), MaxProbeBatch)
+	}
+	set := make(map[netip.Addr]bool, len(addrs))
+	var sorted []netip.Addr
+	v6 := addrs[0].Unmap().Is6()
+	for _, addr := range addrs {
+		addr = addr.Unmap()
+		if !addr.IsValid() || addr.Zone() != "" || addr.IsUnspecified() || addr.IsMulticast() {
+			return nil, fmt.Errorf("l2: cannot probe for %s", addr)
+		}
+		if addr.Is6() != v6 {
+			return nil, errors.New("l2: one probe covers one address family")
+		}
+		if !set[addr] {
+			set[addr] = true
+			sorted = append(sorted, addr)
+		}
+	}
+	slices.SortFunc(sorted, netip.Addr.Compare)
 	if opts.Count <= 0 {
 		opts.Count = DefaultProbeCount
 	}
@@ -74,46 +112,57 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 	}
 	mac := ifi.HardwareAddr
 
-	var (
-		etherType int
-		frame     []byte
-		err       error
-	)
-	filter := []netip.Addr{addr}
-	if addr.Is4() {
-		etherType = etherTypeARP
-		frame, err = ARPProbe(mac, addr)
-	} else {
+	etherType := etherTypeARP
+	if v6 {
 		etherType = etherTypeIPv6
-		frame, err = DADSolicitation(mac, addr)
 	}
-	if err != nil {
-		return nil, err
+	frames := make([][]byte, len(sorted))
+	for i, addr := range sorted {
+		var err error
+		if v6 {
+			frames[i], err = DADSolicitation(mac, addr)
+		} else {
+			frames[i], err = ARPProbe(mac, addr)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	conn, err := listen(ifi, etherType)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	if err := attachProbeFilter(conn, filter); err != nil {
+	if err := attachProbeFilter(conn, sorted); err != nil {
 		return nil, err
 	}
-	if addr.Is6() {
-		// Other hosts' DAD solicitations go to addr's solicited-node group
-		// and defending NAs to all-nodes: open the NIC filter for both, and
-		// tell snooping switches about the first.
-		group, gmac, err := SolicitedNodeGroup(addr)
-		if err != nil {
-			return nil, err
+	if v6 {
+		// Other hosts' DAD solicitations go to each address's
+		// solicited-node group and defending NAs to all-nodes: open the
+		// NIC filter for them, and tell snooping switches about the groups.
+		mld, mldErr := openMLD(ifi, nil)
+		if mldErr == nil {
+			defer mld.Close()
 		}
-		for _, m := range []net.HardwareAddr{gmac, allNodesMAC()} {
-			if err := conn.JoinGroup(m); err != nil {
-				return nil, fmt.Errorf("join %s on %s: %w", m, ifi.Name, err)
+		joined := map[string]bool{}
+		for _, addr := range sorted {
+			group, gmac, err := SolicitedNodeGroup(addr)
+			if err != nil {
+				return nil, err
+			}
+			if joined[gmac.String()] {
+				continue
+			}
+			joined[gmac.String()] = true
+			if err := conn.JoinGroup(gmac); err != nil {
+				return nil, fmt.Errorf("join %s on %s: %w", gmac, ifi.Name, err)
+			}
+			if mldErr == nil {
+				_ = mld.join(group) // best effort, as for the Responder
 			}
 		}
-		if mld, err := openMLD(ifi, nil); err == nil {
-			_ = mld.join(group) // best effort, as for the Responder
-			defer mld.Close()
+		if err := conn.JoinGroup(allNodesMAC()); err != nil {
+			return nil, fmt.Errorf("join %s on %s: %w", allNodesMAC(), ifi.Name, err)
 		}
 	}
 
@@ -121,6 +170,7 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	found := map[netip.Addr]Conflict{}
 	buf := make([]byte, 1<<16)
 	sent := 0
 	nextSend := time.Now()
@@ -131,10 +181,15 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 		}
 		now := time.Now()
 		if sent < opts.Count && !now.Before(nextSend) {
-			// The frame's own Ethernet destination: broadcast, or the
-			// solicited-node group.
-			if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: net.HardwareAddr(frame[0:6])}); err != nil {
-				return nil, fmt.Errorf("send probe for %s on %s: %w", addr, ifi.Name, err)
+			for i, frame := range frames {
+				if _, ok := found[sorted[i]]; ok {
+					continue // already known to be in use
+				}
+				// The frame's own Ethernet destination: broadcast, or the
+				// solicited-node group.
+				if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: net.HardwareAddr(frame[0:6])}); err != nil {
+					return nil, fmt.Errorf("send probe for %s on %s: %w", sorted[i], ifi.Name, err)
+				}
 			}
 			sent++
 			nextSend = now.Add(opts.Interval)
@@ -142,15 +197,15 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 				end = now.Add(opts.Wait)
 			}
 		}
-		if sent == opts.Count && !now.Before(end) {
-			return nil, nil
+		if len(found) == len(sorted) || sent == opts.Count && !now.Before(end) {
+			break
 		}
 		deadline := end
 		if sent < opts.Count {
 			deadline = nextSend
 		}
 		if err := conn.SetReadDeadline(deadline); err != nil {
-			return nil, fmt.Errorf("probe for %s on %s: %w", addr, ifi.Name, err)
+			return nil, fmt.Errorf("probe on %s: %w", ifi.Name, err)
 		}
 		n, _, err := conn.ReadFrom(buf)
 		if err != nil {
@@ -160,17 +215,32 @@ func Probe(ctx context.Context, ifi *net.Interface, addr netip.Addr, opts ProbeO
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			return nil, fmt.Errorf("probe for %s on %s: %w", addr, ifi.Name, err)
+			return nil, fmt.Errorf("probe on %s: %w", ifi.Name, err)
 		}
 		msg, err := Decode(buf[:n])
 		if err != nil {
 			continue
 		}
-		if c := probeConflict(&msg, addr, mac); c != nil {
-			c.Interface = ifi.Name
-			return c, nil
+		for _, addr := range []netip.Addr{msg.SenderIP, msg.TargetIP} {
+			if !set[addr] {
+				continue
+			}
+			if _, ok := found[addr]; ok {
+				continue
+			}
+			if c := probeConflict(&msg, addr, mac); c != nil {
+				c.Interface = ifi.Name
+				found[addr] = *c
+			}
 		}
 	}
+	out := make([]Conflict, 0, len(found))
+	for _, addr := range sorted {
+		if c, ok := found[addr]; ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 
 func attachProbeFilter(conn *packet.Conn, owned []netip.Addr) error {
