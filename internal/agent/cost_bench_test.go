@@ -141,6 +141,9 @@ func agentCost(b *testing.B, n int) {
 		b.Logf("%d Services, %s: busiest agent %.1f millicores, largest RSS %.0f MiB", n, phase, busiest*1000, rss)
 	}
 	measure("idle", nil)
+	if pprofDir != "" {
+		c.saveHeap(pprofDir, fmt.Sprintf("agent-%d-heap.pprof", n), nodes[0])
+	}
 	measure("churn", func(stop <-chan struct{}) { c.churn(stop, n, 50) })
 }
 
@@ -281,6 +284,20 @@ func (c *cluster) saveProfile(dir, name, node string, seconds int) {
 	if err != nil {
 		c.t.Errorf("profile of %s: %v", node, err)
 		time.Sleep(time.Duration(seconds) * time.Second)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), out, 0o644); err != nil {
+		c.t.Error(err)
+	}
+}
+
+// saveHeap fetches a heap profile of node's agent into dir/name.
+func (c *cluster) saveHeap(dir, name, node string) {
+	c.t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", c.lan.Namespace(node), "curl", "-sS", "--max-time", "20",
+		"http://127.0.0.1:6060/debug/pprof/heap").Output()
+	if err != nil {
+		c.t.Errorf("heap profile of %s: %v", node, err)
 		return
 	}
 	if err := os.WriteFile(filepath.Join(dir, name), out, 0o644); err != nil {

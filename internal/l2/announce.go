@@ -196,6 +196,21 @@ func (r *Responder) dueAnnouncements(now time.Time, bucket *tokenBucket) []*anno
 	return due
 }
 
+// refreshPeriodLocked is how long an address waits for its next refresh:
+// RefreshInterval, stretched so that all owned addresses together refresh
+// at most RefreshRate per second — a node owning thousands of addresses
+// does not broadcast a hundred refreshes a second to re-teach clients that
+// rarely need it. r.mu must be held.
+func (r *Responder) refreshPeriodLocked() time.Duration {
+	period := r.opts.RefreshInterval
+	if r.opts.RefreshRate > 0 {
+		if spread := time.Duration(len(r.sched)) * time.Second / time.Duration(r.opts.RefreshRate); spread > period {
+			period = spread
+		}
+	}
+	return period
+}
+
 // advance moves an address's schedule past an announcement. One that could
 // not go out because the link is down is retried at the burst interval
 // without counting, so the whole burst is sent once the link is back.
@@ -216,7 +231,7 @@ func (r *Responder) advance(a *announcement, now time.Time, sent bool) {
 		a.next = now.Add(r.opts.GratuitousInterval)
 	case r.opts.RefreshInterval > 0:
 		a.sent++
-		a.next = now.Add(r.opts.RefreshInterval)
+		a.next = now.Add(r.refreshPeriodLocked())
 	default:
 		delete(r.sched, a.addr)
 		return

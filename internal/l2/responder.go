@@ -41,6 +41,10 @@ const (
 	// defend it at most once per DEFEND_INTERVAL (10 s), so that two hosts
 	// configured with one address do not flood the LAN fighting for it.
 	DefaultDefendInterval = 10 * time.Second
+	// DefaultRefreshRate is the default bound on refreshed addresses per
+	// second: 20, so up to 1200 owned addresses keep the 60 s period and
+	// 10 000 are refreshed about every 8 minutes.
+	DefaultRefreshRate = 20
 	// DefaultGratuitousRate is the default bound on announcement frames
 	// per second and interface: 2000 frames/s is 1000 IPv4 addresses (two
 	// frames each) or 2000 IPv6 addresses a second, about 1.3 Mbit/s of
@@ -94,6 +98,11 @@ type Options struct {
 	// address stays owned, after the burst. 0 means DefaultRefreshInterval;
 	// a negative value disables the refresh.
 	RefreshInterval time.Duration
+	// RefreshRate bounds the addresses refreshed per second: with more
+	// than RefreshRate × RefreshInterval owned addresses, each is refreshed
+	// less often than every RefreshInterval. 0 means DefaultRefreshRate; a
+	// negative value means no bound.
+	RefreshRate int
 	// GratuitousRate bounds the announcement frames (bursts and refreshes,
 	// not Defend) sent on the interface, in frames per second, so that
 	// taking over thousands of addresses at once is not one instant storm
@@ -307,6 +316,9 @@ func newResponder(ifi *net.Interface, opts Options) *Responder {
 	}
 	if opts.DefendInterval == 0 {
 		opts.DefendInterval = DefaultDefendInterval
+	}
+	if opts.RefreshRate == 0 {
+		opts.RefreshRate = DefaultRefreshRate
 	}
 	if opts.GratuitousRate == 0 {
 		opts.GratuitousRate = DefaultGratuitousRate
@@ -726,7 +738,7 @@ func (r *Responder) SetOwned(addrs []netip.Addr) {
 		case r.opts.GratuitousCount > 0:
 			r.scheduleLocked(a, now)
 		case r.opts.RefreshInterval > 0:
-			r.scheduleLocked(a, now.Add(r.opts.RefreshInterval))
+			r.scheduleLocked(a, now.Add(r.refreshPeriodLocked()))
 		}
 	}
 	if len(added) > 0 {

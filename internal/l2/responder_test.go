@@ -710,3 +710,33 @@ func TestDefendRateLimited(t *testing.T) {
 		t.Fatal("defended with defences disabled")
 	}
 }
+
+// Refreshes of many owned addresses are spread so that at most RefreshRate
+// go out per second: 100 addresses at 20 per second are refreshed every
+// 5 s even with a 1 s RefreshInterval; a few keep the interval.
+func TestRefreshSpread(t *testing.T) {
+	f := newFakeResponder(t, Options{GratuitousCount: -1, RefreshInterval: time.Second, RefreshRate: 20})
+	var owned []netip.Addr
+	for i := range 100 {
+		owned = append(owned, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	f.SetOwned(owned[:5])
+	f.mu.Lock()
+	if got := f.refreshPeriodLocked(); got != time.Second {
+		t.Errorf("5 addresses: refresh every %s, want 1s", got)
+	}
+	f.mu.Unlock()
+	f.SetOwned(owned)
+	f.mu.Lock()
+	if got := f.refreshPeriodLocked(); got != 5*time.Second {
+		t.Errorf("100 addresses at 20/s: refresh every %s, want 5s", got)
+	}
+	f.mu.Unlock()
+	g := newFakeResponder(t, Options{GratuitousCount: -1, RefreshInterval: time.Second, RefreshRate: -1})
+	g.SetOwned(owned)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if got := g.refreshPeriodLocked(); got != time.Second {
+		t.Errorf("no bound: refresh every %s, want 1s", got)
+	}
+}
