@@ -10,15 +10,18 @@ CONTROLLER_GEN := $(TOOLS_CACHE)/controller-gen
 STATICCHECK    := $(TOOLS_CACHE)/staticcheck
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS      := -X github.com/herald-lb/herald/internal/cli.Version=$(VERSION)
+LAB_LDFLAGS  := -X github.com/herald-lb/herald/internal/labcli.Version=$(VERSION)
 FUZZTIME     ?= 15s
 
 .PHONY: all build generate verify-generated tools lint test test-short fuzz bench clean
 
 all: build
 
-## build: the herald binary in bin/
+## build: bin/herald (what Herald's image ships) and bin/herald-lab (the lab,
+## which runs bin/herald as Herald's image)
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/herald ./cmd/herald
+	$(GO) build -ldflags '$(LAB_LDFLAGS)' -o bin/herald-lab ./cmd/herald-lab
 
 $(CONTROLLER_GEN):
 	$(GO) -C hack/tools build -o $(TOOLS_CACHE)/ sigs.k8s.io/controller-tools/cmd/controller-gen

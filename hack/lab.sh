@@ -5,7 +5,7 @@
 # tutorial, literally: pool, policy, nginx, `kubectl expose`, EXTERNAL-IP
 # 192.168.10.75 and `curl` from a LAN client; then the traffic-policy part
 # with agnhost's /clientip. Every step checks what it shows. The lab stays
-# up for you to explore; `bin/herald lab down` removes it.
+# up for you to explore; `bin/herald-lab down` removes it.
 #
 #   hack/lab.sh
 #
@@ -29,10 +29,11 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export P
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
-herald=$PWD/bin/herald
-lab() { "$herald" lab "$@"; }
-kubectl() { "$herald" lab kubectl "$@"; }
-client() { "$herald" lab client -- "$@"; }
+# bin/herald-lab runs the lab; bin/herald, next to it, is Herald's image.
+herald_lab=$PWD/bin/herald-lab
+lab() { "$herald_lab" "$@"; }
+kubectl() { "$herald_lab" kubectl "$@"; }
+client() { "$herald_lab" client -- "$@"; }
 # wait_for DESCRIPTION TRIES COMMAND...: retry a check every 0.2 s.
 wait_for() {
 	local what=$1 tries=$2; shift 2
@@ -40,7 +41,7 @@ wait_for() {
 	fail "$what"
 }
 
-step "Building herald"
+step "Building herald and herald-lab"
 make -s build
 
 step "Bringing up the lab and installing Herald with its Helm chart (Talos preset)"
@@ -102,10 +103,10 @@ echo "endpoint may announce, so the \"Local gotcha\" (an announcing node that dr
 
 step "Done. The lab stays up; explore it:"
 cat <<'TXT'
-  bin/herald lab status
-  bin/herald lab client -- arp -n
-  bin/herald lab client -- curl http://192.168.10.75
-  bin/herald lab kubectl get leases -A
-  bin/herald lab node cp1 -- nft list ruleset
-  bin/herald lab down
+  bin/herald-lab status
+  bin/herald-lab client -- arp -n
+  bin/herald-lab client -- curl http://192.168.10.75
+  bin/herald-lab kubectl get leases -A
+  bin/herald-lab node cp1 -- nft list ruleset
+  bin/herald-lab down
 TXT

@@ -77,8 +77,9 @@ var (
 	restarts  = flag.Int("restarts", 5, "rolling restarts of the agent DaemonSet in BenchmarkRollingRestart")
 	rounds    = flag.Int("rounds", 40, "downloads of the big file per path in BenchmarkVIP")
 	requests  = flag.Int("requests", 2000, "small GETs per path in BenchmarkVIP")
-	keep      = flag.Bool("keep", false, "leave the lab running after the benchmarks, for inspection (herald lab --dir $TMPDIR/herald-lab-bench --prefix hlbench- …)")
-	heraldBin = flag.String("herald", "", "a herald binary to run the lab with (default: build ../../cmd/herald)")
+	keep      = flag.Bool("keep", false, "leave the lab running after the benchmarks, for inspection (herald-lab --dir $TMPDIR/herald-lab-bench --prefix hlbench- …)")
+	heraldBin = flag.String("herald", "", "the herald binary Herald's Pods run (default: build ../../cmd/herald)")
+	labBin    = flag.String("herald-lab", "", "the herald-lab binary that runs the lab (default: build ../../cmd/herald-lab)")
 )
 
 // env is the lab shared by the benchmarks of this binary.
@@ -117,7 +118,7 @@ func TestMain(m *testing.M) {
 
 func labOptions() lab.Options {
 	dir := filepath.Join(os.TempDir(), "herald-lab-bench")
-	return lab.Options{Dir: dir, Prefix: prefix, Herald: filepath.Join(dir, "herald")}
+	return lab.Options{Dir: dir, Prefix: prefix, Lab: filepath.Join(dir, "herald-lab"), Herald: filepath.Join(dir, "herald")}
 }
 
 // labEnv returns the lab, bringing it up on first use; it skips the
@@ -167,14 +168,20 @@ func setUp(b *testing.B) (*env, error) {
 	defer cancel()
 	start := time.Now()
 	var err error
-	if *heraldBin != "" {
-		if opts.Herald, err = filepath.Abs(*heraldBin); err != nil {
-			return nil, err
+	for _, bin := range []struct {
+		flag string
+		path *string
+		pkg  string
+	}{{*heraldBin, &opts.Herald, "../../cmd/herald"}, {*labBin, &opts.Lab, "../../cmd/herald-lab"}} {
+		if bin.flag != "" {
+			if *bin.path, err = filepath.Abs(bin.flag); err != nil {
+				return nil, err
+			}
+		} else if out, err := exec.CommandContext(ctx, "go", "build", "-o", *bin.path, bin.pkg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w\n%s", bin.pkg, err, out)
 		}
-		e.opts = opts
-	} else if out, err := exec.CommandContext(ctx, "go", "build", "-o", opts.Herald, "../../cmd/herald").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build herald: %w\n%s", err, out)
 	}
+	e.opts = opts
 	upLog, err := os.Create(filepath.Join(e.dir, "up.log"))
 	if err != nil {
 		return nil, err
@@ -223,7 +230,7 @@ func setUp(b *testing.B) (*env, error) {
 // failed, for its logs.
 func (e *env) tearDown(ok bool) error {
 	if *keep {
-		fmt.Fprintf(os.Stderr, "the lab keeps running: herald lab --dir %s --prefix %s status|kubectl|down\n", e.dir, prefix)
+		fmt.Fprintf(os.Stderr, "the lab keeps running: herald-lab --dir %s --prefix %s status|kubectl|down\n", e.dir, prefix)
 		return nil
 	}
 	err := lab.Down(e.opts, io.Discard)

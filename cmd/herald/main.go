@@ -1,5 +1,6 @@
-// Command herald is Herald's single binary: the LB-IPAM controller, and
-// (as they land) the node agent, the lab and the user CLI.
+// Command herald is the binary that Herald's image ships: the LB-IPAM
+// controller, the node agent and (as it lands) the user CLI. It holds only
+// what runs in a cluster or on a laptop; the lab is cmd/herald-lab.
 package main
 
 import (

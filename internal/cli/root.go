@@ -24,7 +24,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newControllerCommand(), newAgentCommand(), newLabCommand(), newVersionCommand())
+	root.AddCommand(newControllerCommand(), newAgentCommand(), newVersionCommand())
 	return root
 }
 

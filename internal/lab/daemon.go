@@ -27,7 +27,7 @@ const nodesReadyTimeout = 2 * time.Minute
 // podCIDRv6 is the IPv6 Pod CIDR of a lab with --ipv6; each node gets a /64.
 const podCIDRv6 = "fd00:10:244::/56"
 
-// RunDaemon is `herald lab daemon`: it builds the network, starts the
+// RunDaemon is `herald-lab daemon`: it builds the network, starts the
 // control plane, the KubePrism proxies and a kubelet per node, publishes
 // the lab's State once every node is Ready, and keeps all of it running
 // until ctx is done; then it stops the Pods, the control plane and removes
@@ -50,9 +50,9 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err != nil {
 		return err
 	}
-	herald, err := os.Executable()
+	self, herald, err := opts.binaries()
 	if err != nil {
-		return fmt.Errorf("locate the herald binary: %w", err)
+		return err
 	}
 	log.Info("lab: building the network", "nodes", len(topo.Nodes), "prefix", opts.Prefix)
 	if err := topo.Create(); err != nil {
@@ -118,6 +118,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 			PodNetNSPrefix: opts.Prefix + "pod-",
 			Interface:      "eth0",
 			Client:         env.Clientset(),
+			Lab:            self,
 			Herald:         herald,
 			Dir:            filepath.Join(opts.Dir, "nodes", node.Name),
 			Version:        kubeletVersion(env),

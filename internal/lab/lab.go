@@ -8,10 +8,14 @@
 // namespace on a LAN bridge (192.168.10.0/24, nodes from .215, a client at
 // .10) with a KubePrism-style proxy on localhost:7445 and a process kubelet
 // (internal/lab/kubelet); Herald is installed with its own Helm chart and
-// the Talos preset, its images running the local herald binary.
+// the Talos preset, its image running the local herald binary.
 //
-// The lab outlives the command that starts it: Up starts a daemon (`herald
-// lab daemon`, detached, logging to <dir>/lab.log) that owns every process
+// The lab is not part of the herald binary that runs in clusters: it is the
+// herald-lab command (cmd/herald-lab), which finds the herald binary next to
+// itself unless told otherwise (Options.Herald).
+//
+// The lab outlives the command that starts it: Up starts a daemon
+// (`herald-lab daemon`, detached, logging to <dir>/lab.log) that owns every process
 // and namespace, and waits until the cluster works. Down stops the daemon
 // and removes whatever a crashed one left; Up does the same first, so both
 // are idempotent.
@@ -53,10 +57,50 @@ type Options struct {
 	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN and makes Pods
 	// dual-stack.
 	IPv6 bool
-	// Herald is the herald binary that runs the daemon (and with it every
-	// Herald Pod); empty means this executable, which is right for the
-	// herald command and wrong for a test binary.
+	// Lab is the herald-lab binary that runs the daemon, the Pods' shim and
+	// the built-in images; empty means this executable, which is right for
+	// the herald-lab command and wrong for a test binary.
+	Lab string
+	// Herald is the herald binary that Herald's Pods run (Herald's image in
+	// the lab); empty means "herald" in the directory of Lab.
 	Herald string
+}
+
+// HeraldName is the file name of the herald binary that Options.Herald
+// defaults to, next to the herald-lab binary.
+const HeraldName = "herald"
+
+// binaries returns the absolute paths of the herald-lab and herald
+// binaries o names (see Options), and an error that says what to do when
+// the herald binary is missing.
+func (o Options) binaries() (lab, herald string, err error) {
+	lab = o.Lab
+	if lab == "" {
+		if lab, err = os.Executable(); err != nil {
+			return "", "", fmt.Errorf("locate the herald-lab binary: %w", err)
+		}
+	}
+	if lab, err = filepath.Abs(lab); err != nil {
+		return "", "", fmt.Errorf("locate the herald-lab binary: %w", err)
+	}
+	herald = o.Herald
+	if herald == "" {
+		herald = filepath.Join(filepath.Dir(lab), HeraldName)
+	}
+	if herald, err = filepath.Abs(herald); err != nil {
+		return "", "", fmt.Errorf("locate the herald binary: %w", err)
+	}
+	info, err := os.Stat(herald)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", "", fmt.Errorf("the lab runs Herald's image from the herald binary, and there is none at %s: "+
+			"build it next to herald-lab (`make build` writes bin/herald and bin/herald-lab) or name it with --herald or $HERALD_LAB_HERALD", herald)
+	case err != nil:
+		return "", "", fmt.Errorf("the herald binary for Herald's image: %w", err)
+	case info.IsDir() || info.Mode().Perm()&0o111 == 0:
+		return "", "", fmt.Errorf("the herald binary for Herald's image, %s, is not an executable file", herald)
+	}
+	return lab, herald, nil
 }
 
 func (o Options) withDefaults() Options {
@@ -92,7 +136,7 @@ func ReadState(dir string) (State, error) {
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return State{}, fmt.Errorf("no lab is running in %s (start one with `herald lab up`)", dir)
+			return State{}, fmt.Errorf("no lab is running in %s (start one with `herald-lab up`)", dir)
 		}
 		return State{}, fmt.Errorf("read lab state: %w", err)
 	}
@@ -101,7 +145,7 @@ func ReadState(dir string) (State, error) {
 		return State{}, fmt.Errorf("lab state %s: %w", filepath.Join(dir, stateFile), err)
 	}
 	if !alive(s.PID) {
-		return State{}, fmt.Errorf("the lab in %s has stopped (its daemon, pid %d, is gone; see %s; `herald lab up` starts it again)",
+		return State{}, fmt.Errorf("the lab in %s has stopped (its daemon, pid %d, is gone; see %s; `herald-lab up` starts it again)",
 			dir, s.PID, filepath.Join(dir, logFile))
 	}
 	return s, nil
@@ -119,8 +163,9 @@ func writeState(dir string, s State) error {
 	return os.Rename(tmp, filepath.Join(dir, stateFile))
 }
 
-// alive reports whether pid is a running herald lab daemon (not a recycled
-// PID of something else).
+// alive reports whether pid is a running lab daemon (not a recycled PID of
+// something else): `herald-lab daemon`, or `herald lab daemon` as binaries
+// before herald-lab started it, so that Down still stops such a lab.
 func alive(pid int) bool {
 	if pid <= 0 {
 		return false
@@ -130,7 +175,8 @@ func alive(pid int) bool {
 		return false
 	}
 	args := strings.Split(string(cmdline), "\x00")
-	return len(args) > 2 && args[1] == "lab" && args[2] == "daemon" && syscall.Kill(pid, 0) == nil
+	daemon := len(args) > 1 && args[1] == "daemon" || len(args) > 2 && args[1] == "lab" && args[2] == "daemon"
+	return daemon && syscall.Kill(pid, 0) == nil
 }
 
 // daemonPID returns the PID recorded in dir, if that daemon still runs.

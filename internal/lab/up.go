@@ -38,12 +38,16 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 		if s, err := ReadState(opts.Dir); err == nil {
 			fmt.Fprintf(out, "The lab in %s is already up (daemon pid %d).\n", opts.Dir, s.PID)
 			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 {
-				fmt.Fprintf(out, "It has %d nodes (IPv6: %v), not what was asked; `herald lab down` first to change that.\n",
+				fmt.Fprintf(out, "It has %d nodes (IPv6: %v), not what was asked; `herald-lab down` first to change that.\n",
 					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid())
 			}
 			return s, installHerald(ctx, s, chart, out)
 		}
 		// A daemon that is not up yet, or stuck: start over.
+	}
+	self, herald, err := opts.binaries()
+	if err != nil {
+		return State{}, err
 	}
 	if err := Down(opts, out); err != nil {
 		return State{}, err
@@ -55,20 +59,13 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return State{}, fmt.Errorf("lab directory: %w", err)
 	}
-	self := opts.Herald
-	if self == "" {
-		var err error
-		if self, err = os.Executable(); err != nil {
-			return State{}, fmt.Errorf("locate the herald binary: %w", err)
-		}
-	}
 	logPath := filepath.Join(opts.Dir, logFile)
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return State{}, fmt.Errorf("lab log: %w", err)
 	}
 	defer logf.Close()
-	args := []string{"lab", "daemon", "--dir", opts.Dir, "--prefix", opts.Prefix, "--nodes", strconv.Itoa(opts.Nodes)}
+	args := []string{"daemon", "--dir", opts.Dir, "--prefix", opts.Prefix, "--nodes", strconv.Itoa(opts.Nodes), "--herald", herald}
 	if opts.IPv6 {
 		args = append(args, "--ipv6")
 	}
@@ -104,7 +101,8 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 }
 
 // installHerald installs Herald with helm, the Talos preset and the lab's
-// image (the local herald binary), and waits for its Pods.
+// image (the local herald binary, see Options.Herald), and waits for its
+// Pods.
 func installHerald(ctx context.Context, s State, chart string, out io.Writer) error {
 	if chart == "" {
 		var err error

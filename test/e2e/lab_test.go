@@ -32,8 +32,9 @@ type labEnv struct {
 	env  []string
 }
 
-func (l *labEnv) herald(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(l.root, "bin", "herald"), append([]string{"lab"}, args...)...)
+// lab runs bin/herald-lab with args in the test's lab.
+func (l *labEnv) lab(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(l.root, "bin", "herald-lab"), args...)
 	cmd.Env = l.env
 	cmd.Dir = l.root
 	out, err := cmd.CombinedOutput()
@@ -42,7 +43,7 @@ func (l *labEnv) herald(args ...string) (string, error) {
 
 func (l *labEnv) kubectl(args ...string) string {
 	l.t.Helper()
-	out, err := l.herald(append([]string{"kubectl"}, args...)...)
+	out, err := l.lab(append([]string{"kubectl"}, args...)...)
 	if err != nil {
 		l.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -50,7 +51,7 @@ func (l *labEnv) kubectl(args ...string) string {
 }
 
 func (l *labEnv) client(args ...string) (string, error) {
-	return l.herald(append([]string{"client", "--"}, args...)...)
+	return l.lab(append([]string{"client", "--"}, args...)...)
 }
 
 // eventually retries cond every 100 ms for up to timeout.
@@ -87,11 +88,11 @@ func newLab(t *testing.T, prefix string) *labEnv {
 	l := &labEnv{t: t, root: root, dir: t.TempDir()}
 	l.env = append(os.Environ(), "HERALD_LAB_DIR="+l.dir, "HERALD_LAB_PREFIX="+prefix)
 	t.Cleanup(func() {
-		if out, err := l.herald("down"); err != nil {
-			t.Errorf("herald lab down: %v\n%s", err, out)
+		if out, err := l.lab("down"); err != nil {
+			t.Errorf("herald-lab down: %v\n%s", err, out)
 		}
 		if out, _ := labnet.IP("netns", "list"); strings.Contains(out, prefix) {
-			t.Errorf("namespaces left after herald lab down:\n%s", out)
+			t.Errorf("namespaces left after herald-lab down:\n%s", out)
 		}
 	})
 	return l
@@ -171,7 +172,7 @@ func TestTutorial(t *testing.T) {
 	t.Run("an unknown image says why in the Pod's status", func(t *testing.T) {
 		l.kubectl("create", "deployment", "cache", "--image=redis:7")
 		eventually(t, 60*time.Second, "ErrImagePull with the reason", func() (bool, string) {
-			out, _ := l.herald("kubectl", "get", "pods", "-l", "app=cache", "-o",
+			out, _ := l.lab("kubectl", "get", "pods", "-l", "app=cache", "-o",
 				`jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}: {.items[0].status.containerStatuses[0].state.waiting.message}`)
 			return strings.HasPrefix(out, "ErrImagePull: ") && strings.Contains(out, `image "redis:7": not a built-in program`), out
 		})
@@ -188,6 +189,10 @@ func TestTutorial(t *testing.T) {
 		const want = "0000000000003000"
 		for _, id := range ids {
 			pid := strings.TrimPrefix(id, "herald-lab://")
+			// The agent is the shipped binary (Herald's image), not herald-lab.
+			if exe, err := os.Readlink("/proc/" + pid + "/exe"); err != nil || exe != filepath.Join(root, "bin", "herald") {
+				t.Errorf("agent pid %s runs %q (%v), want bin/herald", pid, exe, err)
+			}
 			status, err := os.ReadFile("/proc/" + pid + "/status")
 			if err != nil {
 				t.Fatal(err)
@@ -340,8 +345,8 @@ func TestIPv6Lab(t *testing.T) {
 	if out, err := exec.Command("make", "-C", root, "-s", "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
-	if out, err := l.herald("up", "--ipv6", "--nodes", "2"); err != nil {
-		t.Fatalf("herald lab up --ipv6: %v\n%s", err, out)
+	if out, err := l.lab("up", "--ipv6", "--nodes", "2"); err != nil {
+		t.Fatalf("herald-lab up --ipv6: %v\n%s", err, out)
 	}
 	pool := filepath.Join(t.TempDir(), "pool.yaml")
 	if err := os.WriteFile(pool, []byte(`apiVersion: herald.dev/v1alpha1
@@ -366,7 +371,7 @@ spec:
 	l.kubectl("expose", "deployment", "nginx", "--type=LoadBalancer", "--port=80")
 	l.kubectl("patch", "svc", "nginx", "-p", `{"spec":{"ipFamilyPolicy":"PreferDualStack"}}`)
 	eventually(t, 30*time.Second, "EXTERNAL-IP of both families", func() (bool, string) {
-		out, _ := l.herald("kubectl", "get", "svc", "nginx", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+		out, _ := l.lab("kubectl", "get", "svc", "nginx", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
 		return out == "192.168.10.75 fd00:10::75", out
 	})
 	for _, url := range []string{"http://192.168.10.75/", "http://[fd00:10::75]/"} {

@@ -4,9 +4,10 @@
 // The lab runs a Kubernetes cluster on one machine without a container
 // runtime: a process kubelet runs each Pod's containers as local processes.
 // There is no image to pull and no filesystem to unpack, so the few images the
-// lab supports are programs compiled into the herald binary itself. Resolve
-// turns a container's image, command and args into the argv to exec, and Run
-// is what `herald lab builtin NAME ARGS...` calls to run a built-in program.
+// lab supports are programs compiled into the herald-lab binary, plus Herald's
+// own image, which is the herald binary. Resolve turns a container's image,
+// command and args into the argv to exec, and Run is what `herald-lab builtin
+// NAME ARGS...` calls to run a built-in program.
 package images
 
 import (
@@ -25,8 +26,17 @@ var ErrUnknownImage = errors.New("not a built-in program of the Herald lab")
 // end up in Pod status, so a user sees what they could have used instead.
 const knownImages = "nginx, agnhost, herald"
 
+// Binaries are the programs that the lab's images run.
+type Binaries struct {
+	// Lab is the absolute path of the herald-lab binary, which runs the
+	// built-in programs (`herald-lab builtin NAME`).
+	Lab string
+	// Herald is the absolute path of the herald binary: Herald's image.
+	Herald string
+}
+
 // Resolve returns the argv that runs a container of image with the Pod's
-// command and args, herald being the absolute path of the herald binary.
+// command and args, with the programs in bins.
 //
 // Only the image's repository name (its last path element) matters; the
 // registry, tag and digest are ignored, so "nginx", "nginx:1.27" and
@@ -42,11 +52,11 @@ const knownImages = "nginx, agnhost, herald"
 //     flags. The image's entrypoint is /agnhost, so a command of /agnhost or
 //     agnhost is dropped; with neither command nor args it runs `pause`,
 //     the image's default.
-//   - herald runs the herald binary itself, whose image entrypoint is herald:
-//     a command of herald (any path) is replaced by the binary.
+//   - herald runs the herald binary (bins.Herald), whose image entrypoint is
+//     /herald: a command of herald (any path) is replaced by the binary.
 //
 // Any other image yields an error wrapping ErrUnknownImage.
-func Resolve(image string, command, args []string, herald string) ([]string, error) {
+func Resolve(image string, command, args []string, bins Binaries) ([]string, error) {
 	argv := append(slices.Clone(command), args...)
 	repo := repository(image)
 	unsupported := func() error {
@@ -57,7 +67,7 @@ func Resolve(image string, command, args []string, herald string) ([]string, err
 		if len(argv) > 0 && path.Base(argv[0]) != "nginx" {
 			return nil, unsupported()
 		}
-		return []string{herald, "lab", "builtin", "nginx"}, nil
+		return []string{bins.Lab, "builtin", "nginx"}, nil
 	case "agnhost":
 		switch {
 		case len(command) > 0 && path.Base(command[0]) != "agnhost":
@@ -67,7 +77,7 @@ func Resolve(image string, command, args []string, herald string) ([]string, err
 		case len(args) == 0:
 			argv = []string{"pause"}
 		}
-		return append([]string{herald, "lab", "builtin", "agnhost"}, argv...), nil
+		return append([]string{bins.Lab, "builtin", "agnhost"}, argv...), nil
 	case "herald":
 		if len(command) > 0 {
 			if path.Base(command[0]) != "herald" {
@@ -75,7 +85,7 @@ func Resolve(image string, command, args []string, herald string) ([]string, err
 			}
 			argv = argv[1:]
 		}
-		return append([]string{herald}, argv...), nil
+		return append([]string{bins.Herald}, argv...), nil
 	}
 	return nil, fmt.Errorf("image %q: %w (known: %s)", image, ErrUnknownImage, knownImages)
 }

@@ -16,10 +16,14 @@ import (
 	"time"
 )
 
-const bin = "/usr/local/bin/herald"
+const (
+	bin    = "/usr/local/bin/herald"
+	labBin = "/usr/local/bin/herald-lab"
+)
 
 func TestResolve(t *testing.T) {
-	builtin := func(args ...string) []string { return append([]string{bin, "lab", "builtin"}, args...) }
+	bins := Binaries{Lab: labBin, Herald: bin}
+	builtin := func(args ...string) []string { return append([]string{labBin, "builtin"}, args...) }
 	tests := []struct {
 		image         string
 		command, args []string
@@ -53,7 +57,7 @@ func TestResolve(t *testing.T) {
 		{image: "", unknown: true},
 	}
 	for _, tt := range tests {
-		got, err := Resolve(tt.image, tt.command, tt.args, bin)
+		got, err := Resolve(tt.image, tt.command, tt.args, bins)
 		switch {
 		case tt.want != nil && (err != nil || !slices.Equal(got, tt.want)):
 			t.Errorf("Resolve(%q, %q, %q) = %q, %v; want %q", tt.image, tt.command, tt.args, got, err, tt.want)
@@ -66,7 +70,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestResolveUnknownMessage(t *testing.T) {
-	_, err := Resolve("redis:7", nil, nil, bin)
+	_, err := Resolve("redis:7", nil, nil, Binaries{Lab: labBin, Herald: bin})
 	want := `image "redis:7": not a built-in program of the Herald lab (known: nginx, agnhost, herald)`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v; want %s", err, want)

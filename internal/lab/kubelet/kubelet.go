@@ -75,7 +75,10 @@ type Config struct {
 	Interface string
 	// Client talks to the API server.
 	Client kubernetes.Interface
-	// Herald is the herald binary: the shim and the built-in images.
+	// Lab is the herald-lab binary: the shim (`herald-lab shim`) and the
+	// built-in images (`herald-lab builtin`).
+	Lab string
+	// Herald is the herald binary, which Herald's image runs.
 	Herald string
 	// Dir holds the node's Pod directories (volumes and logs).
 	Dir string
@@ -110,8 +113,8 @@ func New(cfg Config) (*Kubelet, error) {
 		return nil, fmt.Errorf("kubelet %s: no network namespace or interface", cfg.NodeName)
 	case cfg.Client == nil:
 		return nil, fmt.Errorf("kubelet %s: no API client", cfg.NodeName)
-	case cfg.Herald == "" || cfg.Dir == "":
-		return nil, fmt.Errorf("kubelet %s: no herald binary or directory", cfg.NodeName)
+	case cfg.Lab == "" || cfg.Herald == "" || cfg.Dir == "":
+		return nil, fmt.Errorf("kubelet %s: no herald-lab binary, herald binary or directory", cfg.NodeName)
 	}
 	if cfg.PodNetNSPrefix == "" {
 		cfg.PodNetNSPrefix = cfg.NetNS + "-pod-"

@@ -145,7 +145,7 @@ func TestResolvePort(t *testing.T) {
 func TestShimArgs(t *testing.T) {
 	s := Shim{NetNS: "/run/netns/x", Hostname: "web-1", Mounts: []string{"/a:/b:ro"}, Capabilities: []string{"NET_RAW"},
 		NoNewPrivs: true, WorkingDir: "/w", Argv: []string{"/bin/herald", "agent", "--flag"}}
-	want := []string{"lab", "shim", "--netns", "/run/netns/x", "--hostname", "web-1", "--mount", "/a:/b:ro",
+	want := []string{"shim", "--netns", "/run/netns/x", "--hostname", "web-1", "--mount", "/a:/b:ro",
 		"--caps", "NET_RAW", "--no-new-privs", "--workdir", "/w", "--", "/bin/herald", "agent", "--flag"}
 	if got := s.Args(); !slices.Equal(got, want) {
 		t.Errorf("Args = %v\nwant %v", got, want)

@@ -37,9 +37,9 @@ type Shim struct {
 	Argv []string
 }
 
-// Args renders s as the command-line arguments of `herald lab shim`.
+// Args renders s as the command-line arguments of `herald-lab shim`.
 func (s Shim) Args() []string {
-	args := []string{"lab", "shim", "--netns", s.NetNS, "--hostname", s.Hostname}
+	args := []string{"shim", "--netns", s.NetNS, "--hostname", s.Hostname}
 	for _, m := range s.Mounts {
 		args = append(args, "--mount", m)
 	}

@@ -296,7 +296,8 @@ func (w *podWorker) prepare(ctx context.Context, spec *corev1.Container) ([]stri
 		}
 		return out
 	}
-	argv, err := images.Resolve(spec.Image, expandAll(spec.Command), expandAll(spec.Args), w.k.cfg.Herald)
+	argv, err := images.Resolve(spec.Image, expandAll(spec.Command), expandAll(spec.Args),
+		images.Binaries{Lab: w.k.cfg.Lab, Herald: w.k.cfg.Herald})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -345,7 +346,7 @@ func (w *podWorker) start(ctx context.Context, c *container, argv, env []string)
 	if err != nil {
 		return fmt.Errorf("log file: %w", err)
 	}
-	cmd := exec.Command(w.k.cfg.Herald, shim.Args()...)
+	cmd := exec.Command(w.k.cfg.Lab, shim.Args()...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -364,8 +365,8 @@ func (w *podWorker) start(ctx context.Context, c *container, argv, env []string)
 	c.running, c.waiting, c.ready = true, nil, false
 	c.startAt = metav1.Now()
 	c.image = filepath.Base(argv[0])
-	if len(argv) > 3 && argv[1] == "lab" && argv[2] == "builtin" {
-		c.image = argv[3]
+	if len(argv) > 2 && argv[1] == "builtin" {
+		c.image = argv[2]
 	}
 	w.logger().Info("kubelet: container started", "container", spec.Name, "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 

@@ -1,8 +1,13 @@
-package cli
+// Package labcli holds the herald-lab command tree (cobra): the lab's
+// commands (up, status, down, client, node, kubectl) and the hidden ones the
+// lab runs itself (daemon, shim, builtin). Each parses flags and hands off
+// to internal/lab.
+package labcli
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,20 +20,28 @@ import (
 	"github.com/herald-lb/herald/internal/lab/kubelet"
 )
 
-func newLabCommand() *cobra.Command {
+// Version is set at build time with -ldflags "-X .../internal/labcli.Version=…".
+var Version = "dev"
+
+// NewRoot returns the herald-lab root command with every subcommand.
+func NewRoot() *cobra.Command {
 	opts := lab.Options{}
 	cmd := &cobra.Command{
-		Use:   "lab",
+		Use:   "herald-lab",
 		Short: "A Kubernetes cluster in network namespaces on this machine, with Herald installed (root only)",
-		Long: `herald lab runs the Talos tutorial on one Linux machine, as root, without
+		Long: `herald-lab runs the Talos tutorial on one Linux machine, as root, without
 containers or VMs: etcd, kube-apiserver, kube-controller-manager and
 kube-scheduler (built from pinned modules), N nodes in network namespaces on
 a LAN bridge (192.168.10.0/24, nodes from .215) with a KubePrism-style proxy
 on localhost:7445 and a process kubelet each, a LAN client (192.168.10.10),
-and Herald installed with its Helm chart and the Talos preset.`,
+and Herald installed with its Helm chart and the Talos preset. Herald's image
+is the herald binary next to herald-lab (or --herald).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 	}
 	cmd.PersistentFlags().StringVar(&opts.Dir, "dir", envOr("HERALD_LAB_DIR", lab.DefaultDir), "the lab's state directory ($HERALD_LAB_DIR)")
 	cmd.PersistentFlags().StringVar(&opts.Prefix, "prefix", envOr("HERALD_LAB_PREFIX", lab.DefaultPrefix), "prefix of the lab's network namespace names ($HERALD_LAB_PREFIX)")
+	heraldHelp := "the herald binary that runs as Herald's image ($HERALD_LAB_HERALD; default: herald next to herald-lab)"
 
 	var chart string
 	up := &cobra.Command{
@@ -47,15 +60,16 @@ and Herald installed with its Helm chart and the Talos preset.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), `
-Try: herald lab kubectl get nodes -o wide
-     herald lab client -- ip neigh
-     herald lab down`)
+Try: herald-lab kubectl get nodes -o wide
+     herald-lab client -- ip neigh
+     herald-lab down`)
 			return nil
 		},
 	}
 	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
 	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
+	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 
 	daemon := &cobra.Command{
 		Use:    "daemon",
@@ -65,15 +79,13 @@ Try: herald lab kubectl get nodes -o wide
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log, err := newLogger("info", "text")
-			if err != nil {
-				return err
-			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			return lab.RunDaemon(ctx, opts, log)
 		},
 	}
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
+	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 
 	status := &cobra.Command{
 		Use:   "status",
@@ -171,7 +183,17 @@ Try: herald lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, shimCmd, builtin)
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "Print herald-lab's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), Version)
+			return err
+		},
+	}
+
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, shimCmd, builtin, version)
 	return cmd
 }
 
