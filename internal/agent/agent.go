@@ -238,9 +238,10 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	}
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
-		// Nothing reads managedFields; they are often the bulk of an
-		// object, so with thousands of Services they are the cache.
-		DefaultTransform: cache.TransformStripManagedFields(),
+		// Nothing reads managedFields, kubectl's last-applied
+		// annotation or the endpoints' targetRefs; with thousands of
+		// Services they would be most of the cache (trimForCache).
+		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			// Only this node's Node object: its labels feed nodeSelectors
 			// and the exclude label, its addresses find the LAN.
