@@ -12,8 +12,16 @@ VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo
 LDFLAGS      := -X github.com/herald-lb/herald/internal/cli.Version=$(VERSION)
 LAB_LDFLAGS  := -X github.com/herald-lb/herald/internal/labcli.Version=$(VERSION)
 FUZZTIME     ?= 15s
+# The image: every timestamp in it is the commit's time, so two builds of
+# one commit give one digest. Its tag is VERSION without a leading v (the
+# chart's appVersion form).
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+REGISTRY          ?= ghcr.io/herald-lb
+IMAGE_TAG         ?= $(patsubst v%,%,$(VERSION))
+IMAGE_FLAGS        = -version $(VERSION) -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
-.PHONY: all build generate verify-generated tools lint test test-short fuzz bench clean
+.PHONY: all build image image-push generate verify-generated tools lint test test-short fuzz bench clean
 
 all: build
 
@@ -22,6 +30,16 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/herald ./cmd/herald
 	$(GO) build -ldflags '$(LAB_LDFLAGS)' -o bin/herald-lab ./cmd/herald-lab
+
+## image: Herald's image (linux/amd64 + linux/arm64, static herald at /herald)
+## as an OCI layout in bin/image and an OCI archive bin/herald-image.tar
+image:
+	$(GO) run ./hack/image $(IMAGE_FLAGS) -tag $(IMAGE_TAG) -layout bin/image -tarball bin/herald-image.tar
+
+## image-push: build the image and push it to $(REGISTRY)/herald:$(IMAGE_TAG)
+## (credentials from the Docker config: docker login or a credential helper)
+image-push:
+	$(GO) run ./hack/image $(IMAGE_FLAGS) -push $(REGISTRY)/herald:$(IMAGE_TAG)
 
 $(CONTROLLER_GEN):
 	$(GO) -C hack/tools build -o $(TOOLS_CACHE)/ sigs.k8s.io/controller-tools/cmd/controller-gen
