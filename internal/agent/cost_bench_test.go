@@ -6,8 +6,13 @@ package agent_test
 //
 //	go test -run '^$' -bench AgentCost -benchtime 1x -timeout 60m ./internal/agent/
 //
-// HERALD_PPROF_DIR=dir also saves a 10 s CPU profile of the busiest agent
-// for each phase (the agents serve /debug/pprof on their node's loopback).
+// HERALD_PPROF_DIR=dir also saves a CPU profile of the first node's agent
+// for each phase (the agents serve /debug/pprof on their node's loopback),
+// and a heap profile after the idle phase. HERALD_COST_SECONDS sets the
+// length of each phase (default 10; the CPU figures are counted in clock
+// ticks of 10 ms, so a few millicores need 30 s or more).
+// HERALD_AGENT_FLAGS adds flags to every agent (e.g. "--heartbeat-interval
+// 100ms --dead-after 4").
 
 import (
 	"context"
@@ -64,10 +69,14 @@ func agentCost(b *testing.B, n int) {
 	kcs, key := c.processSetup(shared.Env(b).KubeconfigPath)
 	procs := map[string]*agentProcess{}
 	pprofDir := os.Getenv("HERALD_PPROF_DIR")
+	seconds := 10
+	if v, err := strconv.Atoi(os.Getenv("HERALD_COST_SECONDS")); err == nil && v > 0 {
+		seconds = v
+	}
 	for _, node := range nodes {
-		var extra []string
+		extra := strings.Fields(os.Getenv("HERALD_AGENT_FLAGS"))
 		if pprofDir != "" {
-			extra = []string{"--pprof-addr", "127.0.0.1:6060"}
+			extra = append(extra, "--pprof-addr", "127.0.0.1:6060")
 		}
 		procs[node] = c.startAgentProcess(node, kcs[node], key, extra...)
 	}
@@ -114,31 +123,37 @@ func agentCost(b *testing.B, n int) {
 	time.Sleep(5 * time.Second) // let the start-up settle
 
 	measure := func(phase string, during func(stop <-chan struct{})) {
-		cpu0 := map[string]float64{}
+		cpu0, user0 := map[string]float64{}, map[string]float64{}
 		for node, p := range procs {
 			cpu0[node] = cpuSeconds(b, p.cmd.Process.Pid)
+			user0[node] = userSeconds(b, p.cmd.Process.Pid)
 		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		if during != nil {
 			wg.Go(func() { during(stop) })
 		}
+		t0 := time.Now()
 		if pprofDir != "" {
-			c.saveProfile(pprofDir, fmt.Sprintf("agent-%d-%s.pprof", n, phase), nodes[0], 10)
+			c.saveProfile(pprofDir, fmt.Sprintf("agent-%d-%s.pprof", n, phase), nodes[0], seconds)
 		} else {
-			time.Sleep(10 * time.Second)
+			time.Sleep(time.Duration(seconds) * time.Second)
 		}
-		wall := 10.0
+		wall := time.Since(t0).Seconds()
 		close(stop)
 		wg.Wait()
-		busiest, rss := 0.0, 0.0
+		busiest, user, rss := 0.0, 0.0, 0.0
 		for node, p := range procs {
-			busiest = max(busiest, (cpuSeconds(b, p.cmd.Process.Pid)-cpu0[node])/wall)
+			if cpu := (cpuSeconds(b, p.cmd.Process.Pid) - cpu0[node]) / wall; cpu > busiest {
+				busiest, user = cpu, (userSeconds(b, p.cmd.Process.Pid)-user0[node])/wall
+			}
 			rss = max(rss, rssMiB(b, p.cmd.Process.Pid))
 		}
 		b.ReportMetric(busiest*1000, phase+"-millicores")
+		b.ReportMetric(user*1000, phase+"-user-millicores")
 		b.ReportMetric(rss, phase+"-MiB")
-		b.Logf("%d Services, %s: busiest agent %.1f millicores, largest RSS %.0f MiB", n, phase, busiest*1000, rss)
+		b.Logf("%d Services, %s (%.0f s): busiest agent %.1f millicores (user %.1f, system %.1f), largest RSS %.0f MiB",
+			n, phase, wall, busiest*1000, user*1000, (busiest-user)*1000, rss)
 	}
 	measure("idle", nil)
 	if pprofDir != "" {

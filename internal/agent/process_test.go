@@ -96,6 +96,9 @@ func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string, extra ...s
 	args := append([]string{"netns", "exec", c.lan.Namespace(node), herald(c.t), "agent",
 		"--node-name", node, "--kubeconfig", kubeconfig, "--key-file", keyFile, "--metrics-addr", ""}, extra...)
 	cmd := exec.Command("ip", args...)
+	// HERALD_AGENT_ENV adds environment variables to every agent (e.g.
+	// "GOMAXPROCS=1 GOGC=50"), for the benchmarks.
+	cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("HERALD_AGENT_ENV"))...)
 	cmd.Stdout = c.agentLog
 	cmd.Stderr = c.agentLog
 	if cmd.Stdout == nil {
@@ -230,6 +233,19 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 	utime, _ := strconv.ParseFloat(rest[11], 64)
 	stime, _ := strconv.ParseFloat(rest[12], 64)
 	return (utime + stime) / 100
+}
+
+// userSeconds is the user part of cpuSeconds.
+func userSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := string(b)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(rest[11], 64)
+	return utime / 100
 }
 
 // BenchmarkARPFlood: one op = 5 s of ARP requests for 100 addresses nobody

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -47,6 +48,15 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			}
 			klog.SetSlogLogger(log)
 			ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
+			if os.Getenv("GOMAXPROCS") == "" {
+				// The agent waits for frames and timers, tens of times a
+				// second, and rarely computes. With one P a wake-up runs
+				// on the thread that was woken; with more, the runtime
+				// also wakes a second thread to look for work, which
+				// doubled the kernel time of an idle agent (see
+				// docs/benchmarks.md, "Agent cost"). GOMAXPROCS overrides.
+				runtime.GOMAXPROCS(1)
+			}
 			if opts.NodeName == "" {
 				opts.NodeName = os.Getenv("NODE_NAME")
 			}
