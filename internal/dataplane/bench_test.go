@@ -9,9 +9,32 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/herald-lb/herald/internal/netnstest"
 )
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU starts counting the CPU time the process uses; the function
+// it returns, called after the loop, reports it per op as cpu-ns/op. On a
+// shared machine wall time per op measures the other jobs too; the
+// process's CPU time (its own, the garbage collector's and the kernel's
+// on its behalf, such as nf_tables applying a batch) measures the call.
+func reportCPU(b *testing.B) func() {
+	b.Helper()
+	start := cpuTime()
+	return func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }
+}
 
 // benchServices returns n services with 3 endpoints each, half of them
 // Local, in Key order (as the agent passes them).
@@ -93,12 +116,14 @@ func BenchmarkTableAtScale(b *testing.B) {
 			runtime.KeepAlive(svcs)
 
 			b.Run("full", func(b *testing.B) {
+				defer reportCPU(b)()
 				for b.Loop() {
 					tbl.forceFull()
 					benchSync(b, tbl, svcs)
 				}
 			})
 			b.Run("unchanged", func(b *testing.B) {
+				defer reportCPU(b)()
 				for b.Loop() {
 					benchSync(b, tbl, svcs)
 				}
@@ -115,6 +140,7 @@ func BenchmarkTableAtScale(b *testing.B) {
 			}
 			for _, k := range []int{1, 50} {
 				b.Run(fmt.Sprintf("%d-changed", k), func(b *testing.B) {
+					defer reportCPU(b)()
 					i := 0
 					for b.Loop() {
 						for range k {
@@ -137,6 +163,7 @@ func BenchmarkTableAtScale(b *testing.B) {
 					Endpoints: []Endpoint{{Addr: netip.MustParseAddr("10.244.9.1"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.2"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.3"), Port: 8080}}}
 				with := append(slices.Clip(svcs), extra)
 				add := true
+				cpu := reportCPU(b)
 				for b.Loop() {
 					if add {
 						benchSync(b, tbl, with)
@@ -145,7 +172,95 @@ func BenchmarkTableAtScale(b *testing.B) {
 					}
 					add = !add
 				}
+				cpu()
 				benchSync(b, tbl, svcs)
+			})
+			b.Run("held", func(b *testing.B) {
+				for b.Loop() {
+				}
+				b.ReportMetric(held/(1<<20), "MiB-held")
+				b.ReportMetric(0, "ns/op")
+			})
+		})
+	}
+}
+
+func benchUpdate(b *testing.B, tbl *Table, groups map[string][]Service) {
+	b.Helper()
+	if err := tbl.Update(context.Background(), groups); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkUpdateAtScale measures one Table.Update of one group (one
+// service × 3 endpoints, as the agent makes one group per Kubernetes
+// Service) among N: its endpoints changed, nothing changed, the group
+// added or removed (alternately); and the memory a Table holds for N
+// groups. Unlike a Sync's, the Go side of an Update does not grow with N:
+// compare 1-group-changed with BenchmarkTableAtScale's 1-changed.
+func BenchmarkUpdateAtScale(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			svcs := benchServices(n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			tbl := benchTable(b)
+			groups := make(map[string][]Service, n)
+			for i := range svcs {
+				groups[svcs[i].Key] = svcs[i : i+1]
+			}
+			benchUpdate(b, tbl, groups)
+			clear(groups)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			held := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+			runtime.KeepAlive(svcs)
+
+			one := func(i int) map[string][]Service { return map[string][]Service{svcs[i].Key: svcs[i : i+1]} }
+			b.Run("1-group-changed", func(b *testing.B) {
+				b.ReportAllocs()
+				cpu := reportCPU(b)
+				i := 0
+				for b.Loop() {
+					flipEndpoint(svcs, i%n)
+					benchUpdate(b, tbl, one(i%n))
+					i += 7
+				}
+				cpu()
+				for i := range svcs { // back to the original endpoints
+					if e := &svcs[i].Endpoints[2]; e.Port >= 9000 {
+						e.Port -= 1000
+						benchUpdate(b, tbl, one(i))
+					}
+				}
+			})
+			b.Run("1-group-unchanged", func(b *testing.B) {
+				b.ReportAllocs()
+				defer reportCPU(b)()
+				i := 0
+				for b.Loop() {
+					benchUpdate(b, tbl, one(i%n))
+					i += 7
+				}
+			})
+			b.Run("1-group-added-or-removed", func(b *testing.B) {
+				b.ReportAllocs()
+				extra := map[string][]Service{"ns/svc-99999": {{Key: "ns/svc-99999:http/TCP", VIP: netip.MustParseAddr("10.97.0.1"), Port: 80, Protocol: "TCP",
+					Endpoints: []Endpoint{{Addr: netip.MustParseAddr("10.244.9.1"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.2"), Port: 8080}, {Addr: netip.MustParseAddr("10.244.9.3"), Port: 8080}}}}}
+				gone := map[string][]Service{"ns/svc-99999": nil}
+				add := true
+				cpu := reportCPU(b)
+				for b.Loop() {
+					if add {
+						benchUpdate(b, tbl, extra)
+					} else {
+						benchUpdate(b, tbl, gone)
+					}
+					add = !add
+				}
+				cpu()
+				benchUpdate(b, tbl, gone)
 			})
 			b.Run("held", func(b *testing.B) {
 				for b.Loop() {

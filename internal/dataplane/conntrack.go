@@ -60,7 +60,7 @@ func staleUDP(changes []change) staleFilter {
 
 // clearUDP deletes the conntrack entries that lead to the UDP endpoints
 // changes removed. The rules are in place whatever happens here, so a
-// failure is logged, not returned: a retried Sync would not retry it, and
+// failure is logged, not returned: a retried call would not retry it, and
 // the entries expire on their own (conntrack's UDP timeout).
 func (t *Table) clearUDP(changes []change) {
 	stale := staleUDP(changes)

@@ -6,8 +6,9 @@
 // table, so kube-proxy, a CNI or a firewall can share the namespace.
 //
 // The package knows nothing about Kubernetes: the agent turns Services and
-// EndpointSlices into [Service] values and calls [Table.Sync] with the
-// complete desired set.
+// EndpointSlices into [Service] values and calls [Table.Update] with those
+// of the Kubernetes Services that changed, one group per Kubernetes
+// Service; [Table.Sync] sets the complete desired set at once.
 //
 // # Ruleset
 //
@@ -68,15 +69,23 @@
 // commits, or drops the whole batch on any error. A packet therefore sees
 // all of the old rules and elements or all of the new ones, never a mix,
 // and established connections keep their conntrack NAT bindings across
-// every Sync.
+// every call.
 //
-// The Table remembers what it programmed: per service its services or
+// The Table keeps the desired set by group, as Sync and Update left it,
+// and remembers what it programmed: per service its services or
 // no-endpoints element and its endpoints (bucket by bucket), the
 // masquerade elements it needs (counted, since services on different VIPs
 // may share one), how many services use each endpoint map and, for UDP,
-// the endpoints whose conntrack entries must go when they leave. Sync
-// compares the desired set with that, one comparison per service, and
-// sends one batch with only the differences:
+// the endpoints whose conntrack entries must go when they leave. Update
+// replaces the services of the groups it is given and compares only those
+// with what it programmed, plus the services whose place in the table
+// their change decides (of several services with one VIP:port/protocol
+// the one with the smallest Key is programmed; each VIP:port/protocol
+// keeps its claimants in Key order, so the next one is found when the
+// first goes): in Go as in the kernel, its cost follows what changed, not
+// the size of the desired set. Sync replaces the whole desired set and
+// compares all of it, one comparison per service. Either sends one batch
+// with only the differences:
 //
 //   - a service that keeps its number of endpoints has the buckets whose
 //     endpoint changed replaced (element deleted and added again with the
@@ -94,24 +103,29 @@
 //   - a masquerade element is added with the first service that needs it
 //     and deleted with the last.
 //
-// A Sync with nothing to change sends nothing, not even a query. Any other
-// Sync first asks the kernel for the table's handle, which changes when
-// the table is deleted and created again, and its use count (chains and
-// sets): one round trip. The first Sync after Open, the first after a
-// failed one, one that finds the handle or count not as the Table left
-// them, and one whose incremental batch the kernel refuses (an element
-// deleted behind the Table's back) replace the whole table instead, in one
-// batch (add table, delete table, add table and its content), within the
-// same call.
+// A call (Sync or Update) with nothing to change sends nothing, not even
+// a query. Any other call first asks the kernel for the table's handle,
+// which changes when the table is deleted and created again, and its use
+// count (chains and sets): one round trip. The first call after Open, the
+// first after a failed one, one that finds the handle or count not as the
+// Table left them, and one whose incremental batch the kernel refuses (an
+// element deleted behind the Table's back) replace the whole table
+// instead, in one batch (add table, delete table, add table and its
+// content), within the same call.
 //
-// Since an unchanged Sync does not look, a table deleted while nothing
+// A call that fails (with any error but ErrInvalidService) leaves the
+// kernel's table as it was, but its changes to the desired set stay: they
+// are pending, and the next call (an Update of other groups, or of none)
+// or Check programs them.
+//
+// Since an unchanged call does not look, a table deleted while nothing
 // changes stays deleted until the next change or until [Table.Check], which
-// makes that one query and rebuilds the table from what the Table last
-// programmed: call it now and then. Edits by hand inside the table that
-// keep the counts (a rule or an element changed) are noticed only when a
-// batch touches what they changed.
+// makes that one query and rebuilds the table with the desired set: call
+// it now and then. Edits by hand inside the table that keep the counts (a
+// rule or an element changed) are noticed only when a batch touches what
+// they changed.
 //
-// When a Sync drops an endpoint of a UDP service, the conntrack entries
+// When a call drops an endpoint of a UDP service, the conntrack entries
 // that still lead to it are deleted (as kube-proxy does), so a client that
 // keeps its source port moves to a live endpoint at once. The Table only
 // knows what it programmed itself since Open: endpoints removed while the
@@ -142,9 +156,10 @@ import (
 // [Options.Name] is empty.
 const DefaultTableName = "herald"
 
-// ErrInvalidService marks a Service that Sync could not program (bad
-// address, protocol or port, a Key used twice, or a VIP:port/protocol that
-// another Service already uses). Sync programs every other Service anyway.
+// ErrInvalidService marks a Service that Sync or Update could not program
+// (bad address, protocol or port, a Key used twice, or a VIP:port/protocol
+// that another Service with a smaller Key uses). They program every other
+// Service anyway.
 var ErrInvalidService = errors.New("invalid service")
 
 // ErrClosed is returned by the methods of a Table after Close.
@@ -164,9 +179,10 @@ type Endpoint struct {
 
 // Service is one VIP:port/protocol that this node load-balances.
 type Service struct {
-	// Key identifies the service from one Sync to the next, in logs and in
+	// Key identifies the service from one call to the next, in logs and in
 	// the comment of its element in the table (for example
-	// "namespace/name:port/TCP"); it must be unique within one Sync.
+	// "namespace/name:port/TCP"); it must be unique within the desired
+	// set (all groups).
 	Key string
 	// VIP is the load-balancer IP (IPv4 or IPv6).
 	VIP netip.Addr
@@ -196,15 +212,16 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Stats counts what a Table did since Open.
+// Stats counts what a Table did since Open. Its "Syncs" are calls of Sync
+// and of Update alike.
 type Stats struct {
-	// FullSyncs counts table replacements: first Syncs, Syncs after an
+	// FullSyncs counts table replacements: first calls, calls after an
 	// error or after the table changed behind the Table's back, and
 	// rebuilds by Check.
 	FullSyncs uint64
-	// IncrementalSyncs counts Syncs that sent only the differences.
+	// IncrementalSyncs counts calls that sent only the differences.
 	IncrementalSyncs uint64
-	// UnchangedSyncs counts Syncs that found nothing to change and talked
+	// UnchangedSyncs counts calls that found nothing to change and talked
 	// to no one.
 	UnchangedSyncs uint64
 	// Fallbacks counts incremental updates given up for a full one: the
@@ -219,7 +236,7 @@ type Stats struct {
 }
 
 // Table owns Herald's nftables table in one network namespace. Its methods
-// are safe for concurrent use; Syncs are serialized.
+// are safe for concurrent use; calls are serialized.
 type Table struct {
 	name string
 	log  *slog.Logger
@@ -231,15 +248,21 @@ type Table struct {
 	nl     *netlink.Conn  // nft's socket, for queries
 
 	// What the kernel's table holds, as far as the Table knows: after a
-	// failed Sync, what the last successful one left.
+	// failed call, what the last successful one left.
 	st state
-	// full makes the next Sync replace the whole table: before the first
-	// success and after any error.
+	// want is the desired set, by group, as Sync and Update left it,
+	// whether or not the kernel took it.
+	want desired
+	// pending are the Keys whose record in the kernel may differ from
+	// what want programs: those a call changed and a failed call left.
+	pending map[string]struct{}
+	// full makes the next call replace the whole table: before the first
+	// success and after a replacement failed.
 	full bool
-	// handle is the kernel's handle of the table the last full Sync
+	// handle is the kernel's handle of the table the last full replacement
 	// created; a table deleted and created again gets a new one.
 	handle uint64
-	synced bool // some Sync succeeded since Open
+	synced bool // some call succeeded since Open
 
 	sc    scratch
 	stats Stats
@@ -247,7 +270,8 @@ type Table struct {
 
 // Open prepares a Table. It checks that nftables is usable in the
 // namespace but does not change the ruleset: an existing table of the same
-// name (left by a previous agent) keeps forwarding until the first Sync.
+// name (left by a previous agent) keeps forwarding until the first Sync or
+// Update.
 func Open(opts Options) (*Table, error) {
 	name := opts.Name
 	if name == "" {
@@ -257,7 +281,8 @@ func Open(opts Options) (*Table, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Table{name: name, log: log.With("table", "inet "+name), nsFD: -1, full: true, st: newState()}
+	t := &Table{name: name, log: log.With("table", "inet "+name), nsFD: -1, full: true,
+		st: newState(), want: newDesired(), pending: map[string]struct{}{}}
 	if opts.NetNS != nil {
 		if !opts.NetNS.IsOpen() {
 			return nil, errors.New("open dataplane: network namespace handle is closed")
@@ -373,20 +398,22 @@ func (t *Table) closeFD() {
 // Sync makes Herald's table match services exactly; it is idempotent.
 // Invalid or duplicate services are left out and reported in the returned
 // error (wrapping ErrInvalidService) while all other services are
-// programmed; any other error means the kernel kept the previous ruleset.
-// It sends only what changed since the last Sync (see the package
-// documentation), and nothing at all when nothing did.
+// programmed; any other error means the kernel kept the previous ruleset
+// (the next Sync, Update or Check programs services then). It sends only
+// what changed since the last call (see the package documentation), and
+// nothing at all when nothing did.
+//
+// Sync sets the whole desired set: the groups of earlier Updates are
+// dropped and services become the group named "" (which Update may change
+// in turn). Its cost follows len(services); Update's, what changes.
 func (t *Table) Sync(ctx context.Context, services []Service) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sync dataplane: %w", err)
-	}
-	d, invalid := t.diff(services)
-	if err := t.apply(ctx, d); err != nil {
+	invalid := t.stage(map[string][]Service{syncGroup: services}, true)
+	if err := t.apply(ctx, false); err != nil {
 		return fmt.Errorf("sync dataplane: %w", err)
 	}
 	if len(invalid) > 0 {
@@ -395,16 +422,55 @@ func (t *Table) Sync(ctx context.Context, services []Service) error {
 	return nil
 }
 
+// Update changes the desired services of some groups only and programs
+// the difference: groups maps a group's name (the caller's choice: the
+// agent uses the Kubernetes Service's "namespace/name") to the group's
+// complete new list of services; a nil or empty list removes the group.
+// Groups not named keep theirs. The table then holds exactly what Sync
+// would program with every group's services in one list (the groups in
+// name order, each in its own order): of services with one Key (which
+// should not happen) the first in that list counts, and of two services
+// with the same VIP:port/protocol the one with the smaller Key is
+// programmed, the other one taking its place when it goes.
+//
+// The returned error wraps ErrInvalidService for the named groups'
+// invalid services and for services of other groups that this Update
+// takes out of the table; all other services are programmed. Any other
+// error means the kernel kept the previous ruleset; the changes are kept
+// all the same, and the next Update (with any groups, or none), Sync or
+// Check programs them.
+//
+// Its cost follows the services of the named groups and what their
+// change sets in motion, not the size of the desired set: a few map
+// look-ups per service, and one netlink batch with the differences (none
+// when nothing changed).
+func (t *Table) Update(ctx context.Context, groups map[string][]Service) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	invalid := t.stage(groups, false)
+	if err := t.apply(ctx, false); err != nil {
+		return fmt.Errorf("update dataplane: %w", err)
+	}
+	if len(invalid) > 0 {
+		return fmt.Errorf("update dataplane: %w", errors.Join(invalid...))
+	}
+	return nil
+}
+
 // Check makes sure that the kernel still holds the table this Table last
 // programmed, with one query (the table's handle and its number of chains
 // and sets; see the package documentation), and replaces the whole table
-// with what the Table last programmed when it does not, or when the last
-// Sync failed. It reports whether it rebuilt the table. Before the first
-// successful Sync it does nothing.
+// with the desired set when it does not, or when the last call failed. It
+// reports whether it replaced the table. The changes of a failed call that
+// did not need a replacement are programmed too, incrementally. Before the
+// first successful Sync or Update it does nothing.
 //
-// A Sync with nothing to change sends nothing, so a table deleted behind
+// A call with nothing to change sends nothing, so a table deleted behind
 // the Table's back (`nft flush ruleset` by a firewall reload) stays deleted
-// until a Sync has something to change; calling Check periodically bounds
+// until a call has something to change; calling Check periodically bounds
 // that time.
 func (t *Table) Check(ctx context.Context) (rebuilt bool, err error) {
 	t.mu.Lock()
@@ -420,26 +486,39 @@ func (t *Table) Check(ctx context.Context) (rebuilt bool, err error) {
 	}
 	if !t.full {
 		why := t.intact()
-		if why == "" {
+		if why == "" && len(t.pending) == 0 {
 			return false, nil
 		}
-		t.log.Info("nftables table changed behind Herald's back; rebuilding it", "why", why)
+		if why != "" {
+			t.log.Info("nftables table changed behind Herald's back; rebuilding it", "why", why)
+			t.full = true
+		}
 	}
-	if err := t.replace(t.st.recs); err != nil {
+	full := t.stats.FullSyncs
+	if err := t.apply(ctx, true); err != nil {
 		return false, fmt.Errorf("check dataplane: %w", err)
 	}
-	return true, nil
+	return t.stats.FullSyncs > full, nil
 }
 
-// apply sends d to the kernel (incrementally when it can) and records it.
-func (t *Table) apply(ctx context.Context, d diff) error {
-	if len(d.changes) == 0 && !t.full {
+// apply sends the pending changes to the kernel (incrementally when it
+// can) and records them; checked skips the query that tells whether the
+// table is still the one the Table left (the caller just made it). On
+// failure the state and the pending Keys stay as they were.
+func (t *Table) apply(ctx context.Context, checked bool) error {
+	defer t.sc.shrink()
+	changes := t.pendingChanges()
+	if len(changes) == 0 && !t.full {
 		t.stats.UnchangedSyncs++
+		t.donePending()
 		return nil
 	}
-	masq, counts := t.masqDelta(d.changes), t.countDelta(d.changes)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	masq, counts := t.masqDelta(changes), t.countDelta(changes)
 	full := t.full
-	if !full {
+	if !full && !checked {
 		if why := t.intact(); why != "" {
 			t.log.Info("nftables table changed behind Herald's back; replacing it", "why", why)
 			t.stats.Fallbacks++
@@ -450,7 +529,7 @@ func (t *Table) apply(ctx context.Context, d diff) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := t.incremental(d.changes, masq, counts)
+		err := t.incremental(changes, masq, counts)
 		if err == nil {
 			t.stats.IncrementalSyncs++
 		} else {
@@ -464,14 +543,16 @@ func (t *Table) apply(ctx context.Context, d diff) error {
 			t.full = true
 			return err
 		}
-		if err := t.replace(d.final); err != nil {
+		// The whole desired set: what the state holds with the changes
+		// applied.
+		if err := t.replace(t.want.all()); err != nil {
 			return err
 		}
 	}
-	t.commit(d, masq, counts)
-	t.sc.shrink()
-	t.log.Debug("dataplane synced", "services", len(d.final), "changed", len(d.changes), "full", full)
-	t.clearUDP(d.changes)
+	t.commit(changes, masq, counts)
+	t.donePending()
+	t.log.Debug("dataplane synced", "services", len(t.st.recs), "changed", len(changes), "full", full)
+	t.clearUDP(changes)
 	return nil
 }
 

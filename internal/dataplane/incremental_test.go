@@ -104,20 +104,21 @@ func lineDiff(got, want string) string {
 }
 
 // checkState checks the Table's own bookkeeping against itself: the
-// masquerade and endpoint-map counts follow from the records.
+// masquerade and endpoint-map counts follow from the records, and with
+// nothing pending the records are what the desired set programs.
 func checkState(t *testing.T, tbl *Table) {
 	t.Helper()
 	tbl.mu.Lock()
 	defer tbl.mu.Unlock()
 	masq := map[masqKey]int32{}
 	counts := [2]map[int]int32{{}, {}}
-	if !slices.IsSortedFunc(tbl.st.recs, func(a, b *record) int { return strings.Compare(a.key, b.key) }) {
-		t.Errorf("records not sorted by Key")
-	}
 	if len(tbl.st.byID) != len(tbl.st.recs) {
 		t.Errorf("%d records, %d in the index by VIP:port/protocol", len(tbl.st.recs), len(tbl.st.byID))
 	}
-	for _, r := range tbl.st.recs {
+	for k, r := range tbl.st.recs {
+		if r.key != k {
+			t.Errorf("record %q held under %q", r.key, k)
+		}
 		if tbl.st.byID[r.id] != r {
 			t.Errorf("record %q not indexed by its VIP:port/protocol", r.key)
 		}
@@ -133,6 +134,18 @@ func checkState(t *testing.T, tbl *Table) {
 	}
 	if !maps.Equal(masq, tbl.st.masq) {
 		t.Errorf("state counts masquerade elements %v, records need %v", tbl.st.masq, masq)
+	}
+	if len(tbl.pending) > 0 {
+		return
+	}
+	want := tbl.want.all()
+	if len(want) != len(tbl.st.recs) {
+		t.Errorf("nothing pending, but %d records held and %d desired", len(tbl.st.recs), len(want))
+	}
+	for _, r := range want {
+		if tbl.st.recs[r.key] != r {
+			t.Errorf("nothing pending, but the record of %q is not the desired one", r.key)
+		}
 	}
 }
 
@@ -564,5 +577,267 @@ func checkEqualsFull(t *testing.T, tbl *Table, ns string, svcs ...Service) {
 	want, _ := fullSyncDump(t, lan.Handle("ref"), lan.Namespace("ref"), svcs)
 	if got := dumpTable(t, ns); got != want {
 		t.Fatalf("the table differs from a full Sync's:\n%s", lineDiff(got, want))
+	}
+}
+
+// errSet is the lines of a Sync's or Update's error, without the prefix:
+// one per invalid service, sorted.
+func errSet(err error) []string {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	for _, p := range []string{"update dataplane: ", "sync dataplane: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	lines := strings.Split(s, "\n")
+	slices.Sort(lines)
+	return lines
+}
+
+// TestUpdateEqualsFull drives one Table through Updates of a few groups
+// at a time, scripted and random, and after each compares the kernel's
+// table with what a full Sync of all groups in one list writes in another
+// namespace, and the Update's errors with that Sync's. Updates that fail
+// (a cancelled context) lose nothing: the next Update, or Check, programs
+// their changes.
+func TestUpdateEqualsFull(t *testing.T) {
+	lan := netnstest.New(t, prefix, netnstest.Host{Role: "inc"}, netnstest.Host{Role: "ref"})
+	incNS, refNS := lan.Namespace("inc"), lan.Namespace("ref")
+	hInc, hRef := lan.Handle("inc"), lan.Handle("ref")
+	tbl, err := Open(Options{NetNS: &hInc, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tbl.Close(true) })
+	ctx := context.Background()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	ep4 := func(i int, port uint16, local bool) Endpoint {
+		return Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i), 2}), Port: port, Local: local}
+	}
+	ep6 := func(i int, port uint16, local bool) Endpoint {
+		return Endpoint{Addr: netip.MustParseAddr(fmt.Sprintf("fd00:244:%d::2", i)), Port: port, Local: local}
+	}
+	v4 := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 10, byte(100 + i)}) }
+	v6 := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", 100+i)) }
+
+	groups := map[string][]Service{}
+	// record makes changed part of the desired groups, as Update does.
+	record := func(changed map[string][]Service) {
+		for g, list := range changed {
+			if len(list) == 0 {
+				delete(groups, g)
+			} else {
+				groups[g] = slices.Clone(list)
+			}
+		}
+	}
+	// compare checks the kernel's table against a full Sync of all groups
+	// and err (an Update's) against that Sync's error.
+	compare := func(what string, err error) {
+		t.Helper()
+		checkState(t, tbl)
+		got := dumpTable(t, incNS)
+		ref, refErr := fullSyncDump(t, hRef, refNS, flatten(groups))
+		if got != ref {
+			t.Fatalf("%s: the table after Updates differs from a full Sync's:\n%s", what, lineDiff(got, ref))
+		}
+		all := errSet(errors.New(refErr))
+		if refErr == "" {
+			all = nil
+		}
+		for _, e := range errSet(err) {
+			if _, ok := slices.BinarySearch(all, e); !ok {
+				t.Fatalf("%s: Update error %q; a full Sync's are\n%s", what, e, strings.Join(all, "\n"))
+			}
+		}
+	}
+	update := func(what string, changed map[string][]Service) error {
+		t.Helper()
+		record(changed)
+		err := tbl.Update(ctx, changed)
+		if err != nil && !errors.Is(err, ErrInvalidService) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		compare(what, err)
+		return err
+	}
+	mustReport := func(what string, err error, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", k)) {
+				t.Errorf("%s: error %v does not name %q", what, err, k)
+			}
+		}
+	}
+
+	// Scripted: every kind of change at least once.
+	a := Service{Key: "ns/a:80/TCP", VIP: v4(0), Port: 80, Protocol: "TCP", Endpoints: []Endpoint{ep4(1, 8080, true), ep4(2, 8080, false)}}
+	b := Service{Key: "ns/b:53/UDP", VIP: v6(0), Port: 53, Protocol: "UDP", Endpoints: []Endpoint{ep6(1, 5353, true)}}
+	c := Service{Key: "ns/c:81/TCP", VIP: v4(0), Port: 81, Protocol: "TCP"}
+	update("first Update", map[string][]Service{"ns/a": {a}, "ns/b": {b}, "ns/c": {c}})
+	a.Endpoints = []Endpoint{ep4(2, 8080, false), ep4(5, 8080, false), ep4(6, 9090, true)}
+	b.Endpoints = []Endpoint{ep6(2, 5353, true)}
+	update("endpoints of two groups (one changes their number)", map[string][]Service{"ns/a": {a}, "ns/b": {b}})
+	a.TrafficPolicyLocal = true
+	update("Cluster to Local", map[string][]Service{"ns/a": {a}})
+	web := []Service{
+		{Key: "ns/web:80/TCP", VIP: v4(1), Port: 80, Protocol: "TCP", Endpoints: []Endpoint{ep4(1, 8080, false)}},
+		{Key: "ns/web:443/TCP", VIP: v4(1), Port: 443, Protocol: "TCP", Endpoints: []Endpoint{ep4(1, 8443, false)}},
+	}
+	update("a group of two services", map[string][]Service{"ns/web": web})
+	update("one of them goes", map[string][]Service{"ns/web": web[:1]})
+	c.VIP = v4(2)
+	update("a VIP moves", map[string][]Service{"ns/c": {c}})
+	c.Endpoints = []Endpoint{ep4(3, 8080, false)}
+	update("no endpoints to endpoints", map[string][]Service{"ns/c": {c}})
+	z := Service{Key: "ns/z:80/TCP", VIP: a.VIP, Port: a.Port, Protocol: "tcp", Endpoints: []Endpoint{ep4(7, 8080, false)}}
+	err = update("another group claims a's VIP:port/protocol (a's Key is smaller)", map[string][]Service{"ns/z": {z}})
+	mustReport("the claim", err, z.Key)
+	update("the winner's group goes: z takes over", map[string][]Service{"ns/a": nil})
+	err = update("a comes back and wins again", map[string][]Service{"ns/a": {a}})
+	mustReport("a's return", err, z.Key)
+	update("the loser leaves", map[string][]Service{"ns/z": nil})
+	bad := []Service{
+		{Key: "ns/bad:80/ICMP", VIP: v4(3), Port: 80, Protocol: "ICMP"},
+		{Key: "ns/bad:0/TCP", VIP: v4(3), Protocol: "TCP"},
+		{Key: "ns/bad:81/TCP", VIP: v4(3), Port: 81, Protocol: "TCP", Endpoints: []Endpoint{ep4(1, 8080, true)}},
+	}
+	err = update("invalid services next to a valid one", map[string][]Service{"ns/bad": bad})
+	mustReport("invalid services", err, bad[0].Key, bad[1].Key)
+
+	// A failed Update keeps its changes: the next Update programs them
+	// along with its own.
+	d := Service{Key: "ns/d:82/TCP", VIP: v4(4), Port: 82, Protocol: "TCP", Endpoints: []Endpoint{ep4(4, 8080, false)}}
+	record(map[string][]Service{"ns/d": {d}, "ns/c": nil})
+	if err := tbl.Update(cancelled, map[string][]Service{"ns/d": {d}, "ns/c": nil}); err == nil || errors.Is(err, ErrInvalidService) {
+		t.Fatalf("Update with a cancelled context: %v, want the context's error", err)
+	}
+	e := Service{Key: "ns/e:83/UDP", VIP: v4(4), Port: 83, Protocol: "UDP", Endpoints: []Endpoint{ep4(5, 5353, false)}}
+	update("the Update after a failed one", map[string][]Service{"ns/e": {e}})
+	// ... and so does Check.
+	b.Endpoints = nil
+	record(map[string][]Service{"ns/b": {b}})
+	if err := tbl.Update(cancelled, map[string][]Service{"ns/b": {b}}); err == nil {
+		t.Fatal("Update with a cancelled context succeeded")
+	}
+	if rebuilt, err := tbl.Check(ctx); err != nil || rebuilt {
+		t.Fatalf("Check after a failed Update: rebuilt %v, %v; want false, nil (incremental)", rebuilt, err)
+	}
+	compare("Check after a failed Update", nil)
+	// Nothing to change: nothing sent.
+	s0 := tbl.Stats()
+	if err := tbl.Update(ctx, map[string][]Service{"ns/a": {a}, "ns/nothing": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if s := tbl.Stats(); s.RoundTrips != s0.RoundTrips || s.UnchangedSyncs != s0.UnchangedSyncs+1 {
+		t.Errorf("an Update that changes nothing: stats %+v then %+v, want no round trip", s0, s)
+	}
+
+	// Random: a few groups change per step, drawn from small pools so
+	// that VIPs, Keys, endpoints and masquerade elements collide often.
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random steps: seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	protos := []string{"TCP", "UDP", "tcp", "SCTP"}
+	randomService := func(key string) Service {
+		s := Service{Key: key, Port: uint16(80 + rng.IntN(2)), Protocol: protos[rng.IntN(len(protos))], TrafficPolicyLocal: rng.IntN(3) == 0}
+		six := rng.IntN(4) == 0
+		if six {
+			s.VIP = v6(rng.IntN(4))
+		} else {
+			s.VIP = v4(rng.IntN(4))
+		}
+		if rng.IntN(40) == 0 {
+			s.Protocol = "ICMP"
+		}
+		for range rng.IntN(5) {
+			i, port, local := 1+rng.IntN(5), uint16(8080+rng.IntN(2)), rng.IntN(2) == 0
+			if six != (rng.IntN(8) == 0) {
+				s.Endpoints = append(s.Endpoints, ep6(i, port, local))
+			} else {
+				s.Endpoints = append(s.Endpoints, ep4(i, port, local))
+			}
+		}
+		return s
+	}
+	failed := 0
+	for n := range 100 {
+		changed := map[string][]Service{}
+		for range 1 + rng.IntN(3) {
+			g := fmt.Sprintf("ns/svc-%d", rng.IntN(10))
+			list := slices.Clone(groups[g])
+			switch r := rng.IntN(10); {
+			case r < 2:
+				list = nil
+			case len(list) > 0 && r < 6:
+				// Endpoints only, as in a Deployment scaling.
+				i := rng.IntN(len(list))
+				s := randomService(list[i].Key)
+				if list[i].VIP.Is4() == s.VIP.Is4() {
+					list[i].Endpoints = s.Endpoints
+				}
+			case len(list) > 0 && r < 7:
+				i := rng.IntN(len(list))
+				list[i].VIP = randomService(list[i].Key).VIP // it moves, maybe to another family
+			default:
+				list = append(list, randomService(fmt.Sprintf("%s:%d/TCP", g, rng.IntN(3))))
+			}
+			changed[g] = list
+		}
+		if rng.IntN(8) == 0 {
+			// A failed Update first (unless it changes nothing, which
+			// succeeds without looking at the context); the next one must
+			// program both.
+			record(changed)
+			if err := tbl.Update(cancelled, changed); err != nil {
+				failed++
+			}
+			changed = map[string][]Service{}
+		}
+		update(fmt.Sprintf("random step %d", n), changed)
+	}
+	st := tbl.Stats()
+	t.Logf("stats: %+v; %d random Updates failed", st, failed)
+	if st.FullSyncs != 1 || st.Fallbacks != 0 {
+		t.Errorf("stats %+v: want exactly one full replacement (the first Update) and no fall-back to one", st)
+	}
+	if failed == 0 {
+		t.Error("no random Update failed")
+	}
+
+	// A Sync sets the whole desired set: one group "" then, which Updates
+	// change like any other.
+	all := flatten(groups)
+	if err := tbl.Sync(ctx, all); err != nil && !errors.Is(err, ErrInvalidService) {
+		t.Fatal(err)
+	}
+	clear(groups)
+	groups[""] = all
+	compare("a Sync after Updates", nil)
+	update("an Update after a Sync", map[string][]Service{"": all[:len(all)/2], "ns/new": {{Key: "ns/new:80/TCP", VIP: v4(9), Port: 80, Protocol: "TCP"}}})
+
+	// The table deleted behind the Table's back: the next Update that
+	// changes something replaces it.
+	netnstest.Run(t, "ip", "netns", "exec", incNS, "nft", "delete", "table", "inet", DefaultTableName)
+	s1 := tbl.Stats()
+	update("an Update after the table was deleted", map[string][]Service{"ns/new": nil})
+	if s := tbl.Stats(); s.FullSyncs != s1.FullSyncs+1 || s.Fallbacks != s1.Fallbacks+1 {
+		t.Errorf("Update after the table was deleted: stats %+v then %+v, want one fall-back to a full replacement", s1, s)
+	}
+	// The last replacement failed (forced): an Update that fails too, then
+	// one with nothing of its own, replaces the table with everything.
+	tbl.forceFull()
+	f := Service{Key: "ns/f:84/TCP", VIP: v4(5), Port: 84, Protocol: "TCP", Endpoints: []Endpoint{ep4(6, 8080, false)}}
+	record(map[string][]Service{"ns/f": {f}})
+	if err := tbl.Update(cancelled, map[string][]Service{"ns/f": {f}}); err == nil {
+		t.Fatal("Update with a cancelled context succeeded")
+	}
+	s2 := tbl.Stats()
+	update("an empty Update after failures", nil)
+	if s := tbl.Stats(); s.FullSyncs != s2.FullSyncs+1 {
+		t.Errorf("an empty Update after a failed replacement: stats %+v then %+v, want a full replacement", s2, s)
 	}
 }
