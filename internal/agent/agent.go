@@ -192,9 +192,11 @@ type Agent struct {
 	seenClaimed map[netip.Addr]bool
 	// state is the cluster as this node sees it, kept per Service and
 	// address (state.go).
-	state   *planState
-	dpDirty bool // the data plane view changed since the last Sync
-	// dpFailed is when the last Sync failed (zero: it did not).
+	state *planState
+	// dpDirty are the Services whose data plane view changed since the
+	// table last took it: the groups the next Update passes.
+	dpDirty map[string]bool
+	// dpFailed is when the last Update failed (zero: it did not).
 	dpFailed time.Time
 	// statusDirty: something the HeraldNode shows may have changed.
 	statusDirty    bool

@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
+	"os/exec"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/herald-lb/herald/internal/dataplane"
+	"github.com/herald-lb/herald/internal/netnstest"
 )
 
 func TestDataplaneServices(t *testing.T) {
@@ -83,5 +88,90 @@ func TestParseDataplaneMode(t *testing.T) {
 	}
 	if _, err := ParseDataplaneMode("iptables"); err == nil {
 		t.Error("ParseDataplaneMode(iptables) should fail")
+	}
+}
+
+// TestSyncDataplaneUpdatesChangedServices checks that the agent passes the
+// table only the Services whose view changed, one group each (an empty
+// view removes the group), and that a failed Update keeps them pending
+// until a later one succeeds.
+func TestSyncDataplaneUpdatesChangedServices(t *testing.T) {
+	lan := netnstest.New(t, "herald-ag-", netnstest.Host{Role: "node"})
+	h := lan.Handle("node")
+	tbl, err := dataplane.Open(dataplane.Options{NetNS: &h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tbl.Close(true) })
+	a := &Agent{log: slog.New(slog.DiscardHandler), state: newPlanState(), table: tbl}
+	// view sets a Service's view as refreshService does when it changed.
+	view := func(key string, dp ...dataplane.Service) {
+		if len(dp) > 0 {
+			a.state.dataplane[key] = dp
+		} else {
+			delete(a.state.dataplane, key)
+		}
+		if a.dpDirty == nil {
+			a.dpDirty = map[string]bool{}
+		}
+		a.dpDirty[key] = true
+	}
+	svc := func(key, vip string, ports ...uint16) dataplane.Service {
+		s := dataplane.Service{Key: key, VIP: netip.MustParseAddr(vip), Port: 80, Protocol: "TCP"}
+		for _, p := range ports {
+			s.Endpoints = append(s.Endpoints, dataplane.Endpoint{Addr: netip.MustParseAddr("10.244.1.5"), Port: p})
+		}
+		return s
+	}
+	listed := func() string {
+		t.Helper()
+		out, err := exec.Command("ip", "netns", "exec", lan.Namespace("node"), "nft", "list", "table", "inet", dataplane.DefaultTableName).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list table: %v %s", err, out)
+		}
+		return string(out)
+	}
+	ctx := context.Background()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	view("ns/a", svc("ns/a:192.168.10.75:80/TCP", "192.168.10.75", 8080))
+	view("ns/b", svc("ns/b:192.168.10.76:80/TCP", "192.168.10.76", 8080), svc("ns/b:192.168.10.77:80/TCP", "192.168.10.77"))
+	a.syncDataplane(ctx)
+	if len(a.dpDirty) != 0 || !a.dpFailed.IsZero() {
+		t.Fatalf("after a successful Update: pending %v, failed at %v", a.dpDirty, a.dpFailed)
+	}
+	if s := tbl.Stats(); s.FullSyncs != 1 {
+		t.Fatalf("stats %+v after the first Update, want one full replacement", s)
+	}
+
+	// A failed Update keeps its Services pending; the retry programs them.
+	view("ns/a", svc("ns/a:192.168.10.75:80/TCP", "192.168.10.75", 8080, 8081))
+	view("ns/b")
+	a.syncDataplane(cancelled)
+	if !a.dpDirty["ns/a"] || !a.dpDirty["ns/b"] || a.dpFailed.IsZero() {
+		t.Fatalf("after a failed Update: pending %v, failed at %v; want ns/a and ns/b pending and a failure time", a.dpDirty, a.dpFailed)
+	}
+	if out := listed(); !strings.Contains(out, "ns/b:") {
+		t.Fatalf("a failed Update changed the table:\n%s", out)
+	}
+	before := tbl.Stats()
+	a.syncDataplane(ctx)
+	if len(a.dpDirty) != 0 || !a.dpFailed.IsZero() {
+		t.Fatalf("after the retry: pending %v, failed at %v", a.dpDirty, a.dpFailed)
+	}
+	if s := tbl.Stats(); s.IncrementalSyncs != before.IncrementalSyncs+1 || s.FullSyncs != before.FullSyncs {
+		t.Errorf("stats %+v then %+v: want one incremental Update", before, s)
+	}
+	out := listed()
+	if strings.Contains(out, "ns/b:") || !strings.Contains(out, "ns/a:") || !strings.Contains(out, "10.244.1.5 . 8081") {
+		t.Errorf("after the retry the table does not hold ns/a with two endpoints and no ns/b:\n%s", out)
+	}
+
+	// Nothing pending: nothing to do, not even a call.
+	before = tbl.Stats()
+	a.syncDataplane(ctx)
+	if s := tbl.Stats(); s != before {
+		t.Errorf("nothing pending, yet the table was called: %+v then %+v", before, s)
 	}
 }

@@ -411,20 +411,32 @@ func (a *Agent) openDataplane() error {
 	return nil
 }
 
-// syncDataplane writes the table when the wanted view changed; a failure
-// is retried (see nextWake), and the previous rules keep forwarding. The
-// table diffs the view against what it holds and sends only the changes.
+// syncDataplane passes the table the views of the Services that changed,
+// one group per Service (an empty view removes its group), and nothing
+// else: the table compares just those with what it holds and sends only
+// the changes, so the cost follows what changed, not the number of
+// Services. A failure keeps the Services pending and is retried (see
+// nextWake); the previous rules keep forwarding meanwhile.
 func (a *Agent) syncDataplane(ctx context.Context) {
-	if a.table == nil || (!a.dpDirty && a.dpFailed.IsZero()) {
+	if a.table == nil || (len(a.dpDirty) == 0 && a.dpFailed.IsZero()) {
 		return
 	}
-	err := a.table.Sync(ctx, a.state.dataplaneWant())
+	groups := make(map[string][]dataplane.Service, len(a.dpDirty))
+	for key := range a.dpDirty {
+		groups[key] = a.state.dataplane[key]
+	}
+	err := a.table.Update(ctx, groups)
 	if err != nil && !errors.Is(err, dataplane.ErrInvalidService) {
 		a.log.Warn("programming the nftables data plane failed; retrying", "err", err)
 		a.dpFailed = time.Now()
 		return
 	}
-	a.dpDirty, a.dpFailed = false, time.Time{}
+	if len(a.dpDirty) > 1024 {
+		a.dpDirty = nil // Go maps do not shrink: the first plan's is dropped
+	} else {
+		clear(a.dpDirty)
+	}
+	a.dpFailed = time.Time{}
 	if err != nil {
 		// Valid services are programmed; the error names the others.
 		a.log.Warn("some services cannot be forwarded", "err", err)

@@ -108,11 +108,10 @@ type planState struct {
 	announced map[netip.Addr]int
 	// announcedBy are those addresses per Service.
 	announcedBy map[string][]netip.Addr
-	// dataplane is the data plane's view per Service (with a data plane),
-	// and dpKeys its keys, kept sorted so the complete view is built
-	// without sorting.
+	// dataplane is the data plane's view per Service (with a data
+	// plane): what the table was given, so that only a Service whose view
+	// changes is passed to it again.
 	dataplane map[string][]dataplane.Service
-	dpKeys    []string
 }
 
 func newPlanState() *planState {
@@ -273,19 +272,15 @@ func (a *Agent) refreshService(ctx context.Context, key string, affected map[net
 		delete(st.views, key)
 	}
 	if a.table != nil && !sameDataplane(st.dataplane[key], dp) {
-		i, found := slices.BinarySearch(st.dpKeys, key)
-		switch {
-		case len(dp) > 0 && !found:
-			st.dpKeys = slices.Insert(st.dpKeys, i, key)
-		case len(dp) == 0 && found:
-			st.dpKeys = slices.Delete(st.dpKeys, i, i+1)
-		}
 		if len(dp) > 0 {
 			st.dataplane[key] = dp
 		} else {
 			delete(st.dataplane, key)
 		}
-		a.dpDirty = true
+		if a.dpDirty == nil {
+			a.dpDirty = map[string]bool{}
+		}
+		a.dpDirty[key] = true
 	}
 	return nil
 }
@@ -342,14 +337,5 @@ func (st *planState) eligibleOn(ifc string) []netip.Addr {
 		out = append(out, addr)
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
-	return out
-}
-
-// dataplaneWant is the complete data plane view, by Service key.
-func (st *planState) dataplaneWant() []dataplane.Service {
-	out := make([]dataplane.Service, 0, len(st.dpKeys))
-	for _, k := range st.dpKeys {
-		out = append(out, st.dataplane[k]...)
-	}
 	return out
 }
