@@ -641,7 +641,12 @@ func (a *Agent) reconcile(ctx context.Context, timers bool) {
 			}
 		}
 	}
-	a.trackAnswers()
+	if a.statusDirty {
+		// Every change of what a segment answers marks the status dirty;
+		// without one the answers are what trackAnswers last saw, and
+		// walking every owned address on each event is what it saves.
+		a.trackAnswers()
+	}
 	a.health.segments(a.segmentsHealthy())
 	a.publishStatus()
 }
