@@ -1,6 +1,8 @@
 // Command herald is the binary that Herald's image ships: the LB-IPAM
-// controller, the node agent and (as it lands) the user CLI. It holds only
-// what runs in a cluster or on a laptop; the lab is cmd/herald-lab.
+// controller, the node agent and the operator commands (pools, services,
+// announcements, status). Run as kubectl-herald (a symlink), it is the
+// kubectl plugin with the same commands. It holds only what runs in a
+// cluster or on a laptop; the lab is cmd/herald-lab.
 package main
 
 import (
@@ -8,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/herald-lb/herald/internal/cli"
@@ -15,10 +18,13 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.NewRoot().ExecuteContext(ctx)
+	name := filepath.Base(os.Args[0])
+	err := cli.NewRoot(name).ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "herald:", err)
+		// A report that found problems has printed them; the error only
+		// says so (exit code 1 either way).
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
 }

@@ -16,15 +16,34 @@ import (
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=…".
 var Version = "dev"
 
-// NewRoot returns the herald root command with every subcommand.
-func NewRoot() *cobra.Command {
+// PluginName is the name under which kubectl runs the binary as a plugin
+// (kubectl herald …): a symlink or copy of herald on the PATH.
+const PluginName = "kubectl-herald"
+
+// NewRoot returns the herald root command with every subcommand. name is
+// the base name the binary was run as: as PluginName the same commands
+// are kubectl herald's, and the controller and agent, which belong in the
+// cluster, are hidden from its help.
+func NewRoot(name string) *cobra.Command {
+	return newRoot(name, inspectHooks{})
+}
+
+func newRoot(name string, hooks inspectHooks) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "herald",
 		Short:         "Herald gives LoadBalancer Services real addresses on bare metal",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newControllerCommand(), newAgentCommand(), newVersionCommand())
+	controller, agent := newControllerCommand(), newAgentCommand()
+	if name == PluginName {
+		// Help and completion then read "kubectl herald services".
+		root.Use = "kubectl herald"
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl herald"}
+		controller.Hidden, agent.Hidden = true, true
+	}
+	root.AddCommand(controller, agent, newVersionCommand())
+	root.AddCommand(newInspectCommands(hooks)...)
 	return root
 }
 
