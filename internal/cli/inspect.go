@@ -49,12 +49,17 @@ type inspectFlags struct {
 	defaultClass                bool
 }
 
-func (f *inspectFlags) register(cmd *cobra.Command) {
+// register adds the flags; services says whether the command reads
+// Services (and so needs --default-class).
+func (f *inspectFlags) register(cmd *cobra.Command, services bool) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, as kubectl)")
 	fl.StringVar(&f.context, "context", "", "kubeconfig context to use (default: the current context)")
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table, json or yaml")
-	fl.BoolVar(&f.defaultClass, "default-class", true, "Herald serves LoadBalancer Services without a loadBalancerClass (set as the controller's --default-class)")
+	f.defaultClass = true
+	if services {
+		fl.BoolVar(&f.defaultClass, "default-class", true, "Herald serves LoadBalancer Services without a loadBalancerClass (set as the controller's --default-class)")
+	}
 	_ = cmd.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -261,7 +266,7 @@ or has addresses in use by another host.`,
 			return emit(w, f.output, r, r.Problems, func() error { return report.WritePools(w, r) })
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, false)
 	return cmd
 }
 
@@ -304,7 +309,7 @@ or announced with a problem (KeyMismatch, AddressConflict).`,
 			return emit(w, f.output, r, r.Problems, func() error { return report.WriteServices(w, r) })
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, true)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the Services (default: the kubeconfig context's)")
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "Services of every namespace")
 	cmd.MarkFlagsMutuallyExclusive("namespace", "all-namespaces")
@@ -320,9 +325,8 @@ func newAnnouncementsCommand(hooks inspectHooks) *cobra.Command {
 reports: the node, the interfaces (and their MACs), since when, the other
 agents heard on that segment, and the Services holding the address. A report
 the controller no longer counts (its Node is not Ready, or another node took
-the address over) is marked stale. Exits 1 when two nodes answer for one
-address, another host uses an announced address, or agents on a segment use
-different heartbeat keys.`,
+the address over) is marked stale. Exits 1 when another host uses an
+announced address, or agents on a segment use different heartbeat keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := f.connect(hooks)
@@ -338,7 +342,7 @@ different heartbeat keys.`,
 			return emit(w, f.output, r, r.Problems, func() error { return report.WriteAnnouncements(w, r, s.now) })
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, true)
 	return cmd
 }
 
@@ -371,7 +375,7 @@ problem, each with its reason. Exits 1 when anything is wrong.`,
 			return emit(w, f.output, r, r.Problems, func() error { return report.WriteStatus(w, r, s.now) })
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, true)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "herald-system", "the controller's namespace, where its leader Lease is (herald-system as the chart's README and values-talos.yaml install it; else the chart's release namespace)")
 	cmd.Flags().StringVar(&leaseName, "lease-name", "herald-controller", "the controller's leader Lease (its --lease-name)")
 	return cmd

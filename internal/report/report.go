@@ -550,22 +550,15 @@ func Announcements(in Input) AnnouncementsReport {
 		}
 		return x.Node < y.Node
 	})
-	// What is wrong: two live answerers, a foreign host, a key mismatch.
+	// What is wrong: a foreign host, a key mismatch. Two live answerers
+	// that hear each other are a hand-over (the next node answers before
+	// the drained one stops), as the controller counts it: not a problem.
 	seen := map[string]bool{}
 	for _, row := range r.Announcements {
 		if seen[row.Address] {
 			continue
 		}
 		seen[row.Address] = true
-		a, _ := netip.ParseAddr(row.Address)
-		if live := idx.live(a); len(live) > 1 {
-			names := make([]string, len(live))
-			for i, l := range live {
-				names[i] = l.node
-			}
-			r.Problems = append(r.Problems, Problem{Kind: "Address", Name: row.Address, Reason: "MultipleAnnouncers",
-				Message: fmt.Sprintf("nodes %s all answer for %s", strings.Join(names, ", "), row.Address)})
-		}
 		if row.Conflict != "" {
 			r.Problems = append(r.Problems, Problem{Kind: "Address", Name: row.Address, Reason: "AddressConflict",
 				Message: "another host uses " + row.Address + ": " + row.Conflict})

@@ -452,7 +452,18 @@ func TestAnnouncements(t *testing.T) {
 				{Address: "192.168.10.75", Node: "node1", Interfaces: []string{"eth0"}, MACs: []string{"02:00:00:00:00:01"}, Since: t0, Peers: []string{}, KeyMismatches: []string{"node2"}, Services: []string{"web/nginx", "web/sharer"}},
 				{Address: "192.168.10.75", Node: "node2", Interfaces: []string{"eth0"}, MACs: []string{"02:00:00:00:00:02"}, Since: t0.Add(time.Minute), Peers: []string{}, KeyMismatches: []string{"node1"}, Services: []string{"web/nginx", "web/sharer"}},
 			},
-			wantProbs: []string{"MultipleAnnouncers", "KeyMismatch", "KeyMismatch"},
+			wantProbs: []string{"KeyMismatch", "KeyMismatch"},
+		},
+		{
+			name: "two live answerers that hear each other: a hand-over, no problem",
+			reports: []heraldv1.HeraldNode{
+				hnode("node1", announces("192.168.10.75", t0), hears("node2")),
+				hnode("node2", announces("192.168.10.75", t0.Add(time.Minute)), hears("node1")),
+			},
+			want: []AnnouncementRow{
+				{Address: "192.168.10.75", Node: "node1", Interfaces: []string{"eth0"}, MACs: []string{"02:00:00:00:00:01"}, Since: t0, Peers: []string{"node2"}, Services: []string{"web/nginx", "web/sharer"}},
+				{Address: "192.168.10.75", Node: "node2", Interfaces: []string{"eth0"}, MACs: []string{"02:00:00:00:00:02"}, Since: t0.Add(time.Minute), Peers: []string{"node1"}, Services: []string{"web/nginx", "web/sharer"}},
+			},
 		},
 		{
 			name: "a foreign host on an announced address",
