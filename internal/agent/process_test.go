@@ -218,26 +218,25 @@ func BenchmarkFailoverKill9(b *testing.B) {
 	distribution(b, "ms", gaps)
 }
 
-// cpuSeconds is the user+system CPU time of a process so far.
+// cpuSeconds is a process's CPU time so far (user + system).
 func cpuSeconds(tb testing.TB, pid int) float64 {
 	tb.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line, in clock ticks (100 per second
-	// on Linux).
-	s := string(b)
-	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(rest[11], 64)
-	stime, _ := strconv.ParseFloat(rest[12], 64)
-	return (utime + stime) / 100
+	user, system := procTimes(tb, pid)
+	return user + system
 }
 
 // userSeconds is the user part of cpuSeconds.
 func userSeconds(tb testing.TB, pid int) float64 {
 	tb.Helper()
+	user, _ := procTimes(tb, pid)
+	return user
+}
+
+// procTimes reads a process's user and system CPU time, in seconds, from
+// /proc/<pid>/stat: fields 14 and 15 of the whole line (after the
+// parenthesised command name), in clock ticks of 10 ms.
+func procTimes(tb testing.TB, pid int) (user, system float64) {
+	tb.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		tb.Fatal(err)
@@ -245,7 +244,8 @@ func userSeconds(tb testing.TB, pid int) float64 {
 	s := string(b)
 	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	utime, _ := strconv.ParseFloat(rest[11], 64)
-	return utime / 100
+	stime, _ := strconv.ParseFloat(rest[12], 64)
+	return utime / 100, stime / 100
 }
 
 // BenchmarkARPFlood: one op = 5 s of ARP requests for 100 addresses nobody
