@@ -412,8 +412,7 @@ func (a *Allocator) evalPools(r *svcReq) []poolEval {
 	ev := slices.Grow(a.evBuf[:0], len(a.pools))[:len(a.pools)]
 	a.evBuf = ev
 	for i, p := range a.pools {
-		sel := p.selector == nil || p.selector.Matches(r.labels)
-		keep := sel && (r.pool == "" || r.pool == p.name) && p.conflict == ""
+		sel, keep := poolAdmits(p.name, p.selector, p.conflict, r.labels, r.pool)
 		ev[i] = poolEval{p: p, selects: sel, keep: keep, candidate: keep && !p.disabled}
 	}
 	return ev
