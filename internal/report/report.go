@@ -21,6 +21,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -39,14 +40,17 @@ type Input struct {
 	// Services without a loadBalancerClass are Herald's.
 	DefaultClass bool
 
-	Pools     []heraldv1.LoadBalancerIPPool
-	Policies  []heraldv1.L2AnnouncementPolicy
-	Reports   []heraldv1.HeraldNode
-	Nodes     []corev1.Node
-	Services  []corev1.Service
-	Leases    []coordinationv1.Lease
-	LeaseNS   string
-	LeaseName string
+	Pools    []heraldv1.LoadBalancerIPPool
+	Policies []heraldv1.L2AnnouncementPolicy
+	Reports  []heraldv1.HeraldNode
+	Nodes    []corev1.Node
+	Services []corev1.Service
+	// EndpointSlices are read by explain only (Local Services' ready
+	// endpoints, the endpoints behind a Service).
+	EndpointSlices []discoveryv1.EndpointSlice
+	Leases         []coordinationv1.Lease
+	LeaseNS        string
+	LeaseName      string
 }
 
 // Problem is one thing that is wrong; any problem makes a command exit 1.
