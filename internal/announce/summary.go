@@ -186,10 +186,13 @@ func explainUnanswered(addr netip.Addr, verdicts []NodeVerdict) (Reason, string)
 	if len(verdicts) == 0 {
 		return NoEligibleNode, fmt.Sprintf("%s: the cluster has no nodes", addr)
 	}
-	// Reasons that do not depend on the node: every node says the same.
-	first := verdicts[0].Status
-	if first.Reason == NoPolicy || first.Reason == SharedNotCovered {
-		return first.Reason, fmt.Sprintf("%s: %s", addr, first.Message)
+	// Reasons that do not depend on the node: every node that gets as far
+	// as the policies says the same (an excluded node, or a Local Service's
+	// node without an endpoint, stops earlier, whatever its position).
+	for _, v := range verdicts {
+		if v.Status.Reason == NoPolicy || v.Status.Reason == SharedNotCovered {
+			return v.Status.Reason, fmt.Sprintf("%s: %s", addr, v.Status.Message)
+		}
 	}
 	byReason := map[Reason][]NodeVerdict{}
 	var eligible, noAgent, noKey []NodeVerdict

@@ -124,6 +124,16 @@ func TestSummarize(t *testing.T) {
 				"node n1 is not selected", "node n3 runs no Herald agent", "node n2 has no ready local endpoint"},
 		},
 		{
+			name: "no policy, an excluded node first",
+			verdicts: []NodeVerdict{
+				v("cp1", ExcludedByLabel, "long"),
+				v("n1", NoPolicy, "no L2AnnouncementPolicy selects ns/web"),
+				v("n2", NoPolicy, "no L2AnnouncementPolicy selects ns/web"),
+			},
+			reason: NoPolicy,
+			msgHas: []string{"no L2AnnouncementPolicy selects ns/web"},
+		},
+		{
 			name:     "eligible but not answering yet",
 			verdicts: []NodeVerdict{v("n1", Eligible, "e"), v("n2", Eligible, "e")},
 			reason:   Pending,
