@@ -152,7 +152,10 @@ func listError(resource string, err error) error {
 type kinds struct {
 	pools, policies, reports, nodes, services, lease bool
 	// servicesNamespace is the namespace of the Services; empty: all.
-	servicesNamespace  string
+	servicesNamespace string
+	// endpointSlices lists the EndpointSlices of endpointsNamespace.
+	endpointSlices     bool
+	endpointsNamespace string
 	leaseNS, leaseName string
 }
 
@@ -192,6 +195,13 @@ func (s *session) load(ctx context.Context, k kinds, defaultClass bool) (report.
 			return in, err
 		}
 		in.Services = l.Items
+	}
+	if k.endpointSlices {
+		l, err := s.core.DiscoveryV1().EndpointSlices(k.endpointsNamespace).List(ctx, metav1.ListOptions{})
+		if err := listError("endpointslices.discovery.k8s.io in namespace "+k.endpointsNamespace, err); err != nil {
+			return in, err
+		}
+		in.EndpointSlices = l.Items
 	}
 	if k.lease {
 		// A LIST by name, not a GET: a missing Lease is an empty list.
@@ -238,7 +248,7 @@ func emit(w io.Writer, format string, r any, problems []report.Problem, table fu
 func newInspectCommands(hooks inspectHooks) []*cobra.Command {
 	return []*cobra.Command{
 		newPoolsCommand(hooks), newServicesCommand(hooks),
-		newAnnouncementsCommand(hooks), newStatusCommand(hooks),
+		newAnnouncementsCommand(hooks), newStatusCommand(hooks), newExplainCommand(hooks),
 	}
 }
 

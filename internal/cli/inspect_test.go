@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -107,12 +108,13 @@ func (h *cliHarness) run(args ...string) run {
 
 // The requests of each command: one LIST per kind.
 const (
-	listPools    = "GET /apis/herald.dev/v1alpha1/loadbalancerippools"
-	listPolicies = "GET /apis/herald.dev/v1alpha1/l2announcementpolicies"
-	listReports  = "GET /apis/herald.dev/v1alpha1/heraldnodes"
-	listNodes    = "GET /api/v1/nodes"
-	listServices = "GET /api/v1/services"
-	listLease    = "GET /apis/coordination.k8s.io/v1/namespaces/herald-system/leases"
+	listPools     = "GET /apis/herald.dev/v1alpha1/loadbalancerippools"
+	listPolicies  = "GET /apis/herald.dev/v1alpha1/l2announcementpolicies"
+	listReports   = "GET /apis/herald.dev/v1alpha1/heraldnodes"
+	listNodes     = "GET /api/v1/nodes"
+	listServices  = "GET /api/v1/services"
+	listLease     = "GET /apis/coordination.k8s.io/v1/namespaces/herald-system/leases"
+	listSlicesWeb = "GET /apis/discovery.k8s.io/v1/namespaces/web/endpointslices"
 )
 
 func sorted(s ...string) []string { slices.Sort(s); return s }
@@ -311,6 +313,8 @@ Services: 2 served, 2 announced, 0 not well
 		t.Errorf("status -o yaml: %+v", st)
 	}
 
+	h.explainTutorial(now)
+
 	// Break it: web5 finds no address, a foreign host uses 192.168.10.78,
 	// and node3 joins without an agent.
 	ctx := t.Context()
@@ -369,6 +373,8 @@ Problems (3):
 	if r.exitCode() != 1 || !strings.Contains(r.stdout, `"reason": "NoLeader"`) {
 		t.Errorf("status in kube-system: exit %d, %v\n%s", r.exitCode(), r.err, r.stdout)
 	}
+
+	h.explainBroken(now)
 }
 
 // expect checks a command's exit code, requests and (normalized) output;
@@ -455,3 +461,157 @@ func TestInspectErrors(t *testing.T) {
 		t.Errorf("--kubeconfig: %v", r.err)
 	}
 }
+
+// explainRequests are explain's: one LIST per kind, Services of every
+// namespace, EndpointSlices of the Service's.
+var explainRequests = sorted(listPools, listPolicies, listReports, listNodes, listServices, listSlicesWeb)
+
+// explainTutorial: herald explain on the tutorial, an announced Service.
+func (h *cliHarness) explainTutorial(now time.Time) {
+	since := now.Add(-3 * time.Hour).UTC().Format(time.RFC3339)
+	want := `Service web/nginx: announced
+1. Class: LoadBalancer without a loadBalancerClass: Herald's (the default class)
+2. Pools:
+  + first-pool: Serves: pool "first-pool" may serve the Service
+  address: 192.168.10.75 from pool first-pool
+3. Policies:
+  + default-policy: Selects: selects the Service (no serviceSelector)
+4. Nodes:
+  - cp1: ExcludedByLabel: node cp1 carries node.kubernetes.io/exclude-from-external-load-balancers (Talos 1.8 and later set it on every control-plane node); remove the label, or run the agents with --ignore-exclude-label (chart value agent.ignoreExcludeLabel) to announce from it anyway
+  + node1: eligible on node node1 on eth0
+  + node2: eligible on node node2 on eth0
+5. Owner:
+  192.168.10.75: node node1 on eth0, MAC 02:42:c0:a8:0a:d8, since ` + since + ` (3h ago)
+  Announced True (Announced): 192.168.10.75 announced by node node1 on eth0
+6. Endpoints:
+  none
+  data plane: Herald only answers ARP/NDP for the address; its agents report no data-plane state (HeraldNode has no such field). The node that answers receives the traffic, and the cluster's Service proxy there (kube-proxy, Cilium, …) forwards it to the endpoints below
+`
+	for _, arg := range []string{"svc/nginx", "service/nginx", "nginx"} {
+		r := h.run("explain", arg, "-n", "web")
+		h.expect(r, 0, explainRequests, want)
+	}
+	r := h.run("explain", "svc/nginx", "-n", "web", "-o", "json")
+	h.expect(r, 0, explainRequests, "")
+	var e report.Explanation
+	if err := json.Unmarshal([]byte(r.stdout), &e); err != nil {
+		h.t.Fatalf("explain -o json: %v\n%s", err, r.stdout)
+	}
+	if e.State != report.StateAnnounced || len(e.Addresses) != 1 || e.Addresses[0].Owners[0].Node != "node1" || len(e.Nodes) != 3 {
+		h.t.Errorf("explain -o json: %+v", e)
+	}
+	if r = h.run("explain", "deploy/nginx", "-n", "web"); r.err == nil || errors.Is(r.err, ErrProblems) || len(r.requests) != 0 {
+		h.t.Errorf("explain deploy/nginx: %v, requests %v", r.err, r.requests)
+	}
+	// Not Herald's, and not there: exit 1, and why.
+	r = h.run("explain", "svc/metal", "-n", "web")
+	h.expect(r, 1, explainRequests, `Service web/metal: notServed
+1. Class: loadBalancerClass metallb.io/l2 is another load balancer's (Herald's is herald.dev/l2)
+
+Problems (1):
+  Service web/metal: NotServed: loadBalancerClass metallb.io/l2 is another load balancer's (Herald's is herald.dev/l2)
+`)
+	r = h.run("explain", "svc/nope", "-n", "web")
+	h.expect(r, 1, explainRequests, "")
+}
+
+// explainBroken: herald explain on the cluster broken on purpose.
+func (h *cliHarness) explainBroken(now time.Time) {
+	ctx := h.t.Context()
+	// web5 is pending (OutOfIPs): the pool is full; node3 has no agent.
+	r := h.run("explain", "svc/web5", "-n", "web")
+	h.expect(r, 1, explainRequests, "")
+	for _, line := range []string{
+		"Service web/web5: pending",
+		`  - first-pool: Full: pool "first-pool" may serve the Service but has no free address (3 of 4 used)`,
+		`  address: none: IPAllocated False (OutOfIPs): pool "first-pool" has no free IPv4 address`,
+		"  - node3: NoAgent: no Herald agent reports from node node3 (no HeraldNode node3: is the DaemonSet scheduled there?)",
+		`  Service web/web5: OutOfIPs: pool "first-pool" has no free IPv4 address`,
+	} {
+		if !strings.Contains(r.stdout, line+"\n") {
+			h.t.Errorf("explain web5: no line %q in\n%s", line, r.stdout)
+		}
+	}
+
+	// A Service no policy selects: the policy now leaves out app=private.
+	var pol heraldv1.L2AnnouncementPolicy
+	h.must(h.cl.Get(ctx, client.ObjectKey{Name: "default-policy"}, &pol))
+	pol.Spec.ServiceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"private"}}}}
+	h.must(h.cl.Update(ctx, &pol))
+	h.service("web", "private", nil, []string{"192.168.10.77"}, now,
+		metav1.Condition{Type: kube.ConditionIPAllocated, Status: metav1.ConditionTrue, Reason: "Allocated", Message: "192.168.10.77 from pool first-pool"},
+		metav1.Condition{Type: kube.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: "NoPolicy", Message: "192.168.10.77: no L2AnnouncementPolicy selects web/private"})
+	svc, err := h.kube.CoreV1().Services("web").Get(ctx, "private", metav1.GetOptions{})
+	h.must(err)
+	svc.Labels = map[string]string{"app": "private"}
+	_, err = h.kube.CoreV1().Services("web").Update(ctx, svc, metav1.UpdateOptions{})
+	h.must(err)
+	// node4's agent reports ens3 only: the policy's ^eth[0-9]+ matches nothing.
+	h.node("node4", map[string]string{"kubernetes.io/os": "linux"})
+	hn := &heraldv1.HeraldNode{ObjectMeta: metav1.ObjectMeta{Name: "node4"}}
+	h.must(h.cl.Create(ctx, hn))
+	hn.Status = heraldv1.HeraldNodeStatus{AgentVersion: "v0.3.0", KeyFingerprints: []string{"3f2a9c1e"},
+		Interfaces: []heraldv1.NodeInterface{{Name: "lo", Up: true, Loopback: true}, {Name: "ens3", MAC: "02:42:c0:a8:0a:da", Up: true, Broadcast: true, LAN: true}}}
+	h.must(h.cl.Status().Update(ctx, hn))
+
+	r = h.run("explain", "svc/private", "-n", "web")
+	h.expect(r, 1, explainRequests, "")
+	for _, line := range []string{
+		"Service web/private: unannounced",
+		"  - default-policy: NotSelected: serviceSelector app notin (private) does not select the Service",
+		"  - node1: NoPolicy: no L2AnnouncementPolicy selects web/private",
+		"  192.168.10.77: nobody answers: NoPolicy: 192.168.10.77: no L2AnnouncementPolicy selects web/private",
+		"  Announced False (NoPolicy): 192.168.10.77: no L2AnnouncementPolicy selects web/private",
+	} {
+		if !strings.Contains(r.stdout, line+"\n") {
+			h.t.Errorf("explain private: no line %q in\n%s", line, r.stdout)
+		}
+	}
+
+	// externalTrafficPolicy Local with its one ready endpoint on node1,
+	// which answers: node2 may not.
+	h.service("web", "local", nil, []string{"192.168.10.74"}, now,
+		metav1.Condition{Type: kube.ConditionIPAllocated, Status: metav1.ConditionTrue, Reason: "Allocated", Message: "192.168.10.74 from pool first-pool"},
+		metav1.Condition{Type: kube.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Announced", Message: "192.168.10.74 announced by node node1 on eth0"})
+	svc, err = h.kube.CoreV1().Services("web").Get(ctx, "local", metav1.GetOptions{})
+	h.must(err)
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	_, err = h.kube.CoreV1().Services("web").Update(ctx, svc, metav1.UpdateOptions{})
+	h.must(err)
+	ready := true
+	_, err = h.kube.DiscoveryV1().EndpointSlices("web").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "local-x7k2p", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptrTo("node1"), Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}, metav1.CreateOptions{})
+	h.must(err)
+	var n1 heraldv1.HeraldNode
+	h.must(h.cl.Get(ctx, client.ObjectKey{Name: "node1"}, &n1))
+	n1.Status.Announcements = append(n1.Status.Announcements, heraldv1.Announcement{Address: "192.168.10.74", Interfaces: []string{"eth0"}, Since: metav1.NewTime(now.Add(-time.Hour))})
+	h.must(h.cl.Status().Update(ctx, &n1))
+
+	r = h.run("explain", "svc/local", "-n", "web")
+	h.expect(r, 0, explainRequests, "")
+	for _, line := range []string{
+		"Service web/local: announced",
+		"  - cp1: ExcludedByLabel: node cp1 carries node.kubernetes.io/exclude-from-external-load-balancers (Talos 1.8 and later set it on every control-plane node); remove the label, or run the agents with --ignore-exclude-label (chart value agent.ignoreExcludeLabel) to announce from it anyway",
+		"  + node1: eligible on node node1 on eth0",
+		"  - node2: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node2",
+		"  - node3: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node3",
+		"  - node4: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node4",
+		"  10.244.1.5 on node node1 (ready)",
+	} {
+		if !strings.Contains(r.stdout, line+"\n") {
+			h.t.Errorf("explain local: no line %q in\n%s", line, r.stdout)
+		}
+	}
+	// And on nginx (cluster policy, no Local): node4's interfaces named.
+	r = h.run("explain", "svc/nginx", "-n", "web")
+	h.expect(r, 0, explainRequests, "")
+	line := "  - node4: NoMatchingInterface: no up interface of node node4 matches policy default-policy (^eth[0-9]+); it has ens3 (LAN), lo (loopback)\n"
+	if !strings.Contains(r.stdout, line) {
+		h.t.Errorf("explain nginx: no line %q in\n%s", line, r.stdout)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

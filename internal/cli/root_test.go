@@ -34,7 +34,7 @@ func TestPluginName(t *testing.T) {
 		if !strings.Contains(out, c.usage) {
 			t.Errorf("%s --help: no %q in\n%s", c.name, c.usage, out)
 		}
-		for _, sub := range []string{"pools", "services", "announcements", "status", "completion"} {
+		for _, sub := range []string{"pools", "services", "announcements", "status", "explain", "completion"} {
 			if !strings.Contains(out, "\n  "+sub+" ") {
 				t.Errorf("%s --help lists no %s:\n%s", c.name, sub, out)
 			}
