@@ -569,10 +569,11 @@ func (h *cliHarness) explainBroken(now time.Time) {
 	}
 
 	// externalTrafficPolicy Local with its one ready endpoint on node1,
-	// which answers: node2 may not.
-	h.service("web", "local", nil, []string{"192.168.10.74"}, now,
-		metav1.Condition{Type: kube.ConditionIPAllocated, Status: metav1.ConditionTrue, Reason: "Allocated", Message: "192.168.10.74 from pool first-pool"},
-		metav1.Condition{Type: kube.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Announced", Message: "192.168.10.74 announced by node node1 on eth0"})
+	// which answers: node2 may not. It takes private's address.
+	h.must(h.kube.CoreV1().Services("web").Delete(ctx, "private", metav1.DeleteOptions{}))
+	h.service("web", "local", nil, []string{"192.168.10.77"}, now,
+		metav1.Condition{Type: kube.ConditionIPAllocated, Status: metav1.ConditionTrue, Reason: "Allocated", Message: "192.168.10.77 from pool first-pool"},
+		metav1.Condition{Type: kube.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Announced", Message: "192.168.10.77 announced by node node1 on eth0"})
 	svc, err = h.kube.CoreV1().Services("web").Get(ctx, "local", metav1.GetOptions{})
 	h.must(err)
 	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
@@ -587,7 +588,7 @@ func (h *cliHarness) explainBroken(now time.Time) {
 	h.must(err)
 	var n1 heraldv1.HeraldNode
 	h.must(h.cl.Get(ctx, client.ObjectKey{Name: "node1"}, &n1))
-	n1.Status.Announcements = append(n1.Status.Announcements, heraldv1.Announcement{Address: "192.168.10.74", Interfaces: []string{"eth0"}, Since: metav1.NewTime(now.Add(-time.Hour))})
+	n1.Status.Announcements = append(n1.Status.Announcements, heraldv1.Announcement{Address: "192.168.10.77", Interfaces: []string{"eth0"}, Since: metav1.NewTime(now.Add(-time.Hour))})
 	h.must(h.cl.Status().Update(ctx, &n1))
 
 	r = h.run("explain", "svc/local", "-n", "web")
@@ -599,6 +600,8 @@ func (h *cliHarness) explainBroken(now time.Time) {
 		"  - node2: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node2",
 		"  - node3: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node3",
 		"  - node4: NoLocalEndpoints: web/local has externalTrafficPolicy Local and no ready endpoint on node node4",
+		"  + first-pool: Serves: pool \"first-pool\" may serve the Service",
+		"  address: 192.168.10.77 from pool first-pool",
 		"  10.244.1.5 on node node1 (ready)",
 	} {
 		if !strings.Contains(r.stdout, line+"\n") {

@@ -660,7 +660,11 @@ func WriteExplain(w io.Writer, e Explanation, now time.Time) error {
 		p(1, "address: none: IPAllocated %s", conditionText(e.Allocation))
 	}
 	for _, a := range e.Addresses {
-		p(1, "address: %s from pool %s", a.Address, orNone(a.Pool, "(none)"))
+		if a.Pool == "" {
+			p(1, "address: %s, in no pool's blocks", a.Address)
+		} else {
+			p(1, "address: %s from pool %s", a.Address, a.Pool)
+		}
 	}
 	if e.SharingKey != "" {
 		p(1, "sharing key: %s", e.SharingKey)
