@@ -65,3 +65,12 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("completion of st: %v\n%s", err, out)
 	}
 }
+
+func TestServiceArg(t *testing.T) {
+	for arg, want := range map[string]string{"svc/web": "web", "service/web": "web", "services/web": "web", "web": "web", "deploy/web": "", "svc/": "", "svc/a/b": ""} {
+		got, err := serviceArg(arg)
+		if got != want || (err != nil) != (want == "") {
+			t.Errorf("serviceArg(%q) = %q, %v; want %q", arg, got, err, want)
+		}
+	}
+}

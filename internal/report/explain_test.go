@@ -159,6 +159,9 @@ func TestExplain(t *testing.T) {
 			svcOf(in).Status = corev1.ServiceStatus{}
 			in.Reports[0].Status.Announcements = nil
 		}, want{ExplainPending, "allocation", ReasonNoStatus, "no herald.dev/IPAllocated"}},
+		{"address in no pool", func(in *Input) {
+			in.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.20.0/24"}}
+		}, want{StateAnnounced, "address pool", "", ""}},
 		{"sharing key", func(in *Input) {
 			svcOf(in).Annotations = map[string]string{"herald.dev/sharing-key": "web"}
 		}, want{StateAnnounced, "sharing", "web", ""}},
@@ -289,6 +292,12 @@ func TestExplain(t *testing.T) {
 				}
 				if len(e.Addresses) != 0 {
 					t.Errorf("pending with addresses %+v", e.Addresses)
+				}
+			case step == "address pool":
+				verdict = e.Addresses[0].Pool
+				var b bytes.Buffer
+				if err := WriteExplain(&b, e, t0); err != nil || !strings.Contains(b.String(), "address: 192.168.10.75, in no pool's blocks") {
+					t.Errorf("WriteExplain: %v\n%s", err, b.String())
 				}
 			case step == "sharing":
 				verdict = e.SharingKey
