@@ -505,7 +505,7 @@ func (c *Controller) adopt(ctx context.Context) error {
 		if err != nil {
 			// Keep what it has: a typo in an annotation must not cost the
 			// Service its address. Adopt as if it asked for nothing.
-			view = viewWithRequest(svc, ipam.Request{})
+			view = kube.AllocatorService(svc, ipam.Request{})
 		}
 		got := c.alloc.Adopt(view, addrs)
 		adopted += len(got)

@@ -23,50 +23,7 @@ func serviceView(svc *corev1.Service) (ipam.Service, error) {
 	if err != nil {
 		return ipam.Service{}, err
 	}
-	return viewWithRequest(svc, req), nil
-}
-
-// viewWithRequest builds the view of svc with an already parsed request (an
-// empty one when the Service's annotations cannot be read).
-func viewWithRequest(svc *corev1.Service, req ipam.Request) ipam.Service {
-	view := ipam.Service{
-		Key:                serviceKey(svc.Namespace, svc.Name),
-		Namespace:          svc.Namespace,
-		Labels:             kube.ServiceLabels(svc),
-		Policy:             ipam.SingleStack,
-		Requested:          req.Requested,
-		Pool:               req.Pool,
-		Sharing:            req.Sharing,
-		TrafficPolicyLocal: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-		Selector:           svc.Spec.Selector,
-		Announced:          kube.AnnouncedAddrs(svc),
-	}
-	if p := svc.Spec.IPFamilyPolicy; p != nil {
-		view.Policy = ipam.FamilyPolicy(*p)
-	}
-	for _, f := range svc.Spec.IPFamilies {
-		switch f {
-		case corev1.IPv4Protocol:
-			view.Families = append(view.Families, ipam.IPv4)
-		case corev1.IPv6Protocol:
-			view.Families = append(view.Families, ipam.IPv6)
-		}
-	}
-	if len(view.Families) == 0 {
-		// The API server always fills ipFamilies; an object from elsewhere
-		// may not have them. Derive them from the requested addresses, else
-		// default to IPv4 like a single-stack IPv4 cluster would.
-		for _, a := range req.Requested {
-			view.Families = append(view.Families, ipam.FamilyOf(a))
-		}
-		if len(view.Families) == 0 {
-			view.Families = []ipam.Family{ipam.IPv4}
-		}
-	}
-	for _, p := range svc.Spec.Ports {
-		view.Ports = append(view.Ports, ipam.Port{Protocol: string(p.Protocol), Port: p.Port})
-	}
-	return view
+	return kube.AllocatorService(svc, req), nil
 }
 
 // ingressAddrs returns the addresses in svc's status.loadBalancer.ingress.

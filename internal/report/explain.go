@@ -372,28 +372,9 @@ func condition(svc *corev1.Service, t string) ExplainCondition {
 	return ExplainCondition{Status: string(c.Status), Reason: c.Reason, Message: c.Message}
 }
 
-// allocatorService is the allocator's view of svc, as the controller
-// builds it (the fields ipam.FitPool reads).
-func allocatorService(svc *corev1.Service, req ipam.Request) ipam.Service {
-	v := ipam.Service{Key: svc.Namespace + "/" + svc.Name, Namespace: svc.Namespace, Labels: kube.ServiceLabels(svc),
-		Policy: ipam.SingleStack, Requested: req.Requested, Pool: req.Pool, Sharing: req.Sharing}
-	if p := svc.Spec.IPFamilyPolicy; p != nil {
-		v.Policy = ipam.FamilyPolicy(*p)
-	}
-	for _, f := range svc.Spec.IPFamilies {
-		switch f {
-		case corev1.IPv4Protocol:
-			v.Families = append(v.Families, ipam.IPv4)
-		case corev1.IPv6Protocol:
-			v.Families = append(v.Families, ipam.IPv6)
-		}
-	}
-	return v
-}
-
 func explainPools(pools []heraldv1.LoadBalancerIPPool, svc *corev1.Service, req ipam.Request, reqErr error, addrs []netip.Addr) []ExplainPool {
 	out := []ExplainPool{}
-	view := allocatorService(svc, req)
+	view := kube.AllocatorService(svc, req)
 	for i := range pools {
 		p := &pools[i]
 		ep := ExplainPool{Name: p.Name}
