@@ -229,44 +229,16 @@ func (in *verdictInput) verdicts(idx *announceIndex, addr netip.Addr) []announce
 	out := make([]announce.NodeVerdict, 0, len(in.nodes))
 	for i := range in.nodes {
 		node := &in.nodes[i]
-		v := announce.NodeVerdict{Node: node.Name}
 		report := idx.reports[node.Name]
-		var ifaces []announce.Interface
-		excluded := false
-		if report == nil {
-			v.NoAgent = true
-			// Without the agent's interfaces, judge the rest: a node the
-			// policies would select shows as "no agent".
-			ifaces = []announce.Interface{{Name: "?", Up: true, Broadcast: true, LAN: true}}
-		} else {
-			v.KeyError = report.KeyError
-			excluded = report.ExcludedByLabel
-			for _, i := range report.Interfaces {
-				ifaces = append(ifaces, announce.Interface{Name: i.Name, Up: i.Up, Broadcast: i.Broadcast, Loopback: i.Loopback, Enslaved: i.Enslaved, LAN: i.LAN})
-			}
-		}
-		var policies []announce.Policy
-		for j := range in.policies {
-			p, err := kube.PolicyView(&in.policies[j], node)
-			if err == nil {
-				policies = append(policies, p)
-			}
-		}
 		var services []announce.Service
 		for _, sh := range in.sharers {
 			if s, ok := kube.AnnounceService(sh.svc, in.defaultClass, sh.readyNodes[node.Name]); ok {
 				services = append(services, s)
 			}
 		}
-		plan := announce.Compute(announce.Node{Name: node.Name, ExcludedByLabel: excluded}, ifaces, policies, services)
-		for _, st := range plan.Addrs {
-			if st.Addr == addr {
-				v.Status = st
-			}
-		}
-		if v.Status.Reason == "" {
-			v.Status = announce.AddrStatus{Addr: addr, Reason: announce.NoPolicy, Message: "no L2AnnouncementPolicy selects it"}
-		}
+		// Without the agent's report, nothing says the node is excluded.
+		excluded := report != nil && report.ExcludedByLabel
+		v := kube.NodeVerdict(addr, node, report, excluded, in.policies, services)
 		out = append(out, v)
 	}
 	return out

@@ -184,15 +184,6 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tbl.Close(true) })
 
-	ep4 := func(i int, port uint16, local bool) Endpoint {
-		return Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i), 2}), Port: port, Local: local}
-	}
-	ep6 := func(i int, port uint16, local bool) Endpoint {
-		return Endpoint{Addr: netip.MustParseAddr(fmt.Sprintf("fd00:244:%d::2", i)), Port: port, Local: local}
-	}
-	v4 := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 10, byte(100 + i)}) }
-	v6 := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", 100+i)) }
-
 	want := map[string]Service{}
 	syncs := 0
 	step := func(what string) {
@@ -281,25 +272,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random steps: seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	protos := []string{"TCP", "UDP", "tcp", "SCTP"}
-	randomService := func(key string) Service {
-		s := Service{Key: key, Port: uint16(80 + rng.IntN(2)), Protocol: protos[rng.IntN(len(protos))], TrafficPolicyLocal: rng.IntN(3) == 0}
-		six := rng.IntN(4) == 0
-		if six {
-			s.VIP = v6(rng.IntN(6))
-		} else {
-			s.VIP = v4(rng.IntN(6))
-		}
-		for range rng.IntN(5) {
-			i, port, local := 1+rng.IntN(5), uint16(8080+rng.IntN(2)), rng.IntN(2) == 0
-			if six != (rng.IntN(8) == 0) { // now and then one of the other family
-				s.Endpoints = append(s.Endpoints, ep6(i, port, local))
-			} else {
-				s.Endpoints = append(s.Endpoints, ep4(i, port, local))
-			}
-		}
-		return s
-	}
+	randomService := func(key string) Service { return randomService(rng, key, 6, 0) }
 	for n := range 120 {
 		for range 1 + rng.IntN(4) {
 			key := fmt.Sprintf("ns/svc-%d:http/TCP", rng.IntN(14))
@@ -614,15 +587,6 @@ func TestUpdateEqualsFull(t *testing.T) {
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 
-	ep4 := func(i int, port uint16, local bool) Endpoint {
-		return Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i), 2}), Port: port, Local: local}
-	}
-	ep6 := func(i int, port uint16, local bool) Endpoint {
-		return Endpoint{Addr: netip.MustParseAddr(fmt.Sprintf("fd00:244:%d::2", i)), Port: port, Local: local}
-	}
-	v4 := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 10, byte(100 + i)}) }
-	v6 := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", 100+i)) }
-
 	groups := map[string][]Service{}
 	// record makes changed part of the desired groups, as Update does.
 	record := func(changed map[string][]Service) {
@@ -741,28 +705,7 @@ func TestUpdateEqualsFull(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random steps: seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 3))
-	protos := []string{"TCP", "UDP", "tcp", "SCTP"}
-	randomService := func(key string) Service {
-		s := Service{Key: key, Port: uint16(80 + rng.IntN(2)), Protocol: protos[rng.IntN(len(protos))], TrafficPolicyLocal: rng.IntN(3) == 0}
-		six := rng.IntN(4) == 0
-		if six {
-			s.VIP = v6(rng.IntN(4))
-		} else {
-			s.VIP = v4(rng.IntN(4))
-		}
-		if rng.IntN(40) == 0 {
-			s.Protocol = "ICMP"
-		}
-		for range rng.IntN(5) {
-			i, port, local := 1+rng.IntN(5), uint16(8080+rng.IntN(2)), rng.IntN(2) == 0
-			if six != (rng.IntN(8) == 0) {
-				s.Endpoints = append(s.Endpoints, ep6(i, port, local))
-			} else {
-				s.Endpoints = append(s.Endpoints, ep4(i, port, local))
-			}
-		}
-		return s
-	}
+	randomService := func(key string) Service { return randomService(rng, key, 4, 40) }
 	failed := 0
 	for n := range 100 {
 		changed := map[string][]Service{}
@@ -841,3 +784,45 @@ func TestUpdateEqualsFull(t *testing.T) {
 		t.Errorf("an empty Update after a failed replacement: stats %+v then %+v, want a full replacement", s2, s)
 	}
 }
+
+// randomService draws a service for the random steps: one of vips VIPs
+// per family (a quarter IPv6), a few endpoints from a small pool (now and
+// then of the other family), and, with invalidEvery > 0, an invalid
+// protocol once in invalidEvery draws. The pools are small so that VIPs,
+// endpoints and masquerade elements collide often.
+func randomService(rng *rand.Rand, key string, vips, invalidEvery int) Service {
+	protos := []string{"TCP", "UDP", "tcp", "SCTP"}
+	s := Service{Key: key, Port: uint16(80 + rng.IntN(2)), Protocol: protos[rng.IntN(len(protos))], TrafficPolicyLocal: rng.IntN(3) == 0}
+	six := rng.IntN(4) == 0
+	if six {
+		s.VIP = v6(rng.IntN(vips))
+	} else {
+		s.VIP = v4(rng.IntN(vips))
+	}
+	if invalidEvery > 0 && rng.IntN(invalidEvery) == 0 {
+		s.Protocol = "ICMP"
+	}
+	for range rng.IntN(5) {
+		i, port, local := 1+rng.IntN(5), uint16(8080+rng.IntN(2)), rng.IntN(2) == 0
+		if six != (rng.IntN(8) == 0) { // now and then one of the other family
+			s.Endpoints = append(s.Endpoints, ep6(i, port, local))
+		} else {
+			s.Endpoints = append(s.Endpoints, ep4(i, port, local))
+		}
+	}
+	return s
+}
+
+// The scripted and random steps' addresses: endpoint i of each family and
+// VIP i of each family.
+func ep4(i int, port uint16, local bool) Endpoint {
+	return Endpoint{Addr: netip.AddrFrom4([4]byte{10, 244, byte(i), 2}), Port: port, Local: local}
+}
+
+func ep6(i int, port uint16, local bool) Endpoint {
+	return Endpoint{Addr: netip.MustParseAddr(fmt.Sprintf("fd00:244:%d::2", i)), Port: port, Local: local}
+}
+
+func v4(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 168, 10, byte(100 + i)}) }
+
+func v6(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00:10::%d", 100+i)) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,4 +95,45 @@ func AnnouncedAddrs(svc *corev1.Service) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// NodeVerdict is node's verdict on addr as its agent decides it: the
+// agent's Planner on the interfaces of its HeraldNode report (nil: no
+// agent runs there; nothing is known of its interfaces, so it is judged as
+// if one LAN interface matched and marked NoAgent), the policies as they
+// apply to node, and services, the announce views of the Services using
+// addr. excluded is whether the node counts as carrying the exclude label.
+// The controller explains an unannounced address with it and `herald
+// explain` shows it, so the two and the agents never disagree. An address
+// that no service uses gets NoPolicy.
+func NodeVerdict(addr netip.Addr, node *corev1.Node, report *heraldv1.HeraldNodeStatus, excluded bool,
+	policies []heraldv1.L2AnnouncementPolicy, services []announce.Service) announce.NodeVerdict {
+	v := announce.NodeVerdict{Node: node.Name}
+	var ifaces []announce.Interface
+	if report == nil {
+		v.NoAgent = true
+		ifaces = []announce.Interface{{Name: "?", Up: true, Broadcast: true, LAN: true}}
+	} else {
+		v.KeyError = report.KeyError
+		for _, i := range report.Interfaces {
+			ifaces = append(ifaces, announce.Interface{Name: i.Name, Up: i.Up, Broadcast: i.Broadcast, Loopback: i.Loopback, Enslaved: i.Enslaved, LAN: i.LAN})
+		}
+	}
+	used := false
+	for _, s := range services {
+		used = used || slices.Contains(s.LoadBalancerIPs, addr) || slices.Contains(s.ExternalIPs, addr)
+	}
+	if used {
+		var views []announce.Policy
+		for i := range policies {
+			if p, err := PolicyView(&policies[i], node); err == nil {
+				views = append(views, p)
+			}
+		}
+		v.Status = announce.NewPlanner(announce.Node{Name: node.Name, ExcludedByLabel: excluded}, ifaces, views).Decide(addr, services)
+	}
+	if v.Status.Reason == "" {
+		v.Status = announce.AddrStatus{Addr: addr, Reason: announce.NoPolicy, Message: "no L2AnnouncementPolicy selects it"}
+	}
+	return v
 }

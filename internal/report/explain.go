@@ -509,25 +509,13 @@ func explainNodes(in Input, svc *corev1.Service, addr netip.Addr, ready map[stri
 	out := make([]announce.NodeVerdict, 0, len(nodes))
 	for i := range nodes {
 		node := &nodes[i]
-		v := announce.NodeVerdict{Node: node.Name}
-		var ifaces []announce.Interface
-		excluded := false
-		if hn := reports[node.Name]; hn == nil {
-			v.NoAgent = true
-			_, excluded = node.Labels[kube.ExcludeFromLBLabel]
-			ifaces = []announce.Interface{{Name: "?", Up: true, Broadcast: true, LAN: true}}
+		var report *heraldv1.HeraldNodeStatus
+		var excluded bool
+		if hn := reports[node.Name]; hn != nil {
+			report, excluded = &hn.Status, hn.Status.ExcludedByLabel
 		} else {
-			v.KeyError = hn.Status.KeyError
-			excluded = hn.Status.ExcludedByLabel
-			for _, i := range hn.Status.Interfaces {
-				ifaces = append(ifaces, announce.Interface{Name: i.Name, Up: i.Up, Broadcast: i.Broadcast, Loopback: i.Loopback, Enslaved: i.Enslaved, LAN: i.LAN})
-			}
-		}
-		var policies []announce.Policy
-		for j := range in.Policies {
-			if p, err := kube.PolicyView(&in.Policies[j], node); err == nil {
-				policies = append(policies, p)
-			}
+			// No agent: the Node's own label still tells.
+			_, excluded = node.Labels[kube.ExcludeFromLBLabel]
 		}
 		var services []announce.Service
 		for _, u := range users {
@@ -537,10 +525,7 @@ func explainNodes(in Input, svc *corev1.Service, addr netip.Addr, ready map[stri
 			}
 			services = append(services, s)
 		}
-		v.Status = announce.NewPlanner(announce.Node{Name: node.Name, ExcludedByLabel: excluded}, ifaces, policies).Decide(addr, services)
-		if v.Status.Reason == "" {
-			v.Status = announce.AddrStatus{Addr: addr, Reason: announce.NoPolicy, Message: "no L2AnnouncementPolicy selects it"}
-		}
+		v := kube.NodeVerdict(addr, node, report, excluded, in.Policies, services)
 		out = append(out, v)
 	}
 	return out
