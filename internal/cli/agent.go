@@ -49,24 +49,7 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			}
 			klog.SetSlogLogger(log)
 			ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
-			if os.Getenv("GOMAXPROCS") == "" {
-				// The agent waits for frames and timers, tens of times a
-				// second, and rarely computes. With one P a wake-up runs
-				// on the thread that was woken; with more, the runtime
-				// also wakes a second thread to look for work, which
-				// doubled the kernel time of an idle agent (see
-				// docs/benchmarks.md, "Agent cost"). GOMAXPROCS overrides.
-				runtime.GOMAXPROCS(1)
-			}
-			if os.Getenv("GOGC") == "" {
-				// Most of the agent's heap is its informer caches, which
-				// live as long as the agent; the default (100) lets the
-				// heap grow to twice them between collections. At 50 the
-				// resident set at 10 000 Services stays well inside the
-				// chart's limit, and collections stay rare because an
-				// agent allocates little once started. GOGC overrides.
-				debug.SetGCPercent(50)
-			}
+			agentRuntimeDefaults(os.Getenv)
 			if opts.NodeName == "" {
 				opts.NodeName = os.Getenv("NODE_NAME")
 			}
@@ -144,4 +127,27 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// agentRuntimeDefaults sets the Go runtime's defaults for the agent where
+// the environment (read with getenv) does not set them.
+func agentRuntimeDefaults(getenv func(string) string) {
+	if getenv("GOMAXPROCS") == "" {
+		// The agent waits for frames and timers, tens of times a
+		// second, and rarely computes. With one P a wake-up runs
+		// on the thread that was woken; with more, the runtime
+		// also wakes a second thread to look for work, which
+		// doubled the kernel time of an idle agent (see
+		// docs/benchmarks.md, "Agent cost"). GOMAXPROCS overrides.
+		runtime.GOMAXPROCS(1)
+	}
+	if getenv("GOGC") == "" {
+		// Most of the agent's heap is its informer caches, which
+		// live as long as the agent; the default (100) lets the
+		// heap grow to twice them between collections. At 50 the
+		// resident set at 10 000 Services stays well inside the
+		// chart's limit, and collections stay rare because an
+		// agent allocates little once started. GOGC overrides.
+		debug.SetGCPercent(50)
+	}
 }
