@@ -326,8 +326,8 @@
 // changes take exactly as long as they would without them. Silence is
 // counted only while this process runs: if the death check itself ran late
 // (the process was descheduled or CPU-throttled), the stall is credited to
-// every peer, and while heartbeat frames still wait unread in the socket
-// the verdict waits for them (at most one interval). Without this, a
+// every peer, and the frames still queued are read, each at the arrival
+// time the kernel stamped on it, before any verdict. Without this, a
 // stalled agent would see every peer die at once and claim every IP.
 //
 // False deaths under loss: with independent frame loss p, a peer is falsely
@@ -345,6 +345,37 @@
 // heartbeat was lost only when all were; now an idle heartbeat is one
 // frame, and the arithmetic above is exactly the one that always applied
 // to nodes with up to a few hundred addresses.)
+//
+// # Receiving: one wake-up per interval
+//
+// On a quiet segment nearly every frame is a peer's plain heartbeat, which
+// only proves it alive: 20 a second per peer with the defaults. A Member
+// does not wake for those. A socket filter (classic BPF, run by the kernel
+// on each frame) sorts the heartbeats into two sockets:
+//
+//   - the wake socket keeps every frame that needs its receiver at once
+//     or changes what it knows: the leaving, challenge or full flag set,
+//     or an echo or request list that is not empty. A goroutine reads it
+//     as frames arrive, so hand-overs, verification and state changes take
+//     a frame's transit, as before;
+//   - the beat socket keeps every other frame (and any too short for the
+//     filter to read, to be counted as malformed). It is outside the Go
+//     runtime's poller, and Run reads it when it wakes anyway: at each of
+//     its own heartbeats and before each death verdict. The kernel stamps
+//     each frame with its arrival time (SO_TIMESTAMPNS), and a frame read
+//     late counts from when it arrived, so deadlines stay exact.
+//
+// Before the wake socket's frame is handled, the beat socket is read, so
+// each peer's frames are handled in the order they were sent. Heartbeats
+// are sent, and the beat socket read, with raw system calls (the socket is
+// non-blocking, so they never block): a call through syscall.Syscall wakes
+// the runtime's monitor thread, which then polls every 20 µs until the
+// process sleeps again. An
+// idle agent thus wakes once per interval and once per death check, not
+// once per peer's frame; with 3 nodes its CPU fell from 13.5 to about 4
+// millicores, and the saving grows with the number of peers. The filter
+// reads unauthenticated bytes: a forged frame can only choose its queue,
+// and is authenticated like any other once read.
 //
 // # Use
 //

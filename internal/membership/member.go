@@ -46,6 +46,10 @@ const (
 	// jumbo-frame link, so an oversized frame is seen whole (and dropped
 	// as malformed) rather than truncated into something else.
 	readBufLen = 9216 + ethHeaderLen + 4
+	// maxDrain bounds the frames read at one wake-up: 100 peers' beats
+	// and a burst of full states fit many times over, and a flood of
+	// forged frames cannot hold the heartbeat loop past its next duty.
+	maxDrain = 4096
 	// logEvery rate-limits repeated warnings of one kind.
 	logEvery = 10 * time.Second
 	// recvBuffer is the socket receive buffer asked for. A node joining a
@@ -140,8 +144,18 @@ type Member struct {
 	log *slog.Logger
 	// codec holds the current keys; SetKeys swaps it while frames are
 	// being sent and received.
-	codec      atomic.Pointer[Codec]
-	conn       *packet.Conn
+	codec atomic.Pointer[Codec]
+	// wake and sock receive the frames that need this Member at once
+	// and the plain heartbeats (see wakeFilter); sock also sends.
+	wake *packet.Conn
+	sock *frameSocket
+	// recvMu serialises reading: frames of the wake socket are handled
+	// only after what waits in sock, which arrived before them, so that
+	// every peer's frames are handled in the order they were sent.
+	recvMu sync.Mutex
+	// lastDrain is when sock was last read (guarded by recvMu): frames
+	// read later arrived after it.
+	lastDrain  time.Time
 	hw         net.HardwareAddr
 	maxPayload int
 	met        *ifaceMetrics
@@ -164,20 +178,15 @@ type Member struct {
 	seq      uint64
 	lastSend time.Time
 	// beat is the buffer the heartbeats without the full state are
-	// encoded into, beatFrames its one-frame list and dst their
-	// destination: reused, so that an idle heartbeat allocates nothing
-	// whatever the state's size.
+	// encoded into, beatFrames its one-frame list: reused, so that an
+	// idle heartbeat allocates nothing whatever the state's size.
 	beat       []byte
 	beatFrames [1][]byte
-	dst        *packet.Addr
 
 	mu sync.Mutex
 	// lastCheck is when expire last ran; a much longer gap means this
 	// process stalled.
 	lastCheck time.Time
-	// postponed is when expire first found unread frames and put off
-	// judging deaths (zero: not postponing).
-	postponed time.Time
 	running   bool
 	settleAt  time.Time
 	settled   bool
@@ -272,7 +281,6 @@ func New(cfg Config) (*Member, error) {
 		trigger:     make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		updates:     make(chan Snapshot, 1),
-		dst:         &packet.Addr{HardwareAddr: GroupAddr()},
 		digest:      emptyDigest,
 		table:       newPeerTable(cfg.Node, cfg.Incarnation, cfg.DeadAfter, maxPeers),
 		echoes:      newEchoTable(maxPeers),
@@ -283,15 +291,47 @@ func New(cfg Config) (*Member, error) {
 	if _, err := m.fits(nil, nil); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
-	conn, err := packet.Listen(ifi, packet.Raw, EtherType, nil)
+	// Two sockets, split by wakeFilter: frames that need the receiver
+	// at once, read as they come, and plain heartbeats, read when the
+	// Member wakes anyway.
+	wake, err := listen(ifi, true, log)
 	if err != nil {
-		return nil, fmt.Errorf("membership: listen on %s: %w", cfg.Interface, err)
+		return nil, fmt.Errorf("membership: on %s: %w", cfg.Interface, err)
+	}
+	beat, err := listen(ifi, false, log)
+	if err != nil {
+		_ = wake.Close()
+		return nil, fmt.Errorf("membership: on %s: %w", cfg.Interface, err)
+	}
+	sock, err := newFrameSocket(beat, ifi.Index, EtherType, GroupAddr())
+	if err != nil {
+		_ = wake.Close()
+		_ = beat.Close()
+		return nil, fmt.Errorf("membership: on %s: %w", cfg.Interface, err)
+	}
+	m.wake, m.sock = wake, sock
+	m.met.setKeys(nil, codec.Keys())
+	return m, nil
+}
+
+// listen opens a heartbeat socket on ifi that keeps the frames of the
+// wake or the beat queue (see wakeFilter).
+func listen(ifi *net.Interface, wake bool, log *slog.Logger) (*packet.Conn, error) {
+	filter, err := wakeFilter(wake)
+	if err != nil {
+		return nil, err
+	}
+	// The filter is attached before the socket is bound, so that no
+	// frame reaches both queues.
+	conn, err := packet.Listen(ifi, packet.Raw, EtherType, &packet.Config{Filter: filter})
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	// Heartbeats go to a group address: a NIC that filters multicast
 	// passes them only once the interface has joined it.
 	if err := conn.JoinGroup(GroupAddr()); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("membership: join the heartbeat group %s on %s: %w", GroupAddr(), cfg.Interface, err)
+		return nil, fmt.Errorf("join the heartbeat group %s: %w", GroupAddr(), err)
 	}
 	if got, err := setReceiveBuffer(conn, recvBuffer); err != nil {
 		log.Debug("cannot set the socket receive buffer", "want", recvBuffer, "got", got, "err", err)
@@ -301,9 +341,7 @@ func New(cfg Config) (*Member, error) {
 		// other sockets on this host are then filtered by name.
 		log.Debug("cannot ignore outgoing frames", "err", err)
 	}
-	m.conn = conn
-	m.met.setKeys(nil, codec.Keys())
-	return m, nil
+	return conn, nil
 }
 
 // encode fills in this Member's identity and encodes hb with the current
@@ -473,10 +511,14 @@ func (m *Member) Run(ctx context.Context) error {
 	_ = m.send()
 	beat := time.NewTicker(m.cfg.Interval)
 	defer beat.Stop()
+	// Peers' plain heartbeats are read when this loop wakes anyway: at
+	// each beat and at each death check, just before the verdict; nothing
+	// wakes per plain heartbeat (see wakeFilter and frameSocket).
 	// Deaths are checked when the earliest one could happen (a peer's
 	// deadline, the settle time, a mismatch's expiry), and at least every
 	// maxCheckSleep: an idle segment costs a few wake-ups per second, not
 	// one every few milliseconds, and a death is still declared on time.
+	buf := make([]byte, readBufLen)
 	due := time.Now().Add(checkEvery(m.cfg.Interval))
 	check := time.NewTimer(time.Until(due))
 	defer check.Stop()
@@ -490,12 +532,17 @@ func (m *Member) Run(ctx context.Context) error {
 		case <-m.done:
 			return nil
 		case <-beat.C:
+			now := time.Now()
+			m.drain(buf, now)
 			_ = m.send()
-			if n, err := socketDrops(m.conn); err == nil && n > 0 {
-				m.met.socketDrops.Add(float64(n))
-				if m.limiter.allow("socket-drops", time.Now()) {
-					m.log.Warn("heartbeat frames dropped by the kernel: the socket's receive buffer was full", "frames", n)
-				}
+			// A frame read since the last check may have brought an
+			// earlier duty (a key mismatch to publish).
+			m.mu.Lock()
+			next := m.nextCheckLocked(now)
+			m.mu.Unlock()
+			if next.Before(due) {
+				due = next
+				check.Reset(max(due.Sub(now), checkEvery(m.cfg.Interval)))
 			}
 		case <-m.trigger:
 			if deferred != nil {
@@ -516,6 +563,10 @@ func (m *Member) Run(ctx context.Context) error {
 			// The timer's own timestamp is when it fired, not when this
 			// goroutine got to run: judge by the clock now.
 			now := time.Now()
+			if m.drain(buf, now) {
+				m.kick()
+			}
+			m.countSocketDrops(now)
 			due = m.expire(now, due)
 			check.Reset(max(due.Sub(now), checkEvery(m.cfg.Interval)))
 		}
@@ -526,11 +577,11 @@ func (m *Member) Run(ctx context.Context) error {
 // settled: DeadAfter intervals plus half an interval, as for a death, so
 // that every live peer's heartbeats had DeadAfter chances to arrive, plus
 // one interval for the challenge round trip. The Member challenges from
-// its first heartbeat and peers echo at once, so a live peer is verified
-// by the first of its heartbeats that arrives after it heard a challenge;
-// the extra interval makes sure that the DeadAfter chances all come after
-// that (a round trip takes a few milliseconds; an interval also covers a
-// first challenge that was lost).
+// its first heartbeat and peers echo at once (both frames go through the
+// wake socket), so a live peer is verified by the first of its heartbeats
+// that arrives after it heard a challenge; the extra interval makes sure
+// that the DeadAfter chances all come after that (a round trip takes a few
+// milliseconds; an interval also covers a first challenge that was lost).
 func settleAfter(interval time.Duration, deadAfter int) time.Duration {
 	return time.Duration(deadAfter+1)*interval + interval/2
 }
@@ -618,7 +669,7 @@ func (m *Member) send() error {
 	var lastErr error
 	sent := 0
 	for _, f := range frames {
-		if _, err := m.conn.WriteTo(f, m.dst); err != nil {
+		if err := m.sock.send(f); err != nil {
 			lastErr = err
 			m.met.sendErrors.Inc()
 			continue
@@ -636,11 +687,32 @@ func (m *Member) send() error {
 	return nil
 }
 
-// receive reads frames until the socket is closed.
+// countSocketDrops counts and reports the frames the kernel dropped for
+// want of room in either socket's receive buffer since the last call.
+func (m *Member) countSocketDrops(now time.Time) {
+	var n uint32
+	if d, err := m.sock.drops(); err == nil {
+		n += d
+	}
+	if st, err := m.wake.Stats(); err == nil {
+		n += st.Drops
+	}
+	if n == 0 {
+		return
+	}
+	m.met.socketDrops.Add(float64(n))
+	if m.limiter.allow("socket-drops", now) {
+		m.log.Warn("heartbeat frames dropped by the kernel: the socket's receive buffer was full", "frames", n)
+	}
+}
+
+// receive reads the wake socket until it is closed, and handles each
+// frame as it arrives, after the plain heartbeats queued before it.
 func (m *Member) receive() {
 	buf := make([]byte, readBufLen)
+	beatBuf := make([]byte, readBufLen)
 	for {
-		n, _, err := m.conn.ReadFrom(buf)
+		n, _, err := m.wake.ReadFrom(buf)
 		if err != nil {
 			select {
 			case <-m.done:
@@ -662,12 +734,76 @@ func (m *Member) receive() {
 			}
 			continue
 		}
-		m.handle(buf[:n], time.Now())
+		now := time.Now()
+		m.recvMu.Lock()
+		send := m.drainLocked(beatBuf, now)
+		if m.handle(buf[:n], now) {
+			send = true
+		}
+		m.recvMu.Unlock()
+		if send {
+			m.kick()
+		}
 	}
 }
 
-// handle decodes and applies one received frame.
-func (m *Member) handle(frame []byte, now time.Time) {
+// drain reads and handles every frame queued in the beat socket, each at
+// its arrival time, and reports whether one of them asks for a heartbeat
+// at once (a challenge to answer, a peer to verify, a request for our
+// state: those normally come through the wake socket). now is the time of
+// the wake-up that drains.
+func (m *Member) drain(buf []byte, now time.Time) (sendNow bool) {
+	m.recvMu.Lock()
+	defer m.recvMu.Unlock()
+	return m.drainLocked(buf, now)
+}
+
+// drainLocked is drain with recvMu held.
+func (m *Member) drainLocked(buf []byte, now time.Time) (sendNow bool) {
+	floor := m.lastDrain
+	m.lastDrain = now
+	// Bounded: a flood cannot keep the loop here past its next duty;
+	// what is left is read at the next wake-up, an interval later.
+	for range maxDrain {
+		n, stamp, err := m.sock.recv(buf)
+		switch {
+		case errors.Is(err, errNoFrame):
+			return sendNow
+		case err != nil:
+			// The kernel reports ENETDOWN once when the link goes
+			// down; the socket keeps working when it comes back.
+			if !errors.Is(err, net.ErrClosed) && m.limiter.allow("recv", now) {
+				m.log.Warn("receive failed", "err", err)
+			}
+			return sendNow
+		}
+		if m.handle(buf[:n], arrival(now, stamp, floor)) {
+			sendNow = true
+		}
+	}
+	return sendNow
+}
+
+// arrival is when a frame read at now arrived, by the kernel's timestamp
+// stamp (wall clock), as a time on now's monotonic clock. The frame was
+// queued after the previous drain began (floor), so the result is kept
+// between floor and now: a step of the wall clock can move a frame only
+// within that window, never make a live peer look silent. Without a
+// timestamp (or a previous drain) the frame counts as arriving now.
+func arrival(now, stamp, floor time.Time) time.Time {
+	if stamp.IsZero() {
+		return now
+	}
+	age := now.Sub(stamp) // by the wall clock: stamp has no monotonic reading
+	if !floor.IsZero() {
+		age = min(age, now.Sub(floor))
+	}
+	return now.Add(-max(age, 0))
+}
+
+// handle decodes and applies one frame received at now, and reports
+// whether it asks for a heartbeat at once.
+func (m *Member) handle(frame []byte, now time.Time) (sendNow bool) {
 	f, err := m.codec.Load().Decode(frame)
 	if err != nil {
 		var ae *AuthError
@@ -681,7 +817,7 @@ func (m *Member) handle(frame []byte, now time.Time) {
 		default:
 			m.drop(dropMalformed, err, frameSource(frame))
 		}
-		return
+		return false
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -692,10 +828,10 @@ func (m *Member) handle(frame []byte, now time.Time) {
 		if obs.selfIncarnation != m.cfg.Incarnation && m.limiter.allow("self", now) {
 			m.log.Warn("another agent sends heartbeats with this node's name", "incarnation", obs.selfIncarnation, "mac", f.Source.String())
 		}
-		return
+		return false
 	default:
 		m.drop(obs.drop, nil, f.Source.String())
-		return
+		return false
 	}
 	m.met.received.Inc()
 	if obs.unverified {
@@ -732,9 +868,7 @@ func (m *Member) handle(frame []byte, now time.Time) {
 	if obs.changed {
 		m.publishLocked()
 	}
-	if send {
-		m.kick()
-	}
+	return send
 }
 
 // kick asks Run for a heartbeat now (rate-limited there by triggerGap).
@@ -813,18 +947,23 @@ func checkEvery(interval time.Duration) time.Duration {
 	return max(interval/10, time.Millisecond)
 }
 
-// maxCheckSleep is the longest time between two death checks: a new peer's
-// deadline or a stall is noticed within it.
-func maxCheckSleep(interval time.Duration) time.Duration { return 2 * interval }
+// maxCheckSleep is the longest time between two death checks: a stall is
+// noticed within it. A peer first heard after a check cannot die before
+// the next one (its first deadline is DeadAfter intervals after it was
+// heard), so while peers are live the checks follow their deadlines: about
+// one per DeadAfter intervals, not one per interval.
+func maxCheckSleep(interval time.Duration, deadAfter int) time.Duration {
+	return time.Duration(deadAfter) * interval
+}
 
 // expire declares silent peers dead and notices when the Member settles.
 //
 // It guards against two ways a busy host would otherwise see every peer
-// die at once (and then claim every IP): if this goroutine ran much later
-// than its period, the process stalled, and the stall is credited to every
-// peer (peerTable.pause); and if frames still wait unread in the socket,
-// the verdict is put off until the receiver has caught up, for at most one
-// interval.
+// die at once (and then claim every IP): Run reads the frames still queued
+// in the socket, at their arrival times, just before; and if this
+// goroutine ran much later than its period, the process stalled, and the
+// stall is credited to every peer (peerTable.pause) in case frames were
+// lost meanwhile.
 //
 // due is when this check was scheduled; it returns when the next one is.
 func (m *Member) expire(now, due time.Time) (next time.Time) {
@@ -840,17 +979,7 @@ func (m *Member) expire(now, due time.Time) (next time.Time) {
 	}
 	m.lastCheck = now
 	defer func() { next = m.nextCheckLocked(now) }()
-	var died []string
-	pending, err := pendingFrame(m.conn)
-	switch {
-	case err == nil && pending && (m.postponed.IsZero() || now.Sub(m.postponed) < m.cfg.Interval):
-		if m.postponed.IsZero() {
-			m.postponed = now
-		}
-	default:
-		m.postponed = time.Time{}
-		died = m.table.expire(now)
-	}
+	died := m.table.expire(now)
 	for _, d := range died {
 		m.met.deaths.Inc()
 		m.log.Warn("peer dead on this segment", "peer", d, "deadAfter", m.cfg.DeadAfter)
@@ -886,9 +1015,9 @@ func (m *Member) expire(now, due time.Time) (next time.Time) {
 
 // nextCheckLocked is when the next death check is due: the earliest peer
 // deadline or mismatch expiry (just after it), the settle time, a check
-// soon while a verdict is postponed, and at most maxCheckSleep from now.
+// and at most maxCheckSleep from now.
 func (m *Member) nextCheckLocked(now time.Time) time.Time {
-	next := now.Add(maxCheckSleep(m.cfg.Interval))
+	next := now.Add(maxCheckSleep(m.cfg.Interval, m.cfg.DeadAfter))
 	earlier := func(t time.Time) {
 		if !t.IsZero() && t.Before(next) {
 			next = t
@@ -903,9 +1032,6 @@ func (m *Member) nextCheckLocked(now time.Time) time.Time {
 	}
 	if !m.settled {
 		earlier(m.settleAt)
-	}
-	if !m.postponed.IsZero() {
-		earlier(now.Add(checkEvery(m.cfg.Interval)))
 	}
 	if m.mismatchDirty {
 		earlier(m.mismatchPublished.Add(m.cfg.Interval)) // a rate-limited publish
@@ -987,7 +1113,7 @@ func (m *Member) Leave(ctx context.Context) error {
 func (m *Member) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.done)
-		if err := m.conn.Close(); err != nil {
+		if err := errors.Join(m.wake.Close(), m.sock.close()); err != nil {
 			m.closeErr = fmt.Errorf("membership: close: %w", err)
 		}
 		m.mu.Lock()

@@ -29,26 +29,6 @@ func ignoreOutgoing(c *packet.Conn) error {
 	return nil
 }
 
-// pendingFrame reports whether a frame waits in the socket's receive queue
-// (SIOCINQ on a packet socket gives the length of the next one).
-func pendingFrame(c *packet.Conn) (bool, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false, fmt.Errorf("raw socket: %w", err)
-	}
-	var n int
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	}); err != nil {
-		return false, fmt.Errorf("raw socket control: %w", err)
-	}
-	if ierr != nil {
-		return false, fmt.Errorf("SIOCINQ: %w", ierr)
-	}
-	return n > 0, nil
-}
-
 // setReceiveBuffer asks for a socket receive buffer of n bytes: with
 // SO_RCVBUFFORCE (CAP_NET_ADMIN) past the system's net.core.rmem_max,
 // else with SO_RCVBUF up to it. It returns the size the kernel granted
@@ -72,15 +52,4 @@ func setReceiveBuffer(c *packet.Conn, n int) (int, error) {
 		return got, fmt.Errorf("set SO_RCVBUF: %w", serr)
 	}
 	return got, nil
-}
-
-// socketDrops returns how many frames the kernel dropped for want of
-// room in the socket's receive buffer since the last call (reading the
-// count resets it).
-func socketDrops(c *packet.Conn) (uint32, error) {
-	s, err := c.Stats()
-	if err != nil {
-		return 0, fmt.Errorf("packet socket stats: %w", err)
-	}
-	return s.Drops, nil
 }
