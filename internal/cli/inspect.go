@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
@@ -80,21 +79,9 @@ func (f *inspectFlags) connect(hooks inspectHooks) (*session, error) {
 	default:
 		return nil, fmt.Errorf("--output %q: want table, json or yaml", f.output)
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.context})
-	cfg, err := cc.ClientConfig()
+	cfg, ns, err := loadConfig(f.kubeconfig, f.context, hooks)
 	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig: %w", err)
-	}
-	ns, _, err := cc.Namespace()
-	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig: %w", err)
-	}
-	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "herald-cli/" + Version
-	if hooks.wrap != nil {
-		hooks.wrap(cfg)
+		return nil, err
 	}
 	core, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -249,6 +236,7 @@ func newInspectCommands(hooks inspectHooks) []*cobra.Command {
 	return []*cobra.Command{
 		newPoolsCommand(hooks), newServicesCommand(hooks),
 		newAnnouncementsCommand(hooks), newStatusCommand(hooks), newExplainCommand(hooks),
+		newImportCommand(hooks),
 	}
 }
 
