@@ -209,7 +209,7 @@ func listPeerObjects(ctx context.Context, cfg *rest.Config, src migrate.Source) 
 // writeNotes lists what was not translated, then what to check.
 func writeNotes(w io.Writer, res migrate.Result) error {
 	if len(res.Notes) == 0 {
-		_, err := fmt.Fprintf(w, "translated %d pools and %d policies; nothing left out\n", len(res.Pools), len(res.Policies))
+		_, err := fmt.Fprintf(w, "translated %s and %s; nothing left out\n", count(len(res.Pools), "pool"), count(len(res.Policies), "policy"))
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -237,6 +237,17 @@ func writeNotes(w io.Writer, res migrate.Result) error {
 			fmt.Fprintln(tw)
 		}
 	}
-	fmt.Fprintf(tw, "translated %d pools and %d policies\n", len(res.Pools), len(res.Policies))
+	fmt.Fprintf(tw, "translated %s and %s\n", count(len(res.Pools), "pool"), count(len(res.Policies), "policy"))
 	return tw.Flush()
+}
+
+// count writes n things: "1 pool", "2 pools", "0 policies".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	if strings.HasSuffix(thing, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(thing, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
