@@ -60,9 +60,10 @@ verify-generated: generate
 		echo "generated files are stale; run 'make generate' and commit:"; \
 		git status --porcelain -- api config/crd deploy/helm/herald/crds; git --no-pager diff --stat -- api config/crd deploy/helm/herald/crds; exit 1; fi
 
-## tools: build (or find cached) the control plane, kubectl and helm for tests
+## tools: build (or find cached) the control plane, kubectl and helm, and a
+## real node's kubelet, kube-proxy and containerd, for tests
 tools:
-	$(GO) run ./internal/testenv/cmd/buildtools
+	$(GO) run ./internal/testenv/cmd/buildtools -node
 
 ## lint: gofmt, go vet, staticcheck, go mod tidy
 lint: $(STATICCHECK)
@@ -71,6 +72,8 @@ lint: $(STATICCHECK)
 	$(STATICCHECK) ./...
 	$(GO) mod tidy -diff
 	$(GO) -C hack/tools mod tidy -diff
+	$(GO) -C hack/nodetools mod tidy -diff
+	$(GO) -C hack/nodetools/containerd mod tidy -diff
 
 ## test: everything CI runs: generated files, lint, all tests with -race
 test: verify-generated lint tools

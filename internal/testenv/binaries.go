@@ -100,21 +100,6 @@ func pathsIn(dir string) Paths {
 	}
 }
 
-func (p Paths) all() []string {
-	return []string{p.APIServer, p.ControllerManager, p.Scheduler, p.Etcd, p.Kubectl, p.Helm}
-}
-
-// complete reports whether every binary exists as an executable file.
-func (p Paths) complete() bool {
-	for _, f := range p.all() {
-		fi, err := os.Stat(f)
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // Binaries returns the kube-apiserver, kube-controller-manager,
 // kube-scheduler, etcd and kubectl binaries for the pinned versions in
 // hack/tools, and a helm binary of the helm.sh/helm/v4 version the root
@@ -136,7 +121,7 @@ func (p Paths) complete() bool {
 // same `go test ./...`, serialize on a file lock in the cache directory; the
 // binaries are built into a temporary directory and renamed into place, so a
 // killed build never leaves a partial binary behind. Progress is logged with
-// slog.Default.
+// slog.Default, one message per go command.
 func Binaries(ctx context.Context) (Paths, error) {
 	return binaries(ctx, slog.Default())
 }
@@ -153,35 +138,44 @@ func binaries(ctx context.Context, log *slog.Logger) (Paths, error) {
 	if r.helmVersion, err = helmVersion(filepath.Join(root, "go.mod")); err != nil {
 		return Paths{}, err
 	}
-	dir, err := cacheDir(r)
+	dir, err := ensureTools(ctx, log, r.toolSet())
 	if err != nil {
 		return Paths{}, err
 	}
-	paths := pathsIn(dir)
-	if paths.complete() {
-		return paths, nil
-	}
+	return pathsIn(dir), nil
+}
 
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Paths{}, fmt.Errorf("create tools cache %s: %w", dir, err)
+// toolSet returns how the control-plane binaries of r are built and cached.
+func (r recipe) toolSet() toolSet {
+	names := []string{"helm"}
+	for _, pkg := range buildPackages() {
+		names = append(names, filepath.Base(pkg))
 	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, ".lock"), log)
-	if err != nil {
-		return Paths{}, err
+	hashed := make([]hashedFile, 0, len(hashedFiles()))
+	for _, name := range hashedFiles() {
+		hashed = append(hashed, hashedFile{label: name, path: filepath.Join(r.toolsDir, name)})
 	}
-	defer unlock()
-
-	// Another process may have built the binaries while we waited.
-	if paths.complete() {
-		return paths, nil
+	return toolSet{
+		what: "control-plane binaries (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubectl and helm)",
+		keyLines: []string{recipeVersion, runtime.GOOS + "/" + runtime.GOARCH, r.ldflags,
+			strings.Join(buildPackages(), " "), helmPackage + "@" + r.helmVersion},
+		hashed: hashed,
+		names:  names,
+		steps: []buildStep{{
+			// The tools module is built on its own, whatever workspace surrounds it.
+			what: "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd",
+			dir:  r.toolsDir,
+			env:  []string{"GOWORK=off"},
+			args: append([]string{"build", "-ldflags", r.ldflags, "-o", buildDirArg}, buildPackages()...),
+		}, {
+			// helm is installed outside any module (from its own go.mod), so it
+			// runs in an empty directory of its own.
+			what:    "helm",
+			emptDir: true,
+			env:     []string{"GOWORK=off", "GOFLAGS=-mod=mod", "GOBIN=" + buildDirArg},
+			args:    []string{"install", "-ldflags", helmLDFlags(r.helmVersion), helmPackage + "@" + r.helmVersion},
+		}},
 	}
-	if err := build(ctx, log, r, dir); err != nil {
-		return Paths{}, err
-	}
-	if !paths.complete() {
-		return Paths{}, fmt.Errorf("build into %s finished but binaries are missing", dir)
-	}
-	return paths, nil
 }
 
 // RepoRoot walks up from the working directory to the directory whose
@@ -298,16 +292,63 @@ func helmLDFlags(version string) string {
 }
 
 // cacheDir computes the cache directory for r.
-func cacheDir(r recipe) (string, error) {
+func cacheDir(r recipe) (string, error) { return r.toolSet().cacheDir() }
+
+// toolSet is a set of binaries built together into one cache directory.
+type toolSet struct {
+	// what names the binaries in log messages.
+	what string
+	// prefix starts the name of the cache directory, before the key.
+	prefix string
+	// keyLines, with the content of the hashed files, decide the key.
+	keyLines []string
+	// hashed are the files whose content decides the key.
+	hashed []hashedFile
+	// names are the binaries a complete cache directory holds.
+	names []string
+	// steps build the binaries into a temporary directory.
+	steps []buildStep
+}
+
+// hashedFile is a file whose content is part of a cache key.
+type hashedFile struct {
+	// label names the file in the hash, so that moving the repository
+	// keeps the key.
+	label string
+	// path is where the file is.
+	path string
+}
+
+// buildDirArg stands, in a buildStep's args and env, for the temporary
+// directory the binaries are built into, with a trailing separator.
+const buildDirArg = "\x00builddir\x00"
+
+// buildStep is one go command of a build.
+type buildStep struct {
+	// what names the binaries the step builds, for progress messages.
+	what string
+	// dir is where the go command runs; emptDir runs it in an empty
+	// directory of its own instead (outside any module).
+	dir     string
+	emptDir bool
+	// env is added to the environment.
+	env []string
+	// args are the go command's arguments.
+	args []string
+}
+
+// cacheDir computes the cache directory of s: <base>/<prefix><key>.
+func (s toolSet) cacheDir() (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s/%s\n%s\n%s\n%s@%s\n", recipeVersion, runtime.GOOS, runtime.GOARCH, r.ldflags,
-		strings.Join(buildPackages(), " "), helmPackage, r.helmVersion)
-	for _, name := range hashedFiles() {
-		data, err := os.ReadFile(filepath.Join(r.toolsDir, name))
+	for _, line := range s.keyLines {
+		fmt.Fprintf(h, "%s\n", line)
+	}
+	for _, f := range s.hashed {
+		data, err := os.ReadFile(f.path)
 		if err != nil {
 			return "", fmt.Errorf("hash tools module: %w", err)
 		}
-		fmt.Fprintf(h, "%s %d\n", name, len(data))
+		fmt.Fprintf(h, "%s %d\n", f.label, len(data))
 		h.Write(data)
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:16]
@@ -324,12 +365,58 @@ func cacheDir(r recipe) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("tools cache: %w", err)
 	}
-	return filepath.Join(base, key), nil
+	return filepath.Join(base, s.prefix+key), nil
+}
+
+// complete reports whether every binary exists in dir as an executable file.
+func (s toolSet) complete(dir string) bool {
+	for _, name := range s.names {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// ensureTools returns the cache directory of s, building the binaries into
+// it first unless it already holds them all. Concurrent callers serialize
+// on a file lock in the directory; the binaries are built into a temporary
+// directory and renamed into place, so a killed build never leaves a
+// partial binary behind.
+func ensureTools(ctx context.Context, log *slog.Logger, s toolSet) (string, error) {
+	dir, err := s.cacheDir()
+	if err != nil {
+		return "", err
+	}
+	if s.complete(dir) {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create tools cache %s: %w", dir, err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(dir, ".lock"), s.what, log)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+
+	// Another process may have built the binaries while we waited.
+	if s.complete(dir) {
+		return dir, nil
+	}
+	if err := s.build(ctx, log, dir); err != nil {
+		return "", err
+	}
+	if !s.complete(dir) {
+		return "", fmt.Errorf("build into %s finished but binaries are missing", dir)
+	}
+	return dir, nil
 }
 
 // lockFile takes an exclusive flock on path, polling so that ctx can cancel
 // the wait. The returned function releases the lock.
-func lockFile(ctx context.Context, path string, log *slog.Logger) (func(), error) {
+func lockFile(ctx context.Context, path, what string, log *slog.Logger) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
@@ -349,7 +436,7 @@ func lockFile(ctx context.Context, path string, log *slog.Logger) (func(), error
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		if !logged {
-			log.Info("testenv: waiting for another process building the control-plane binaries", "lock", path)
+			log.Info("testenv: waiting for another process building the "+what, "lock", path)
 			logged = true
 		}
 		select {
@@ -361,13 +448,13 @@ func lockFile(ctx context.Context, path string, log *slog.Logger) (func(), error
 	}
 }
 
-// build compiles the binaries into a temporary directory inside dir and
-// renames them into dir. The caller holds the lock on dir.
-func build(ctx context.Context, log *slog.Logger, r recipe, dir string) error {
+// build runs the steps of s into a temporary directory inside dir and
+// renames the binaries into dir. The caller holds the lock on dir.
+func (s toolSet) build(ctx context.Context, log *slog.Logger, dir string) error {
 	// Leftovers of killed builds; nobody else builds here while we hold the lock.
 	if stale, err := filepath.Glob(filepath.Join(dir, ".build-*")); err == nil {
-		for _, s := range stale {
-			_ = os.RemoveAll(s)
+		for _, st := range stale {
+			_ = os.RemoveAll(st)
 		}
 	}
 	tmp, err := os.MkdirTemp(dir, ".build-")
@@ -375,6 +462,14 @@ func build(ctx context.Context, log *slog.Logger, r recipe, dir string) error {
 		return fmt.Errorf("create build directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	out := tmp + string(filepath.Separator)
+	subst := func(in []string) []string {
+		res := make([]string, len(in))
+		for i, a := range in {
+			res[i] = strings.ReplaceAll(a, buildDirArg, out)
+		}
+		return res
+	}
 
 	logPath := filepath.Join(dir, "build.log")
 	logFile, err := os.Create(logPath)
@@ -383,49 +478,34 @@ func build(ctx context.Context, log *slog.Logger, r recipe, dir string) error {
 	}
 	defer logFile.Close()
 
-	// helm is installed outside any module (from its own go.mod), so it
-	// runs in an empty directory of its own.
-	helmDir := filepath.Join(tmp, "helm-work")
-	if err := os.Mkdir(helmDir, 0o755); err != nil {
-		return fmt.Errorf("create helm build directory: %w", err)
-	}
-	steps := []struct {
-		dir  string
-		env  []string
-		args []string
-	}{{
-		// The tools module is built on its own, whatever workspace surrounds it.
-		dir:  r.toolsDir,
-		env:  []string{"GOWORK=off"},
-		args: append([]string{"build", "-ldflags", r.ldflags, "-o", tmp + string(filepath.Separator)}, buildPackages()...),
-	}, {
-		dir:  helmDir,
-		env:  []string{"GOWORK=off", "GOFLAGS=-mod=mod", "GOBIN=" + tmp},
-		args: []string{"install", "-ldflags", helmLDFlags(r.helmVersion), helmPackage + "@" + r.helmVersion},
-	}}
-
-	log.Info("testenv: building kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubectl and helm "+
-		"(the first build takes several minutes)", "dir", dir, "log", logPath)
+	log.Info("testenv: building "+s.what+" (the first build takes several minutes)", "dir", dir, "log", logPath)
 	start := time.Now()
-	for _, step := range steps {
-		fmt.Fprintf(logFile, "# go %s (in %s)\n", strings.Join(step.args, " "), step.dir)
-		cmd := exec.CommandContext(ctx, "go", step.args...)
-		cmd.Dir = step.dir
-		cmd.Env = append(os.Environ(), step.env...)
+	for i, step := range s.steps {
+		stepDir := step.dir
+		if step.emptDir {
+			stepDir = filepath.Join(tmp, fmt.Sprintf("work-%d", i))
+			if err := os.Mkdir(stepDir, 0o755); err != nil {
+				return fmt.Errorf("create build directory: %w", err)
+			}
+		}
+		args := subst(step.args)
+		log.Info(fmt.Sprintf("testenv: build step %d of %d: %s", i+1, len(s.steps), step.what))
+		stepStart := time.Now()
+		fmt.Fprintf(logFile, "# go %s (in %s)\n", strings.Join(args, " "), stepDir)
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir = stepDir
+		cmd.Env = append(os.Environ(), subst(step.env)...)
 		cmd.Stdout = logFile
 		cmd.Stderr = logFile
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(step.args, " "), step.dir, err, TailFile(logPath, 40))
+			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), stepDir, err, TailFile(logPath, 40))
 		}
+		fmt.Fprintf(logFile, "# took %s\n", time.Since(stepStart).Round(time.Second))
 	}
-	log.Info("testenv: built control-plane binaries", "dir", dir, "took", time.Since(start).Round(time.Second))
+	log.Info("testenv: built "+s.what, "dir", dir, "took", time.Since(start).Round(time.Second))
 
-	names := []string{"helm"}
-	for _, pkg := range buildPackages() {
-		names = append(names, filepath.Base(pkg))
-	}
-	for _, name := range names {
+	for _, name := range s.names {
 		if err := os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("install %s: %w", name, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	certutil "k8s.io/client-go/util/cert"
 )
@@ -27,14 +28,16 @@ type pkiFiles struct {
 	// tokenFile is the --token-auth-file holding adminToken.
 	tokenFile  string
 	adminToken string
+	// nodeTokens are the tokens of the Nodes of Options.NodeNames, by name.
+	nodeTokens map[string]string
 	// saPrivateKey signs ServiceAccount tokens; saPublicKey verifies them.
 	saPrivateKey string
 	saPublicKey  string
 }
 
-// writePKI creates the admin token file and the ServiceAccount key pair in
-// dir.
-func writePKI(dir string) (pkiFiles, error) {
+// writePKI creates the token file (the admin's and one per name in
+// nodeNames) and the ServiceAccount key pair in dir.
+func writePKI(dir string, nodeNames []string) (pkiFiles, error) {
 	certDir := filepath.Join(dir, "pki")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return pkiFiles{}, fmt.Errorf("create certificate directory: %w", err)
@@ -57,8 +60,19 @@ func writePKI(dir string) (pkiFiles, error) {
 	}
 	f.adminToken = token
 	// token,user,uid,"group1,group2"
-	line := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
-	if err := os.WriteFile(f.tokenFile, []byte(line), 0o600); err != nil {
+	lines := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
+	f.nodeTokens = map[string]string{}
+	for _, name := range nodeNames {
+		if name == "" || strings.ContainsAny(name, ",\"\n") {
+			return pkiFiles{}, fmt.Errorf("node name %q", name)
+		}
+		if f.nodeTokens[name], err = randomToken(); err != nil {
+			return pkiFiles{}, err
+		}
+		user := NodeUser(name)
+		lines += fmt.Sprintf("%s,%s,%s,\"%s\"\n", f.nodeTokens[name], user, user, NodesGroup)
+	}
+	if err := os.WriteFile(f.tokenFile, []byte(lines), 0o600); err != nil {
 		return pkiFiles{}, fmt.Errorf("write token file: %w", err)
 	}
 

@@ -61,6 +61,8 @@ const (
 	DefaultClusterCIDR = "10.244.0.0/16"
 	// AdminUser is the user name of the admin token, in group system:masters.
 	AdminUser = "herald-testenv-admin"
+	// NodesGroup is the group of the Nodes' users (see Options.NodeNames).
+	NodesGroup = "system:nodes"
 
 	defaultStartTimeout            = 90 * time.Second
 	defaultStartTimeoutControllers = 2 * time.Minute
@@ -88,6 +90,19 @@ type Options struct {
 	// ExtraAPIServerFlags are appended to the kube-apiserver command line;
 	// a later flag overrides an earlier one.
 	ExtraAPIServerFlags []string
+	// NodeNames are Nodes whose kubelets get a static token of their own:
+	// user system:node:<name> (NodeUser) in group system:nodes, which the
+	// Node authorizer confines to that Node and what runs on it. See
+	// Env.NodeKubeconfig.
+	NodeNames []string
+	// ClusterDialer, when set, is how the API server reaches kubelets,
+	// Pods and Services (logs, exec, port-forward, the proxy
+	// subresources): its "cluster" egress selector sends each such
+	// connection as an HTTP CONNECT to a Unix socket in Dir that Start
+	// serves by calling ClusterDialer with "tcp" and the CONNECT target.
+	// Nodes in network namespaces that the API server cannot route to are
+	// reached this way. Connections to etcd and webhooks are unaffected.
+	ClusterDialer func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// Controllers also runs kube-controller-manager and kube-scheduler
 	// against the API server once it is ready, as the admin user and
@@ -163,6 +178,11 @@ type Env struct {
 	scheduler         *process
 	// schedulerURL is the https URL of the scheduler's health endpoints.
 	schedulerURL string
+	// egress serves the API server's cluster egress with
+	// Options.ClusterDialer, if set.
+	egress *egressProxy
+	// ca is the CA bundle of the API server's serving certificate.
+	ca []byte
 
 	stopOnce sync.Once
 	stopErr  error
@@ -254,7 +274,7 @@ func start(ctx context.Context, opts Options, paths Paths, log *slog.Logger) (_ 
 	if err := e.startEtcd(ctx, peerPort); err != nil {
 		return e, err
 	}
-	if err := e.startAPIServer(ctx, apiPort, opts.ExtraAPIServerFlags); err != nil {
+	if err := e.startAPIServer(ctx, apiPort, opts); err != nil {
 		return e, err
 	}
 	if opts.Controllers {
@@ -338,8 +358,8 @@ func (e *Env) startEtcd(ctx context.Context, peerPort int) error {
 	return nil
 }
 
-func (e *Env) startAPIServer(ctx context.Context, port int, extra []string) error {
-	pki, err := writePKI(e.Dir)
+func (e *Env) startAPIServer(ctx context.Context, port int, opts Options) error {
+	pki, err := writePKI(e.Dir, opts.NodeNames)
 	if err != nil {
 		return err
 	}
@@ -365,7 +385,17 @@ func (e *Env) startAPIServer(ctx context.Context, port int, extra []string) erro
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
-	args = append(args, extra...)
+	if opts.ClusterDialer != nil {
+		config, proxy, err := startEgressProxy(e.Dir, opts.ClusterDialer, e.log)
+		if err != nil {
+			return err
+		}
+		e.egress = proxy
+		// Node names resolve nowhere in a lab: reach kubelets by address.
+		args = append(args, "--egress-selector-config-file="+config,
+			"--kubelet-preferred-address-types=InternalIP,Hostname")
+	}
+	args = append(args, opts.ExtraAPIServerFlags...)
 	p, err := startProcess("kube-apiserver", e.Binaries.APIServer, args, filepath.Join(e.Dir, "kube-apiserver.log"))
 	if err != nil {
 		return err
@@ -385,6 +415,7 @@ func (e *Env) startAPIServer(ctx context.Context, port int, extra []string) erro
 		return fmt.Errorf("wait for kube-apiserver serving certificate %s: %w", pki.servingCert, e.withLog(p, err))
 	}
 
+	e.ca = ca
 	e.Config = &rest.Config{
 		Host:            e.APIServerURL,
 		BearerToken:     pki.adminToken,
@@ -488,17 +519,42 @@ func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)
 
 // writeKubeconfig writes an admin kubeconfig into dir and returns its path.
 func writeKubeconfig(dir, server string, ca []byte, token string) (string, error) {
-	const name = "herald-testenv"
+	return writeKubeconfigFile(filepath.Join(dir, "kubeconfig"), "herald-testenv", server, ca, token)
+}
+
+// writeKubeconfigFile writes a kubeconfig with one cluster, user and
+// context, all called name, to path and returns path.
+func writeKubeconfigFile(path, name, server string, ca []byte, token string) (string, error) {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
 	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: metav1.NamespaceDefault}
 	cfg.CurrentContext = name
-	path := filepath.Join(dir, "kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		return "", fmt.Errorf("write kubeconfig: %w", err)
 	}
 	return path, nil
+}
+
+// NodeUser returns the user name of the Node name's kubelet.
+func NodeUser(name string) string { return "system:node:" + name }
+
+// NodeKubeconfig writes a kubeconfig for the kubelet of Node name, one of
+// Options.NodeNames, into Dir and returns its path. It authenticates with
+// the Node's static token as NodeUser(name) in group NodesGroup and trusts
+// the API server's serving certificate, whose names include 127.0.0.1 and
+// localhost; server is the https URL the kubelet uses, e.g. a
+// KubePrism-style proxy inside the node's network namespace, or "" for
+// APIServerURL.
+func (e *Env) NodeKubeconfig(name, server string) (string, error) {
+	token, ok := e.pki.nodeTokens[name]
+	if !ok {
+		return "", fmt.Errorf("node %q is not one of the environment's NodeNames", name)
+	}
+	if server == "" {
+		server = e.APIServerURL
+	}
+	return writeKubeconfigFile(filepath.Join(e.Dir, "kubeconfig-node-"+name), NodeUser(name), server, e.ca, token)
 }
 
 // Clientset returns an admin clientset for the environment.
@@ -536,6 +592,9 @@ func (e *Env) Stop() error {
 			if err := p.stop(stopGrace); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if e.egress != nil {
+			e.egress.close()
 		}
 		if os.Getenv(keepEnv) == "1" {
 			e.log.Info("testenv: keeping environment directory", "dir", e.Dir, "env", keepEnv)

@@ -5,10 +5,15 @@
 // them ahead of the tests:
 //
 //	go run ./internal/testenv/cmd/buildtools
+//
+// With -node it also builds the binaries of a real node (kubelet,
+// kube-proxy, containerd, ctr and containerd-shim-runc-v2; see
+// testenv.NodeBinaries) and prints their directory on a second line.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,13 +23,30 @@ import (
 )
 
 func main() {
+	node := flag.Bool("node", false, "also build the node binaries (kubelet, kube-proxy, containerd, ctr, containerd-shim-runc-v2)")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	paths, err := testenv.Binaries(ctx)
-	if err != nil {
+	if err := run(ctx, *node); err != nil {
 		fmt.Fprintln(os.Stderr, "buildtools:", err)
 		stop()
 		os.Exit(1)
 	}
+}
+
+func run(ctx context.Context, node bool) error {
+	paths, err := testenv.Binaries(ctx)
+	if err != nil {
+		return err
+	}
 	fmt.Println(paths.Dir)
+	if !node {
+		return nil
+	}
+	np, err := testenv.NodeBinaries(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println(np.Dir)
+	return nil
 }
