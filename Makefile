@@ -25,11 +25,11 @@ IMAGE_FLAGS        = -version $(VERSION) -revision '$(REVISION)' -source-date-ep
 
 all: build
 
-## build: bin/herald (what Herald's image ships), bin/kubectl-herald (a
+## build: bin/herald (static, what Herald's image ships), bin/kubectl-herald (a
 ## symlink to it: the kubectl plugin) and bin/herald-lab (the lab, which runs
 ## bin/herald as Herald's image)
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/herald ./cmd/herald
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/herald ./cmd/herald
 	ln -sf herald bin/kubectl-herald
 	$(GO) build -ldflags '$(LAB_LDFLAGS)' -o bin/herald-lab ./cmd/herald-lab
 

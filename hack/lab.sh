@@ -77,7 +77,7 @@ run client arp -n 192.168.10.75
 run kubectl get svc nginx -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 
 step "4. Traffic policy: who does the backend see? (agnhost netexec /clientip)"
-run kubectl create deployment echo --image=registry.k8s.io/e2e-test-images/agnhost:2.53 -- /agnhost netexec --http-port=8080
+run kubectl create deployment echo --image=registry.k8s.io/e2e-test-images/agnhost:2.66.1 -- /agnhost netexec --http-port=8080
 run kubectl rollout status deployment/echo --timeout=2m
 run kubectl expose deployment echo --type=LoadBalancer --port=80 --target-port=8080
 echo_ip() { kubectl get svc echo -o jsonpath='{.status.loadBalancer.ingress[0].ip}'; }

@@ -70,7 +70,14 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		// Dual-stack Pods, so IPv6 load-balancer addresses have endpoints.
 		clusterCIDR += "," + podCIDRv6
 	}
-	env, err := testenv.Start(ctx, testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log})
+	envOpts := testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log}
+	if opts.RealNodes {
+		for _, h := range topo.Nodes {
+			envOpts.NodeNames = append(envOpts.NodeNames, h.Name)
+		}
+		envOpts.ClusterDialer = clusterDialer(topo)
+	}
+	env, err := testenv.Start(ctx, envOpts)
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -106,6 +113,9 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		}
 		wg.Go(func() { prism.Serve(runCtx) })
 
+		if opts.RealNodes {
+			continue // started below, once every KubePrism listens
+		}
 		labels := map[string]string{}
 		if node.Name == "cp1" {
 			labels["node-role.kubernetes.io/control-plane"] = ""
@@ -135,11 +145,31 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		})
 	}
 
+	var containerd map[string]string
+	if opts.RealNodes {
+		rn, err := startRealNodes(ctx, runCtx, &wg, opts, topo, env, herald, log, errc)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if serr := rn.stop(); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}()
+		containerd = rn.sockets
+	}
+
 	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
 		return err
 	}
+	if opts.RealNodes {
+		if err := finishNodes(ctx, env, topo); err != nil {
+			return err
+		}
+	}
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
+		RealNodes: opts.RealNodes, Containerd: containerd,
 	}); err != nil {
 		return err
 	}

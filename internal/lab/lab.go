@@ -64,6 +64,14 @@ type Options struct {
 	// Herald is the herald binary that Herald's Pods run (Herald's image in
 	// the lab); empty means "herald" in the directory of Lab.
 	Herald string
+	// RealNodes runs each node as a real Kubernetes node (the kubelet,
+	// containerd, runc, the CNI bridge; package node) pulling its images
+	// from a registry the lab runs, instead of the process kubelet.
+	RealNodes bool
+	// HeraldTag is the tag Herald's image is pushed under with RealNodes:
+	// the chart's appVersion, so that the chart pulls it as it would on a
+	// user's cluster.
+	HeraldTag string
 }
 
 // HeraldName is the file name of the herald binary that Options.Herald
@@ -128,6 +136,10 @@ type State struct {
 	Tools testenv.Paths `json:"tools"`
 	// Topology is the lab's network.
 	Topology Topology `json:"topology"`
+	// RealNodes tells that the nodes are real (see Options.RealNodes).
+	RealNodes bool `json:"realNodes,omitempty"`
+	// Containerd is each real node's containerd socket, by node name.
+	Containerd map[string]string `json:"containerd,omitempty"`
 }
 
 // ReadState returns the state of the lab in dir, or an error if no lab is

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
 )
@@ -56,6 +58,20 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if _, err := testenv.Binaries(ctx); err != nil {
 		return State{}, err
 	}
+	if opts.RealNodes {
+		fmt.Fprintln(out, "Building (or finding in the cache) the kubelet, kube-proxy, agnhost and containerd…")
+		if _, err := testenv.NodeBinaries(ctx); err != nil {
+			return State{}, err
+		}
+		if chart == "" {
+			if chart, err = FindChart(); err != nil {
+				return State{}, err
+			}
+		}
+		if opts.HeraldTag, err = chartAppVersion(chart); err != nil {
+			return State{}, err
+		}
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return State{}, fmt.Errorf("lab directory: %w", err)
 	}
@@ -68,6 +84,9 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	args := []string{"daemon", "--dir", opts.Dir, "--prefix", opts.Prefix, "--nodes", strconv.Itoa(opts.Nodes), "--herald", herald}
 	if opts.IPv6 {
 		args = append(args, "--ipv6")
+	}
+	if opts.RealNodes {
+		args = append(args, "--real-nodes", "--herald-tag", opts.HeraldTag)
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -113,11 +132,13 @@ func installHerald(ctx context.Context, s State, chart string, out io.Writer) er
 	args := []string{"upgrade", "--install", ReleaseName, chart,
 		"--namespace", ReleaseNamespace,
 		"--values", filepath.Join(chart, "values-talos.yaml"),
-		// The lab's kubelet runs the local binary for Herald's image.
-		"--set", "image.pullPolicy=Never",
-		"--wait", "--timeout", "5m",
-		"--kubeconfig", s.Kubeconfig,
 	}
+	if !s.RealNodes {
+		// The process kubelet runs the local binary for Herald's image;
+		// real nodes pull the image from the lab's registry.
+		args = append(args, "--set", "image.pullPolicy=Never")
+	}
+	args = append(args, "--wait", "--timeout", "5m", "--kubeconfig", s.Kubeconfig)
 	fmt.Fprintf(out, "$ helm %s\n", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, s.Tools.Helm, args...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -135,6 +156,25 @@ func FindChart() (string, error) {
 		return "", fmt.Errorf("find Herald's Helm chart (run from Herald's repository or pass --chart): %w", err)
 	}
 	return filepath.Join(root, "deploy", "helm", "herald"), nil
+}
+
+// chartAppVersion returns the appVersion of the chart in dir: the tag its
+// default image has.
+func chartAppVersion(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "Chart.yaml"))
+	if err != nil {
+		return "", fmt.Errorf("read the chart: %w", err)
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		return "", fmt.Errorf("read %s: %w", filepath.Join(dir, "Chart.yaml"), err)
+	}
+	if chart.AppVersion == "" {
+		return "", fmt.Errorf("%s has no appVersion", filepath.Join(dir, "Chart.yaml"))
+	}
+	return chart.AppVersion, nil
 }
 
 // Down stops the lab's daemon (SIGTERM: Pods, then the control plane) and
@@ -157,6 +197,10 @@ func Down(opts Options, out io.Writer) error {
 		}
 	}
 	var errs []error
+	// Containers of real nodes and their shims outlive a killed daemon.
+	if err := removeRealNodes(opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
 	if err := labnet.RemoveNamespaces(opts.Prefix); err != nil {
 		errs = append(errs, err)
 	}

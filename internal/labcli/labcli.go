@@ -70,6 +70,11 @@ Try: herald-lab kubectl get nodes -o wide
 	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
+	// up and daemon share opts: a flag's default is written when it is
+	// defined, so both get the same one.
+	realNodes := os.Getenv("HERALD_LAB_REAL_NODES") == "1"
+	up.Flags().BoolVar(&opts.RealNodes, "real-nodes", realNodes,
+		"real Kubernetes nodes: the kubelet, containerd and runc, images pulled from the lab's registry ($HERALD_LAB_REAL_NODES=1)")
 
 	daemon := &cobra.Command{
 		Use:    "daemon",
@@ -86,6 +91,8 @@ Try: herald-lab kubectl get nodes -o wide
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
+	daemon.Flags().BoolVar(&opts.RealNodes, "real-nodes", realNodes, "real Kubernetes nodes")
+	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image with --real-nodes")
 
 	status := &cobra.Command{
 		Use:   "status",

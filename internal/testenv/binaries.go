@@ -352,7 +352,17 @@ func (s toolSet) cacheDir() (string, error) {
 		h.Write(data)
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:16]
+	base, err := CacheBase()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, s.prefix+key), nil
+}
 
+// CacheBase returns the directory that holds the built tools:
+// $HERALD_TOOLS_CACHE if set, otherwise herald/tools in the user's cache
+// directory. The lab keeps what it downloads or builds next to them.
+func CacheBase() (string, error) {
 	base := os.Getenv(cacheEnv)
 	if base == "" {
 		userCache, err := os.UserCacheDir()
@@ -365,7 +375,7 @@ func (s toolSet) cacheDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("tools cache: %w", err)
 	}
-	return filepath.Join(base, s.prefix+key), nil
+	return base, nil
 }
 
 // complete reports whether every binary exists in dir as an executable file.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -37,6 +38,10 @@ func nodePackages() []string {
 	return []string{"k8s.io/kubernetes/cmd/kubelet", "k8s.io/kubernetes/cmd/kube-proxy"}
 }
 
+// agnhostPackage is Kubernetes' e2e test image program, built static for
+// the lab's agnhost image.
+const agnhostPackage = "k8s.io/kubernetes/test/images/agnhost"
+
 // containerdPackages are the containerd binaries, built together in
 // hack/nodetools/containerd.
 func containerdPackages() []string {
@@ -67,6 +72,11 @@ type NodePaths struct {
 	// Shim is containerd-shim-runc-v2, the runc shim containerd starts per
 	// Pod.
 	Shim string
+	// Agnhost is Kubernetes' e2e test program (static, for an image).
+	Agnhost string
+	// AgnhostVersion is agnhost's version ("2.66.1"), from the pinned
+	// Kubernetes module's test/images/agnhost/VERSION.
+	AgnhostVersion string
 	// ContainerdVersion is the containerd version the binaries report,
 	// without a leading v ("2.3.7").
 	ContainerdVersion string
@@ -80,11 +90,12 @@ func nodePathsIn(dir, containerdVersion string) NodePaths {
 		Containerd:        filepath.Join(dir, "containerd"),
 		Ctr:               filepath.Join(dir, "ctr"),
 		Shim:              filepath.Join(dir, "containerd-shim-runc-v2"),
+		Agnhost:           filepath.Join(dir, "agnhost"),
 		ContainerdVersion: containerdVersion,
 	}
 }
 
-// NodeBinaries returns the kubelet, kube-proxy, containerd, ctr and
+// NodeBinaries returns the kubelet, kube-proxy, agnhost, containerd, ctr and
 // containerd-shim-runc-v2 binaries for the versions pinned in
 // hack/nodetools, building them first if the cache does not hold them yet.
 //
@@ -117,7 +128,28 @@ func nodeBinaries(ctx context.Context, log *slog.Logger) (NodePaths, error) {
 	if err != nil {
 		return NodePaths{}, err
 	}
-	return nodePathsIn(dir, version), nil
+	paths := nodePathsIn(dir, version)
+	if paths.AgnhostVersion, err = agnhostVersion(ctx, filepath.Join(root, nodeToolsModuleDir)); err != nil {
+		return NodePaths{}, err
+	}
+	return paths, nil
+}
+
+// agnhostVersion reads agnhost's VERSION file from the Kubernetes module
+// that the module in dir requires.
+func agnhostVersion(ctx context.Context, dir string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locate the Kubernetes module for agnhost's version: %w", err)
+	}
+	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "test", "images", "agnhost", "VERSION"))
+	if err != nil {
+		return "", fmt.Errorf("agnhost's version: %w", err)
+	}
+	return strings.TrimSpace(string(data)), nil
 }
 
 // nodeToolSet returns how the node binaries are built and cached, and the
@@ -148,14 +180,14 @@ func nodeToolSet(root string) (toolSet, string, error) {
 		}
 	}
 	var names []string
-	for _, pkg := range append(nodePackages(), containerdPackages()...) {
+	for _, pkg := range append(append(nodePackages(), agnhostPackage), containerdPackages()...) {
 		names = append(names, filepath.Base(pkg))
 	}
 	s := toolSet{
-		what:   "node binaries (kubelet, kube-proxy, containerd, ctr and containerd-shim-runc-v2)",
+		what:   "node binaries (kubelet, kube-proxy, agnhost, containerd, ctr and containerd-shim-runc-v2)",
 		prefix: nodeCachePrefix,
 		keyLines: []string{nodeRecipeVersion, runtime.GOOS + "/" + runtime.GOARCH,
-			kubeFlags, strings.Join(nodePackages(), " "),
+			kubeFlags, strings.Join(nodePackages(), " "), agnhostPackage,
 			ctrdFlags, containerdTags, strings.Join(containerdPackages(), " ")},
 		hashed: hashed,
 		names:  names,
@@ -166,6 +198,12 @@ func nodeToolSet(root string) (toolSet, string, error) {
 			dir:  kubeDir,
 			env:  []string{"GOWORK=off"},
 			args: append([]string{"build", "-ldflags", kubeFlags, "-o", buildDirArg}, nodePackages()...),
+		}, {
+			// Static: it runs in an image with nothing else in it.
+			what: "agnhost",
+			dir:  kubeDir,
+			env:  []string{"GOWORK=off", "CGO_ENABLED=0"},
+			args: []string{"build", "-trimpath", "-o", buildDirArg, agnhostPackage},
 		}, {
 			what: "containerd, ctr and containerd-shim-runc-v2",
 			dir:  ctrdDir,

@@ -123,6 +123,31 @@ func createCgroups(name string) (string, error) {
 	return runtimeDir, nil
 }
 
+// cgroupNames returns the names of the top-level cgroups, in any
+// hierarchy, that start with prefix.
+func cgroupNames(prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("no cgroup name prefix")
+	}
+	hs, err := hierarchies()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, h := range hs {
+		entries, err := os.ReadDir(h.mount)
+		if err != nil {
+			return nil, fmt.Errorf("list cgroups in %s: %w", h.mount, err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && strings.HasPrefix(e.Name(), prefix) && !slices.Contains(names, e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	return names, nil
+}
+
 // joinCgroup moves process pid into the cgroup directory dir.
 func joinCgroup(dir string, pid int) error {
 	if dir == "" {

@@ -49,6 +49,8 @@ state = {{q .State}}
 
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = {{q .RegistryHosts}}
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = {{q .SandboxImage}}
 
@@ -125,9 +127,11 @@ imageGCLowThresholdPercent: 99
 `
 
 // cniTemplate is the CNI configuration containerd writes once the kubelet
-// tells it the Node's podCIDR: a cni0 bridge in the node's network
-// namespace, with the first address of the podCIDR as the Pods' gateway,
-// and host-local addresses (state under the node's own /var/lib).
+// tells it the Node's podCIDRs: a cni0 bridge in the node's network
+// namespace, with the first address of each podCIDR as the Pods' gateway,
+// host-local addresses from every podCIDR (dual stack when the Node has
+// two; state under the node's own /var/lib) and a default route per
+// family.
 const cniTemplate = `{
   "cniVersion": "1.0.0",
   "name": "herald-lab",
@@ -140,12 +144,21 @@ const cniTemplate = `{
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "{{"{{"}}.PodCIDR{{"}}"}}"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
+        "ranges": [{{range $i, $r := .PodCIDRRanges}}{{if $i}}, {{end}}[{"subnet": "{{$r}}"}]{{end}}],
+        "routes": [{{range $i, $r := .Routes}}{{if $i}}, {{end}}{"dst": "{{$r}}"}{{end}}]
       }
     }
   ]
 }
+`
+
+// registryHosts is containerd's hosts.toml for one registry the node
+// pulls from: every request goes to the lab's registry, the registry's own
+// server included, so that no pull ever leaves the machine.
+const registryHosts = `server = {{q .URL}}
+
+[host.{{q .URL}}]
+  capabilities = ["pull", "resolve"]
 `
 
 // renderConfig renders text with data; q quotes a string for TOML and YAML
@@ -174,17 +187,31 @@ func (n *Node) writeConfigs() error {
 			"Root": p.containerdRoot, "State": p.containerdState, "Socket": p.socket,
 			"TTRPCSocket": p.socket + ".ttrpc", "Opt": p.opt, "SandboxImage": n.cfg.SandboxImage,
 			"Runc": n.cfg.Runc, "CNIBinDir": n.cfg.CNIBinDir, "CNIConfDir": p.cniConfDir,
-			"CNITemplate": p.cniTemplate,
+			"CNITemplate": p.cniTemplate, "RegistryHosts": p.registryHosts,
 		}},
 		{p.kubeletConfig, "kubelet config", kubeletConfig, map[string]string{
 			"IP": n.cfg.IP.String(), "RuntimeEndpoint": "unix://" + p.socket, "CgroupRoot": "/" + n.cfg.cgroupName(),
 		}},
 		{p.cniTemplate, "CNI template", cniTemplate, nil},
 	}
+	if n.cfg.Registry != "" {
+		for _, host := range n.cfg.Mirrored {
+			files = append(files, struct {
+				path, name, text string
+				data             any
+			}{filepath.Join(p.registryHosts, host, "hosts.toml"), "registry hosts of " + host, registryHosts,
+				map[string]string{"URL": "http://" + n.cfg.Registry}})
+		}
+	}
 	for _, f := range files {
-		data, err := renderConfig(f.name, f.text, f.data)
-		if err != nil {
-			return err
+		// Without data the text is written as it is (the CNI template is
+		// containerd's to render).
+		data := []byte(f.text)
+		if f.data != nil {
+			var err error
+			if data, err = renderConfig(f.name, f.text, f.data); err != nil {
+				return err
+			}
 		}
 		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)

@@ -110,12 +110,20 @@ type mountPlan struct {
 //     that differ on the host (protectKernelDefaults only reads them);
 //   - the node's own /var/log, /var/lib and a private tmpfs on /run, for
 //     the paths the kubelet, containerd and the CNI plugins hard-code;
+//   - the node's directory put back where it was if those covered it;
 //   - then every mount shared again, within this namespace, as a node's
 //     root is.
 func (m mountPlan) apply() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("make / rslave: %w", err)
 	}
+	// The node's directory may lie under what is covered below (the lab's
+	// is in /var/lib): hold it open to put it back afterwards.
+	dirFD, err := unix.Open(m.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the node's directory: %w", err)
+	}
+	defer unix.Close(dirFD)
 	saved := filepath.Join(m.dir, "mnt", "cgroup")
 	if err := os.MkdirAll(saved, 0o755); err != nil {
 		return err
@@ -166,8 +174,31 @@ func (m mountPlan) apply() error {
 	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 		return fmt.Errorf("mount a tmpfs on /run: %w", err)
 	}
+	if err := keepVisible(m.dir, dirFD); err != nil {
+		return err
+	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
 		return fmt.Errorf("make / rshared: %w", err)
+	}
+	return nil
+}
+
+// keepVisible bind-mounts the directory open as fd back onto its path
+// when the mounts above have covered it.
+func keepVisible(path string, fd int) error {
+	var want, got unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return fmt.Errorf("stat the node's directory: %w", err)
+	}
+	if err := unix.Stat(path, &got); err == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+		return nil
+	}
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return fmt.Errorf("put the node's directory back: %w", err)
+	}
+	// The magic link of an open file is a valid source of a bind mount.
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("put the node's directory back on %s: %w", path, err)
 	}
 	return nil
 }

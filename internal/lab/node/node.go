@@ -67,6 +67,9 @@ type Config struct {
 	// IP is the node's address: the kubelet's --node-ip and where it
 	// listens.
 	IP netip.Addr
+	// IPv6 is the node's IPv6 address on a dual-stack LAN, or the zero
+	// Addr; it is the Node's second address.
+	IPv6 netip.Addr
 	// Dir is the node's directory (configurations, logs, containerd's
 	// root and state, the node's /var). It holds containerd's socket, so
 	// its path must be short (a Unix socket path has at most 107 bytes).
@@ -80,12 +83,17 @@ type Config struct {
 	Runc string
 	// CNIBinDir holds the CNI plugins; empty means DefaultCNIBinDir.
 	CNIBinDir string
-	// SandboxImage is the reference of the Pods' sandbox ("pause") image;
-	// one of Images must provide it.
+	// SandboxImage is the reference of the Pods' sandbox ("pause")
+	// image, pulled like any other (see Registry).
 	SandboxImage string
-	// Images are image archives (as written by WriteImage, or `docker
-	// save`) imported into containerd before the kubelet starts.
-	Images []string
+	// Registry is the host:port, reachable from inside NetNS, of the
+	// registry every pull goes to; empty leaves containerd's defaults.
+	Registry string
+	// Mirrored are the registry hosts ("docker.io", "registry.k8s.io",
+	// "ghcr.io", …) whose images are pulled from Registry instead, under
+	// the same repository path (docker.io/library/nginx:latest is
+	// library/nginx:latest there).
+	Mirrored []string
 	// CgroupName names the node's cgroup subtree in every hierarchy;
 	// empty means "herald-" + NetNS. Two nodes must never share it.
 	CgroupName string
@@ -155,6 +163,7 @@ type paths struct {
 	opt              string
 	cniConfDir       string
 	cniTemplate      string
+	registryHosts    string
 	kubeletConfig    string
 	kubeletLog       string
 }
@@ -170,6 +179,7 @@ func pathsIn(dir string) paths {
 		opt:              filepath.Join(dir, "containerd", "opt"),
 		cniConfDir:       filepath.Join(dir, "etc", "cni"),
 		cniTemplate:      filepath.Join(dir, "etc", "cni-template.json"),
+		registryHosts:    filepath.Join(dir, "etc", "registry"),
 		kubeletConfig:    filepath.Join(dir, "etc", "kubelet.yaml"),
 		kubeletLog:       filepath.Join(dir, "kubelet.log"),
 	}
@@ -193,9 +203,8 @@ type process struct {
 	err  error
 }
 
-// Start cleans up whatever an earlier node of the same cgroup name and
-// directory left (see Cleanup), then starts containerd, imports the images
-// and starts the kubelet. It returns once both run; the Node registers and
+// Start cleans up whatever an earlier node of the same cgroup name left
+// (see Cleanup), then starts containerd and the kubelet. It returns once both run; the Node registers and
 // becomes Ready shortly after (the caller watches the API).
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg, err = cfg.withDefaults()
@@ -225,6 +234,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node %s: %w", cfg.Name, err)
 	}
 
+	if err := n.enableForwarding(); err != nil {
+		return nil, err
+	}
 	env := append(os.Environ(), "PATH="+cfg.Binaries.Dir+":"+filepath.Dir(cfg.Runc)+":/usr/sbin:/usr/bin:/sbin:/bin")
 	n.containerd, err = n.start("containerd", cfg.Binaries.Containerd,
 		[]string{"--config", n.paths.containerdConfig}, env, n.paths.containerdLog, runtimeCgroup)
@@ -234,16 +246,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.waitContainerd(ctx); err != nil {
 		return nil, err
 	}
-	for _, archive := range cfg.Images {
-		if err := n.importImage(ctx, archive); err != nil {
-			return nil, err
-		}
+	nodeIPs := cfg.IP.String()
+	if cfg.IPv6.IsValid() {
+		nodeIPs += "," + cfg.IPv6.String()
 	}
 	n.kubelet, err = n.start("kubelet", cfg.Binaries.Kubelet, []string{
 		"--config=" + n.paths.kubeletConfig,
 		"--kubeconfig=" + cfg.Kubeconfig,
 		"--hostname-override=" + cfg.Name,
-		"--node-ip=" + cfg.IP.String(),
+		"--node-ip=" + nodeIPs,
 		"--v=1",
 	}, env, n.paths.kubeletLog, runtimeCgroup)
 	if err != nil {
@@ -252,6 +263,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg.Log.Info("node: started containerd and the kubelet", "node", cfg.Name, "netns", cfg.NetNS,
 		"containerd", n.containerd.cmd.Process.Pid, "kubelet", n.kubelet.cmd.Process.Pid)
 	return n, nil
+}
+
+// enableForwarding turns on IP forwarding in the node's network namespace,
+// as every Kubernetes node has it (kubeadm checks it): Services forward to
+// Pods on other nodes, and the CNI bridge plugin only turns it on once a
+// Pod of the node's own network is set up.
+func (n *Node) enableForwarding() error {
+	var err error
+	if derr := n.thread.do(func() {
+		for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+			if werr := os.WriteFile(f, []byte("1\n"), 0o644); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+	}); derr != nil {
+		return fmt.Errorf("node %s: %w", n.cfg.Name, derr)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: enable IP forwarding: %w", n.cfg.Name, err)
+	}
+	return nil
 }
 
 // Name returns the Node's name.
@@ -349,15 +381,6 @@ func (n *Node) Ctr(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// importImage imports an image archive into the CRI plugin's namespace,
-// unpacked for the snapshotter the kubelet's containers use.
-func (n *Node) importImage(ctx context.Context, archive string) error {
-	if _, err := n.Ctr(ctx, "images", "import", "--local", "--snapshotter", "overlayfs", archive); err != nil {
-		return fmt.Errorf("node %s: import image %s: %w", n.cfg.Name, archive, err)
-	}
-	return nil
-}
-
 // Stop stops the kubelet, then containerd, then kills whatever else the
 // node ran (Pods' containers and shims, found by the node's cgroups) and
 // removes its cgroups. The node's mount namespace goes with its last
@@ -401,6 +424,22 @@ func (p *process) stop(ctx context.Context) error {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	return nil
+}
+
+// CleanupAll runs Cleanup (without a directory) for every node whose
+// cgroup name starts with prefix.
+func CleanupAll(ctx context.Context, prefix string) error {
+	names, err := cgroupNames(prefix)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		if err := Cleanup(ctx, name, ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Cleanup removes what a node left after a crash of the process that ran

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,25 +14,34 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/herald-lb/herald/internal/lab"
+	"github.com/herald-lb/herald/internal/lab/labimages"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/lab/node"
+	"github.com/herald-lb/herald/internal/lab/registry"
 	"github.com/herald-lb/herald/internal/netnstest"
 	"github.com/herald-lb/herald/internal/testenv"
 	"github.com/herald-lb/herald/internal/testrequire"
 )
 
-// probeImage is the test's container: testdata/probe.
-const probeImage = "herald.lab/probe:1"
+// probeImage is the test's container: testdata/probe, pulled through the
+// lab's registry as a mirror of docker.io.
+const probeImage = "docker.io/herald-test/probe:1"
+
+// registryAddr is where the registry listens inside the node's namespace.
+const registryAddr = "127.0.0.1:5000"
 
 // TestNode runs one real node (kubelet, containerd, runc, CNI bridge) in a
 // network namespace against a real control plane, and checks what the lab
 // and Herald rely on: the Node registers as containerd 2.x and turns
-// Ready; a Pod from a local image gets a podCIDR address; `kubectl logs`
+// Ready; a Pod whose image (and sandbox image) containerd pulls from the
+// lab's registry, as a mirror of docker.io and registry.k8s.io, gets a
+// podCIDR address; `kubectl logs`
 // and `kubectl exec` reach it through the kubelet; a hostNetwork container
 // with capabilities dropped to NET_RAW has exactly that capability set and
 // a read-only root; and Stop leaves no process or cgroup behind.
@@ -87,11 +97,27 @@ func TestNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	images := buildImages(t, ctx, dir)
+	reg, err := registry.New(filepath.Join(dir, "blobs"), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	pushLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Serve(pushLn)
+	nodeLn, err := labnet.Listen(ns, "tcp", registryAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Serve(nodeLn)
+	pushImages(t, ctx, pushLn.Addr().String(), bins)
 
 	cfg := node.Config{
 		Name: name, NetNS: ns, IP: nodeIP, Dir: filepath.Join(dir, "node"), Kubeconfig: kubeconfig,
-		Binaries: bins, SandboxImage: node.SandboxImage, Images: images,
+		Binaries: bins, SandboxImage: labimages.SandboxImage(bins.AgnhostVersion),
+		Registry: registryAddr, Mirrored: labimages.Registries(),
 		CgroupName: "herald-test-" + filepath.Base(dir),
 	}
 	n, err := node.Start(ctx, cfg)
@@ -133,7 +159,7 @@ func TestNode(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "probe"},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{
-				Name: "probe", Image: probeImage, ImagePullPolicy: corev1.PullNever,
+				Name: "probe", Image: probeImage,
 			}},
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
 		},
@@ -143,7 +169,7 @@ func TestNode(t *testing.T) {
 		Spec: corev1.PodSpec{
 			HostNetwork: true,
 			Containers: []corev1.Container{{
-				Name: "probe", Image: probeImage, ImagePullPolicy: corev1.PullNever,
+				Name: "probe", Image: probeImage,
 				SecurityContext: &corev1.SecurityContext{
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_RAW"}},
 					ReadOnlyRootFilesystem:   ptr.To(true),
@@ -221,43 +247,40 @@ func TestNode(t *testing.T) {
 	}
 }
 
-// buildImages builds the sandbox image (./pause) and the probe
-// (testdata/probe) as static binaries and writes their image archives into
-// dir.
-func buildImages(t *testing.T, ctx context.Context, dir string) []string {
+// pushImages pushes agnhost (the sandbox image) and the probe
+// (testdata/probe, built static here) to the registry at addr.
+func pushImages(t *testing.T, ctx context.Context, addr string, bins testenv.NodePaths) {
 	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "probe")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", probe, ".")
+	cmd.Dir = filepath.Join("testdata", "probe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, out)
 	}
-	var archives []string
-	for _, img := range []struct{ ref, pkgDir, file string }{
-		{node.SandboxImage, filepath.Join(wd, "pause"), "/pause"},
-		{probeImage, filepath.Join(wd, "testdata", "probe"), "/probe"},
+	for _, img := range []struct{ ref, bin, path string }{
+		{labimages.SandboxImage(bins.AgnhostVersion), bins.Agnhost, "/agnhost"},
+		{probeImage, probe, "/probe"},
 	} {
-		bin := filepath.Join(dir, filepath.Base(img.file))
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, ".")
-		cmd.Dir = img.pkgDir
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", img.ref, err, out)
-		}
-		data, err := os.ReadFile(bin)
+		data, err := os.ReadFile(img.bin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		image, err := node.BinaryImage(runtime.GOARCH, []node.File{{Path: img.file, Data: data, Mode: 0o755}},
-			[]string{img.file}, time.Unix(0, 0))
+		cfg := v1.Config{Entrypoint: []string{img.path}}
+		if img.path == "/agnhost" {
+			cfg.Cmd = []string{"pause"}
+		}
+		image, err := labimages.FilesImage(runtime.GOARCH, []labimages.File{{Path: img.path, Data: data, Mode: 0o755}},
+			cfg, time.Unix(0, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
-		archive := bin + ".tar"
-		if err := node.WriteImage(archive, img.ref, image); err != nil {
+		repo := img.ref[strings.Index(img.ref, "/")+1:]
+		if err := registry.Push(ctx, addr, repo, image); err != nil {
 			t.Fatal(err)
 		}
-		archives = append(archives, archive)
 	}
-	return archives
 }
 
 // waitFor polls cond every 200 ms until it holds, failing the test after

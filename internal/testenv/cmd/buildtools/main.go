@@ -23,7 +23,7 @@ import (
 )
 
 func main() {
-	node := flag.Bool("node", false, "also build the node binaries (kubelet, kube-proxy, containerd, ctr, containerd-shim-runc-v2)")
+	node := flag.Bool("node", false, "also build the node binaries (kubelet, kube-proxy, agnhost, containerd, ctr, containerd-shim-runc-v2)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

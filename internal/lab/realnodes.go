@@ -1,0 +1,232 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/herald-lb/herald/internal/lab/labimages"
+	"github.com/herald-lb/herald/internal/lab/labnet"
+	"github.com/herald-lb/herald/internal/lab/node"
+	"github.com/herald-lb/herald/internal/lab/registry"
+	"github.com/herald-lb/herald/internal/testenv"
+)
+
+// registryAddr is where the lab's registry listens inside every node's
+// network namespace; containerd pulls from it.
+const registryAddr = "127.0.0.1:5000"
+
+// cgroupPrefix starts the cgroup name of every real node of a lab whose
+// namespaces start with prefix (node.Config.CgroupName's default).
+func cgroupPrefix(prefix string) string { return "herald-" + prefix }
+
+// clusterDialer is how the API server reaches kubelets and Pods (logs,
+// exec, port-forward): from inside the namespace of the node that has the
+// address, or of the first node for any other address (a Pod's, routed
+// between nodes).
+func clusterDialer(topo Topology) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		ns := topo.Nodes[0].NetNS
+		if host, _, err := net.SplitHostPort(address); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil {
+				for _, h := range topo.Nodes {
+					if h.IPv4 == ip || h.IPv6 == ip {
+						ns = h.NetNS
+					}
+				}
+			}
+		}
+		return labnet.Dialer(ns)(ctx, network, address)
+	}
+}
+
+// realNodes are the lab's real nodes and the registry they pull from.
+type realNodes struct {
+	registry *registry.Server
+	nodes    []*node.Node
+	sockets  map[string]string
+}
+
+// startRealNodes starts the lab's registry, pushes the lab's images into
+// it and starts a real node (containerd and the kubelet) per host of topo.
+// Exits of a node's daemons are reported on errc while runCtx lasts.
+func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Options, topo Topology, env *testenv.Env,
+	herald string, log *slog.Logger, errc chan<- error) (_ *realNodes, err error) {
+	log.Info("lab: building (or finding in the cache) the kubelet, kube-proxy, agnhost and containerd")
+	bins, err := testenv.NodeBinaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rn := &realNodes{sockets: map[string]string{}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rn.stop())
+		}
+	}()
+
+	if rn.registry, err = registry.New(filepath.Join(opts.Dir, "registry"), log); err != nil {
+		return nil, err
+	}
+	push, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	rn.registry.Serve(push)
+	for _, h := range topo.Nodes {
+		ln, err := labnet.Listen(h.NetNS, "tcp", registryAddr)
+		if err != nil {
+			return nil, fmt.Errorf("registry on %s: %w", h.Name, err)
+		}
+		rn.registry.Serve(ln)
+	}
+	cache, err := testenv.CacheBase()
+	if err != nil {
+		return nil, err
+	}
+	log.Info("lab: building the images (Herald, agnhost, Debian's nginx) and pushing them to the lab's registry")
+	images, err := labimages.Build(ctx, labimages.Sources{
+		Herald: herald, HeraldTag: opts.HeraldTag, HeraldVersion: opts.HeraldTag,
+		Agnhost: bins.Agnhost, AgnhostVersion: bins.AgnhostVersion,
+		Cache: filepath.Join(cache, "images"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, img := range images {
+		for _, ref := range img.Refs {
+			// The registry holds each image under its path in its home
+			// registry: docker.io/library/nginx:latest is library/nginx:latest.
+			_, path, _ := strings.Cut(ref, "/")
+			if err := registry.Push(ctx, push.Addr().String(), path, img.Image); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	for _, h := range topo.Nodes {
+		kubeconfig, err := env.NodeKubeconfig(h.Name, "https://"+KubePrismAddr)
+		if err != nil {
+			return nil, err
+		}
+		n, err := node.Start(ctx, node.Config{
+			Name: h.Name, NetNS: h.NetNS, IP: h.IPv4, IPv6: h.IPv6,
+			Dir:        filepath.Join(opts.Dir, "nodes", h.Name),
+			Kubeconfig: kubeconfig, Binaries: bins,
+			SandboxImage: labimages.SandboxImage(bins.AgnhostVersion),
+			Registry:     registryAddr, Mirrored: labimages.Registries(),
+			Log: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		rn.nodes = append(rn.nodes, n)
+		rn.sockets[h.Name] = n.Socket()
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-tick.C:
+					if err := n.Exited(); err != nil && runCtx.Err() == nil {
+						errc <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	return rn, nil
+}
+
+// stop stops the nodes (last first), then the registry.
+func (rn *realNodes) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), downGrace)
+	defer cancel()
+	var errs []error
+	for i := len(rn.nodes) - 1; i >= 0; i-- {
+		if err := rn.nodes[i].Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	rn.nodes = nil
+	if rn.registry != nil {
+		if err := rn.registry.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// finishNodes gives each node what the kubelet may not set itself (the
+// control-plane role label, which NodeRestriction forbids it) and routes
+// every node's Pod CIDRs to it from the other nodes: the lab's CNI is a
+// bridge per node, so Pods on different nodes reach each other through
+// these routes, as with a flat routed network.
+func finishNodes(ctx context.Context, env *testenv.Env, topo Topology) error {
+	nodes := env.Clientset().CoreV1().Nodes()
+	patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
+	if _, err := nodes.Patch(ctx, topo.Nodes[0].Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("label %s as the control plane: %w", topo.Nodes[0].Name, err)
+	}
+	for _, h := range topo.Nodes {
+		n, err := nodes.Get(ctx, h.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cidr := range podCIDRs(n) {
+			p, err := netip.ParsePrefix(cidr)
+			if err != nil {
+				return fmt.Errorf("node %s: podCIDR %q: %w", h.Name, cidr, err)
+			}
+			via := h.IPv4
+			if p.Addr().Is6() {
+				via = h.IPv6
+			}
+			if !via.IsValid() {
+				continue
+			}
+			for _, other := range topo.Nodes {
+				if other.Name == h.Name {
+					continue
+				}
+				if _, err := labnet.IP("-n", other.NetNS, "route", "replace", p.String(), "via", via.String()); err != nil {
+					return fmt.Errorf("route %s's Pods from %s: %w", h.Name, other.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// podCIDRs returns a Node's Pod CIDRs, one per family.
+func podCIDRs(n *corev1.Node) []string {
+	if len(n.Spec.PodCIDRs) > 0 {
+		return n.Spec.PodCIDRs
+	}
+	if n.Spec.PodCIDR != "" {
+		return []string{n.Spec.PodCIDR}
+	}
+	return nil
+}
+
+// removeRealNodes kills what real nodes of the lab left (containers and
+// their shims outlive a killed daemon) and removes their cgroups.
+func removeRealNodes(prefix string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return node.CleanupAll(ctx, cgroupPrefix(prefix))
+}
+
