@@ -229,4 +229,3 @@ func removeRealNodes(prefix string) error {
 	defer cancel()
 	return node.CleanupAll(ctx, cgroupPrefix(prefix))
 }
-
