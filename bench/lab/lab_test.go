@@ -515,8 +515,7 @@ func (e *env) addRoute(b *testing.B, node string) {
 }
 
 // agentPID returns the PID of the agent container running on node (the
-// herald process itself: the lab's containerID is herald-lab://PID), and
-// the Pod's name.
+// herald process itself) and the Pod's name.
 func (e *env) agentPID(b *testing.B, node string) (int, string) {
 	b.Helper()
 	pods, err := e.kube.CoreV1().Pods(agentNS).List(b.Context(), metav1.ListOptions{
@@ -530,15 +529,14 @@ func (e *env) agentPID(b *testing.B, node string) (int, string) {
 			continue
 		}
 		for _, cs := range p.Status.ContainerStatuses {
-			id, ok := strings.CutPrefix(cs.ContainerID, "herald-lab://")
-			if !ok || cs.State.Running == nil {
+			if cs.State.Running == nil || cs.ContainerID == "" {
 				continue
 			}
-			pid, err := strconv.Atoi(id)
+			pid, err := lab.ContainerPID(b.Context(), e.st, node, cs.ContainerID)
 			if err != nil {
-				b.Fatalf("containerID %q", cs.ContainerID)
+				b.Fatal(err)
 			}
-			cmdline, err := os.ReadFile("/proc/" + id + "/cmdline")
+			cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 			if err != nil || !strings.Contains(string(cmdline), "agent") {
 				b.Fatalf("pid %d of %s is not an agent (cmdline %q, %v)", pid, p.Name, cmdline, err)
 			}

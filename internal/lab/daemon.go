@@ -71,7 +71,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		clusterCIDR += "," + podCIDRv6
 	}
 	envOpts := testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log}
-	if opts.RealNodes {
+	if !opts.ProcessKubelet {
 		for _, h := range topo.Nodes {
 			envOpts.NodeNames = append(envOpts.NodeNames, h.Name)
 		}
@@ -113,7 +113,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		}
 		wg.Go(func() { prism.Serve(runCtx) })
 
-		if opts.RealNodes {
+		if !opts.ProcessKubelet {
 			continue // started below, once every KubePrism listens
 		}
 		labels := map[string]string{}
@@ -146,7 +146,8 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	}
 
 	var containerd map[string]string
-	if opts.RealNodes {
+	var ctr string
+	if !opts.ProcessKubelet {
 		rn, err := startRealNodes(ctx, runCtx, &wg, opts, topo, env, herald, log, errc)
 		if err != nil {
 			return err
@@ -156,20 +157,20 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 				err = errors.Join(err, serr)
 			}
 		}()
-		containerd = rn.sockets
+		containerd, ctr = rn.sockets, rn.ctr
 	}
 
 	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
 		return err
 	}
-	if opts.RealNodes {
+	if !opts.ProcessKubelet {
 		if err := finishNodes(ctx, env, topo); err != nil {
 			return err
 		}
 	}
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
-		RealNodes: opts.RealNodes, Containerd: containerd,
+		RealNodes: !opts.ProcessKubelet, Containerd: containerd, Ctr: ctr,
 	}); err != nil {
 		return err
 	}

@@ -22,15 +22,18 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/herald-lb/herald/internal/lab/node"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -64,11 +67,13 @@ type Options struct {
 	// Herald is the herald binary that Herald's Pods run (Herald's image in
 	// the lab); empty means "herald" in the directory of Lab.
 	Herald string
-	// RealNodes runs each node as a real Kubernetes node (the kubelet,
-	// containerd, runc, the CNI bridge; package node) pulling its images
-	// from a registry the lab runs, instead of the process kubelet.
-	RealNodes bool
-	// HeraldTag is the tag Herald's image is pushed under with RealNodes:
+	// ProcessKubelet runs the lab's older nodes: a process kubelet
+	// (package kubelet) that runs containers as local processes, instead
+	// of a real node per host (the kubelet, containerd, runc, the CNI
+	// bridge; package node) pulling its images from a registry the lab
+	// runs.
+	ProcessKubelet bool
+	// HeraldTag is the tag Herald's image is pushed under on real nodes:
 	// the chart's appVersion, so that the chart pulls it as it would on a
 	// user's cluster.
 	HeraldTag string
@@ -136,10 +141,46 @@ type State struct {
 	Tools testenv.Paths `json:"tools"`
 	// Topology is the lab's network.
 	Topology Topology `json:"topology"`
-	// RealNodes tells that the nodes are real (see Options.RealNodes).
+	// RealNodes tells that the nodes are real (see Options.ProcessKubelet).
 	RealNodes bool `json:"realNodes,omitempty"`
 	// Containerd is each real node's containerd socket, by node name.
 	Containerd map[string]string `json:"containerd,omitempty"`
+	// Ctr is containerd's client, for the real nodes.
+	Ctr string `json:"ctr,omitempty"`
+}
+
+// ContainerPID returns the host PID of the main process of a running
+// container on node, from the containerID of its Pod's status:
+// "herald-lab://PID" for the process kubelet, "containerd://ID" for a
+// real node (asked of the node's containerd).
+func ContainerPID(ctx context.Context, s State, nodeName, containerID string) (int, error) {
+	if pid, ok := strings.CutPrefix(containerID, "herald-lab://"); ok {
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			return 0, fmt.Errorf("container %q: %w", containerID, err)
+		}
+		return n, nil
+	}
+	id, ok := strings.CutPrefix(containerID, "containerd://")
+	if !ok || id == "" {
+		return 0, fmt.Errorf("container %q: not one of the lab's", containerID)
+	}
+	sock, ok := s.Containerd[nodeName]
+	if !ok || s.Ctr == "" {
+		return 0, fmt.Errorf("container %q: node %q is not a real node of the lab", containerID, nodeName)
+	}
+	out, err := exec.CommandContext(ctx, s.Ctr, "--address", sock, "--namespace", node.ContainerdNamespace,
+		"task", "ls").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ctr task ls on %s: %w: %s", nodeName, err, out)
+	}
+	// TASK PID STATUS
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == id {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("container %s: no task on %s", id, nodeName)
 }
 
 // ReadState returns the state of the lab in dir, or an error if no lab is

@@ -56,6 +56,7 @@ type realNodes struct {
 	registry *registry.Server
 	nodes    []*node.Node
 	sockets  map[string]string
+	ctr      string
 }
 
 // startRealNodes starts the lab's registry, pushes the lab's images into
@@ -68,7 +69,7 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 	if err != nil {
 		return nil, err
 	}
-	rn := &realNodes{sockets: map[string]string{}}
+	rn := &realNodes{sockets: map[string]string{}, ctr: bins.Ctr}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, rn.stop())

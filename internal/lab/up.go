@@ -58,7 +58,7 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if _, err := testenv.Binaries(ctx); err != nil {
 		return State{}, err
 	}
-	if opts.RealNodes {
+	if !opts.ProcessKubelet {
 		fmt.Fprintln(out, "Building (or finding in the cache) the kubelet, kube-proxy, agnhost and containerd…")
 		if _, err := testenv.NodeBinaries(ctx); err != nil {
 			return State{}, err
@@ -85,8 +85,10 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if opts.IPv6 {
 		args = append(args, "--ipv6")
 	}
-	if opts.RealNodes {
-		args = append(args, "--real-nodes", "--herald-tag", opts.HeraldTag)
+	if !opts.ProcessKubelet {
+		args = append(args, "--herald-tag", opts.HeraldTag)
+	} else {
+		args = append(args, "--process-kubelet")
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -72,9 +72,10 @@ Try: herald-lab kubectl get nodes -o wide
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	// up and daemon share opts: a flag's default is written when it is
 	// defined, so both get the same one.
-	realNodes := os.Getenv("HERALD_LAB_REAL_NODES") == "1"
-	up.Flags().BoolVar(&opts.RealNodes, "real-nodes", realNodes,
-		"real Kubernetes nodes: the kubelet, containerd and runc, images pulled from the lab's registry ($HERALD_LAB_REAL_NODES=1)")
+	processKubelet := os.Getenv("HERALD_LAB_PROCESS_KUBELET") == "1"
+	up.Flags().BoolVar(&opts.ProcessKubelet, "process-kubelet", processKubelet,
+		"the older nodes: a process kubelet running containers as local processes, instead of real nodes "+
+			"(the kubelet, containerd, runc, images from the lab's registry) ($HERALD_LAB_PROCESS_KUBELET=1)")
 
 	daemon := &cobra.Command{
 		Use:    "daemon",
@@ -91,7 +92,7 @@ Try: herald-lab kubectl get nodes -o wide
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
-	daemon.Flags().BoolVar(&opts.RealNodes, "real-nodes", realNodes, "real Kubernetes nodes")
+	daemon.Flags().BoolVar(&opts.ProcessKubelet, "process-kubelet", processKubelet, "process kubelets instead of real nodes")
 	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image with --real-nodes")
 
 	status := &cobra.Command{

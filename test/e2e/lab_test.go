@@ -1,16 +1,18 @@
 // Package e2e runs Herald's tutorial end to end in the lab (internal/lab):
-// a real control plane, nodes in network namespaces with process kubelets,
-// Herald installed with its Helm chart, and a LAN client using the
-// kernel's own ARP and curl.
+// a real control plane, real nodes in network namespaces (the kubelet,
+// containerd, runc), Herald's image pulled from the lab's registry by its
+// Helm chart, and a LAN client using the kernel's own ARP and curl.
 package e2e
 
 import (
 	"bufio"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/netnstest"
+	"github.com/herald-lb/herald/internal/testenv"
 )
 
 // prefix and the state directory keep this lab apart from a user's.
@@ -169,29 +172,106 @@ func TestTutorial(t *testing.T) {
 		})
 	})
 
-	t.Run("an unknown image says why in the Pod's status", func(t *testing.T) {
+	t.Run("an image the lab's registry lacks says why in the Pod's status", func(t *testing.T) {
 		l.kubectl("create", "deployment", "cache", "--image=redis:7")
 		eventually(t, 60*time.Second, "ErrImagePull with the reason", func() (bool, string) {
 			out, _ := l.lab("kubectl", "get", "pods", "-l", "app=cache", "-o",
 				`jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason}: {.items[0].status.containerStatuses[0].state.waiting.message}`)
-			return strings.HasPrefix(out, "ErrImagePull: ") && strings.Contains(out, `image "redis:7": not a built-in program`), out
+			return (strings.HasPrefix(out, "ErrImagePull: ") || strings.HasPrefix(out, "ImagePullBackOff: ")) &&
+				strings.Contains(out, "docker.io/library/redis:7") && strings.Contains(out, "not found"), out
 		})
 		l.kubectl("delete", "deployment", "cache")
+	})
+
+	t.Run("real nodes: containerd, the real nginx, kubectl logs, exec and port-forward", func(t *testing.T) {
+		bins, err := testenv.NodeBinaries(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtimes := l.kubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.status.nodeInfo.containerRuntimeVersion}{" "}{end}`)
+		if want := strings.Repeat("containerd://"+bins.ContainerdVersion+" ", len(s.Topology.Nodes)); runtimes != strings.TrimSpace(want) {
+			t.Errorf("node runtimes %q, want containerd://%s on each of %d nodes", runtimes, bins.ContainerdVersion, len(s.Topology.Nodes))
+		}
+		if out, err := l.client("curl", "-sS", "-I", "--max-time", "2", "http://192.168.10.75"); err != nil || !strings.Contains(out, "Server: nginx/") {
+			t.Errorf("curl -I http://192.168.10.75: %v, want the real nginx's Server header:\n%s", err, out)
+		}
+		if out := l.kubectl("-n", "herald-system", "logs", "ds/herald-agent"); !strings.Contains(out, `msg="agent started"`) {
+			t.Errorf("kubectl logs ds/herald-agent: no \"agent started\" line:\n%s", out)
+		}
+		// The controller runs as the image's non-root user.
+		ctl := strings.Fields(l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=controller",
+			"-o", `jsonpath={range .items[*]}{.spec.nodeName}={.status.containerStatuses[0].containerID}{" "}{end}`))
+		if len(ctl) == 0 {
+			t.Error("no controller Pods")
+		}
+		for _, c := range ctl {
+			node, id, _ := strings.Cut(c, "=")
+			pid, err := lab.ContainerPID(context.Background(), s, node, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(status), "\nUid:\t65532\t65532\t65532\t65532\n") {
+				t.Errorf("controller pid %d does not run as 65532:\n%s", pid, status)
+			}
+		}
+		if out := l.kubectl("exec", "deploy/echo", "--", "/agnhost", "--help"); !strings.Contains(out, "netexec") {
+			t.Errorf("kubectl exec deploy/echo -- /agnhost --help:\n%s", out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		pf := exec.CommandContext(ctx, filepath.Join(root, "bin", "herald-lab"), "kubectl", "port-forward", "deploy/nginx", ":80")
+		pf.Env = l.env
+		stdout, err := pf.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pf.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cancel(); _ = pf.Wait() }()
+		// "Forwarding from 127.0.0.1:40123 -> 80"
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil {
+			t.Fatalf("kubectl port-forward: %v", err)
+		}
+		addr, _, ok := strings.Cut(strings.TrimPrefix(line, "Forwarding from "), " ")
+		if !ok || !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Fatalf("kubectl port-forward printed %q", line)
+		}
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("GET through kubectl port-forward: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "Welcome to nginx!") {
+			t.Errorf("GET through kubectl port-forward: %s\n%s", resp.Status, body)
+		}
 	})
 
 	t.Run("agents run with only NET_RAW and NET_ADMIN and their own token", func(t *testing.T) {
 		ids := strings.Fields(l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=agent",
 			"-o", `jsonpath={range .items[*]}{.status.containerStatuses[0].containerID}{" "}{end}`))
-		if len(ids) != len(s.Topology.Nodes) {
+		nodes := strings.Fields(l.kubectl("-n", "herald-system", "get", "pods", "-l", "app.kubernetes.io/component=agent",
+			"-o", `jsonpath={range .items[*]}{.spec.nodeName}{" "}{end}`))
+		if len(ids) != len(s.Topology.Nodes) || len(nodes) != len(ids) {
 			t.Fatalf("agent containers %v, want one per node", ids)
 		}
 		// CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
 		const want = "0000000000003000"
-		for _, id := range ids {
-			pid := strings.TrimPrefix(id, "herald-lab://")
-			// The agent is the shipped binary (Herald's image), not herald-lab.
-			if exe, err := os.Readlink("/proc/" + pid + "/exe"); err != nil || exe != filepath.Join(root, "bin", "herald") {
-				t.Errorf("agent pid %s runs %q (%v), want bin/herald", pid, exe, err)
+		for i, id := range ids {
+			n, err := lab.ContainerPID(context.Background(), s, nodes[i], id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid := strconv.Itoa(n)
+			// The agent is the shipped binary, /herald in Herald's image.
+			if exe, err := os.Readlink("/proc/" + pid + "/exe"); err != nil || exe != "/herald" {
+				t.Errorf("agent pid %s runs %q (%v), want /herald of Herald's image", pid, exe, err)
 			}
 			status, err := os.ReadFile("/proc/" + pid + "/status")
 			if err != nil {
@@ -217,8 +297,14 @@ func TestTutorial(t *testing.T) {
 		fps := l.fingerprints()
 		chart := filepath.Join(root, "deploy", "helm", "herald")
 		render := func() string {
-			out, err := exec.Command(s.Tools.Helm, "template", "herald", chart, "--namespace", "kube-system",
-				"--values", filepath.Join(chart, "values-talos.yaml"), "--set", "image.pullPolicy=Never").CombinedOutput()
+			// The values the lab installed with (the process kubelet's lab
+			// sets pullPolicy Never): any other would roll the agents.
+			args := []string{"template", "herald", chart, "--namespace", "kube-system",
+				"--values", filepath.Join(chart, "values-talos.yaml")}
+			if !s.RealNodes {
+				args = append(args, "--set", "image.pullPolicy=Never")
+			}
+			out, err := exec.Command(s.Tools.Helm, args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("helm template: %v\n%s", err, out)
 			}
