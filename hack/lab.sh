@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Herald's main job, end to end on one machine (as root): the lab -- a
-# 3-node Kubernetes cluster in network namespaces with a real control plane
+# 3-node Kubernetes cluster in network namespaces with a real control plane and real nodes
 # -- with Herald installed from its Helm chart (Talos preset), then the
 # tutorial, literally: pool, policy, nginx, `kubectl expose`, EXTERNAL-IP
 # 192.168.10.75 and `curl` from a LAN client; then the traffic-policy part
@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "hack/lab.sh needs root (network namespaces)"; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in make:make ip:iproute2 curl:curl arp:net-tools nft:nftables; do
+for pkg in make:make ip:iproute2 curl:curl arp:net-tools nft:nftables \
+	/usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins; do
 	command -v "${pkg%%:*}" >/dev/null 2>&1 || need+=("${pkg#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -24,7 +24,6 @@ package labbench_test
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,7 +64,8 @@ const (
 	// bigFile is the file downloaded for throughput, of bigSize bytes.
 	bigFile = "big.bin"
 	bigSize = 64 << 20
-	// nginxRoot is where the built-in nginx serves files from.
+	// nginxRoot is where nginx (the official image's and the lab's) serves
+	// files from.
 	nginxRoot = "/usr/share/nginx/html"
 	// agentNS and agentDS are Herald's agent DaemonSet (Talos preset).
 	agentNS = "herald-system"
@@ -90,9 +90,6 @@ type env struct {
 	kube kubernetes.Interface
 	www  string // the hostPath directory the nginx Pods serve
 	vip  string // the Service's LoadBalancer address
-	// created are host directories the lab's shim made as mount points
-	// for the volume (absent before the benchmarks), to remove after.
-	created []string
 }
 
 var (
@@ -155,10 +152,9 @@ func setUp(b *testing.B) (*env, error) {
 	if err := os.MkdirAll(e.www, 0o755); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"/usr/share/nginx", nginxRoot} {
-		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-			e.created = append([]string{d}, e.created...)
-		}
+	// The readiness probe's page (nginx has no autoindex).
+	if err := os.WriteFile(filepath.Join(e.www, "index.html"), []byte("<title>bench</title>\n"), 0o644); err != nil {
+		return nil, err
 	}
 	if err := writeBigFile(filepath.Join(e.www, bigFile)); err != nil {
 		return nil, err
@@ -177,8 +173,13 @@ func setUp(b *testing.B) (*env, error) {
 			if *bin.path, err = filepath.Abs(bin.flag); err != nil {
 				return nil, err
 			}
-		} else if out, err := exec.CommandContext(ctx, "go", "build", "-o", *bin.path, bin.pkg).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build %s: %w\n%s", bin.pkg, err, out)
+		} else {
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", *bin.path, bin.pkg)
+			// Static, as Herald's image needs it (and harmless for herald-lab).
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("go build %s: %w\n%s", bin.pkg, err, out)
+			}
 		}
 	}
 	e.opts = opts
@@ -234,9 +235,6 @@ func (e *env) tearDown(ok bool) error {
 		return nil
 	}
 	err := lab.Down(e.opts, io.Discard)
-	for _, d := range e.created {
-		_ = os.Remove(d) // only if still empty
-	}
 	if ok && err == nil {
 		return os.RemoveAll(e.dir)
 	}

@@ -613,8 +613,10 @@ func (t *Table) send(b *batch) error {
 }
 
 // Close releases the Table. With remove it also deletes Herald's table
-// (clean shutdown, or --dataplane switched off); without it the rules stay
-// so that traffic keeps flowing while the agent restarts.
+// (clean shutdown, or --dataplane switched off) unless another Table has
+// replaced it since this one last did (a successor agent on the same
+// node); without remove the rules stay so that traffic keeps flowing while
+// the agent restarts.
 func (t *Table) Close(remove bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -626,6 +628,28 @@ func (t *Table) Close(remove bool) error {
 	defer t.dropConn()
 	if !remove {
 		return nil
+	}
+	if t.synced && t.handle != 0 {
+		// The table may no longer be ours: an agent started on this node
+		// while this one shut down (a Pod deleted with --grace-period=0
+		// is replaced at once) replaces it with its own, which has a new
+		// handle. Deleting that one would leave the node without rules
+		// until the successor's next change. The query and the delete are
+		// two round trips, so a successor's first sync landing between
+		// them still loses its table, which its next change or Check
+		// restores; the window is microseconds where the shutdown's is
+		// seconds.
+		h, _, found, err := t.query()
+		if err != nil {
+			return fmt.Errorf("close dataplane: %w", err)
+		}
+		if !found {
+			return nil
+		}
+		if h != t.handle {
+			t.log.Info("dataplane table left in place: another agent has replaced it", "handle", h, "ours", t.handle)
+			return nil
+		}
 	}
 	c, err := t.conn()
 	if err != nil {

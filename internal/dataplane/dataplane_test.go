@@ -547,3 +547,36 @@ func TestNftPrintsTable(t *testing.T) {
 		t.Errorf("the second Cluster service sharing endpoints did not answer")
 	}
 }
+
+// TestCloseLeavesASuccessorsTable: an agent that shuts down while its
+// successor on the same node has already replaced Herald's table (a Pod
+// deleted with --grace-period=0 is replaced at once) leaves the
+// successor's table, and its forwarding, in place.
+func TestCloseLeavesASuccessorsTable(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.node
+	svc := Service{Key: "a", VIP: vip4, Port: 80, Protocol: "TCP", Endpoints: l.endpoints(vip4)}
+	old, err := Open(Options{NetNS: &h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, old, svc)
+	successor, err := Open(Options{NetNS: &h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = successor.Close(true) })
+	mustSync(t, successor, svc)
+	if err := old.Close(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := l.get(vip4, 80); code != 0 {
+		t.Fatalf("curl exit %d after the old agent's Close(true): it removed its successor's table", code)
+	}
+	if err := successor.Close(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := l.get(vip4, 80); code == 0 {
+		t.Fatal("curl still works after the successor's Close(true): the table was not removed")
+	}
+}

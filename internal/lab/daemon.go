@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/herald-lb/herald/internal/lab/kubelet"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
 )
@@ -28,12 +27,15 @@ const nodesReadyTimeout = 2 * time.Minute
 const podCIDRv6 = "fd00:10:244::/56"
 
 // RunDaemon is `herald-lab daemon`: it builds the network, starts the
-// control plane, the KubePrism proxies and a kubelet per node, publishes
-// the lab's State once every node is Ready, and keeps all of it running
-// until ctx is done; then it stops the Pods, the control plane and removes
-// the namespaces.
+// control plane, the KubePrism proxies, the registry and a real node per
+// host (see startRealNodes), publishes the lab's State once every node is
+// Ready, and keeps all of it running until ctx is done; then it stops the
+// nodes (and their Pods), the control plane and removes the namespaces.
 func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) {
 	opts = opts.withDefaults()
+	if err := checkProxy(opts.Proxy); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return fmt.Errorf("lab directory: %w", err)
 	}
@@ -50,7 +52,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err != nil {
 		return err
 	}
-	self, herald, err := opts.binaries()
+	_, herald, err := opts.binaries()
 	if err != nil {
 		return err
 	}
@@ -70,12 +72,10 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		// Dual-stack Pods, so IPv6 load-balancer addresses have endpoints.
 		clusterCIDR += "," + podCIDRv6
 	}
-	envOpts := testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log}
-	if !opts.ProcessKubelet {
-		for _, h := range topo.Nodes {
-			envOpts.NodeNames = append(envOpts.NodeNames, h.Name)
-		}
-		envOpts.ClusterDialer = clusterDialer(topo)
+	envOpts := testenv.Options{Controllers: true, ClusterCIDR: clusterCIDR, Logger: log,
+		ClusterDialer: clusterDialer(topo)}
+	for _, h := range topo.Nodes {
+		envOpts.NodeNames = append(envOpts.NodeNames, h.Name)
 	}
 	env, err := testenv.Start(ctx, envOpts)
 	if err != nil {
@@ -113,64 +113,27 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		}
 		wg.Go(func() { prism.Serve(runCtx) })
 
-		if !opts.ProcessKubelet {
-			continue // started below, once every KubePrism listens
-		}
-		labels := map[string]string{}
-		if node.Name == "cp1" {
-			labels["node-role.kubernetes.io/control-plane"] = ""
-		}
-		kl, err := kubelet.New(kubelet.Config{
-			NodeName:       node.Name,
-			NodeIP:         node.IPv4,
-			NodeIPv6:       node.IPv6,
-			NetNS:          node.NetNS,
-			PodNetNSPrefix: opts.Prefix + "pod-",
-			Interface:      "eth0",
-			Client:         env.Clientset(),
-			Lab:            self,
-			Herald:         herald,
-			Dir:            filepath.Join(opts.Dir, "nodes", node.Name),
-			Version:        kubeletVersion(env),
-			Labels:         labels,
-			Logger:         log,
-		})
-		if err != nil {
-			return err
-		}
-		wg.Go(func() {
-			if err := kl.Run(runCtx); err != nil && runCtx.Err() == nil {
-				errc <- fmt.Errorf("kubelet %s: %w", node.Name, err)
-			}
-		})
 	}
 
-	var containerd map[string]string
-	var ctr string
-	if !opts.ProcessKubelet {
-		rn, err := startRealNodes(ctx, runCtx, &wg, opts, topo, env, herald, log, errc)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if serr := rn.stop(); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
-		containerd, ctr = rn.sockets, rn.ctr
+	rn, err := startRealNodes(ctx, runCtx, &wg, opts, topo, env, clusterCIDR, herald, log, errc)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if serr := rn.stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
 
 	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
 		return err
 	}
-	if !opts.ProcessKubelet {
-		if err := finishNodes(ctx, env, topo); err != nil {
-			return err
-		}
+	if err := finishNodes(ctx, env, topo); err != nil {
+		return err
 	}
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
-		RealNodes: !opts.ProcessKubelet, Containerd: containerd, Ctr: ctr,
+		Proxy: opts.Proxy, Containerd: rn.sockets, Ctr: rn.ctr,
 	}); err != nil {
 		return err
 	}
@@ -183,16 +146,6 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	case err := <-errc:
 		return err
 	}
-}
-
-// kubeletVersion is the API server's version, so nodes look like they run
-// a matching kubelet.
-func kubeletVersion(env *testenv.Env) string {
-	v, err := env.Clientset().Discovery().ServerVersion()
-	if err != nil {
-		return "v0.0.0-herald-lab"
-	}
-	return v.GitVersion
 }
 
 // waitNodesReady waits until every node is registered, Ready and has a

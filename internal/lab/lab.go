@@ -1,14 +1,18 @@
 // Package lab runs Herald's lab: a Kubernetes cluster on one Linux machine,
-// without containers or VMs, for the tutorial, the end-to-end tests and the
+// without Docker or VMs, for the tutorial, the end-to-end tests and the
 // benchmarks.
 //
 // The control plane (etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler, built from pinned modules by internal/testenv) runs in
 // the root network namespace on loopback ports. Each node is a network
 // namespace on a LAN bridge (192.168.10.0/24, nodes from .215, a client at
-// .10) with a KubePrism-style proxy on localhost:7445 and a process kubelet
-// (internal/lab/kubelet); Herald is installed with its own Helm chart and
-// the Talos preset, its image running the local herald binary.
+// .10) with a KubePrism-style proxy on localhost:7445 and a real node in
+// it (package node: the kubelet, containerd, runc and the CNI bridge). The
+// nodes pull every image from a registry the lab runs (package registry,
+// on 127.0.0.1:5000 in each node), which holds Herald's image built from
+// the local herald binary, agnhost and Debian's nginx (package labimages)
+// under their usual names; Herald is installed with its own Helm chart and
+// the Talos preset, pulling its image as on a user's cluster.
 //
 // The lab is not part of the herald binary that runs in clusters: it is the
 // herald-lab command (cmd/herald-lab), which finds the herald binary next to
@@ -60,23 +64,34 @@ type Options struct {
 	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN and makes Pods
 	// dual-stack.
 	IPv6 bool
-	// Lab is the herald-lab binary that runs the daemon, the Pods' shim and
-	// the built-in images; empty means this executable, which is right for
-	// the herald-lab command and wrong for a test binary.
+	// Lab is the herald-lab binary that runs the daemon; empty means this
+	// executable, which is right for the herald-lab command and wrong for a
+	// test binary.
 	Lab string
-	// Herald is the herald binary that Herald's Pods run (Herald's image in
-	// the lab); empty means "herald" in the directory of Lab.
+	// Herald is the static herald binary that Herald's image is built
+	// from; empty means "herald" in the directory of Lab.
 	Herald string
-	// ProcessKubelet runs the lab's older nodes: a process kubelet
-	// (package kubelet) that runs containers as local processes, instead
-	// of a real node per host (the kubelet, containerd, runc, the CNI
-	// bridge; package node) pulling its images from a registry the lab
-	// runs.
-	ProcessKubelet bool
-	// HeraldTag is the tag Herald's image is pushed under on real nodes:
-	// the chart's appVersion, so that the chart pulls it as it would on a
+	// Proxy is what forwards Service traffic on the nodes: "none" (the
+	// default, Talos without kube-proxy: Herald's nftables data plane
+	// forwards load-balancer traffic) or the real kube-proxy in "nftables"
+	// or "iptables" mode on every node (Herald then only announces).
+	Proxy string
+	// HeraldTag is the tag Herald's image is pushed under: the chart's
+	// appVersion, so that the chart pulls it as it would on a
 	// user's cluster.
 	HeraldTag string
+}
+
+// ProxyNone is Options.Proxy without kube-proxy.
+const ProxyNone = "none"
+
+// checkProxy returns an error unless proxy is a mode the lab runs.
+func checkProxy(proxy string) error {
+	switch proxy {
+	case ProxyNone, "nftables", "iptables":
+		return nil
+	}
+	return fmt.Errorf("--proxy %q: want none, nftables or iptables", proxy)
 }
 
 // HeraldName is the file name of the herald binary that Options.Herald
@@ -126,6 +141,9 @@ func (o Options) withDefaults() Options {
 	if o.Nodes == 0 {
 		o.Nodes = 3
 	}
+	if o.Proxy == "" {
+		o.Proxy = ProxyNone
+	}
 	return o
 }
 
@@ -141,33 +159,25 @@ type State struct {
 	Tools testenv.Paths `json:"tools"`
 	// Topology is the lab's network.
 	Topology Topology `json:"topology"`
-	// RealNodes tells that the nodes are real (see Options.ProcessKubelet).
-	RealNodes bool `json:"realNodes,omitempty"`
-	// Containerd is each real node's containerd socket, by node name.
-	Containerd map[string]string `json:"containerd,omitempty"`
-	// Ctr is containerd's client, for the real nodes.
-	Ctr string `json:"ctr,omitempty"`
+	// Proxy is Options.Proxy.
+	Proxy string `json:"proxy"`
+	// Containerd is each node's containerd socket, by node name.
+	Containerd map[string]string `json:"containerd"`
+	// Ctr is containerd's client.
+	Ctr string `json:"ctr"`
 }
 
 // ContainerPID returns the host PID of the main process of a running
-// container on node, from the containerID of its Pod's status:
-// "herald-lab://PID" for the process kubelet, "containerd://ID" for a
-// real node (asked of the node's containerd).
+// container on a node, from the containerID of its Pod's status
+// ("containerd://ID"), as the node's containerd reports it.
 func ContainerPID(ctx context.Context, s State, nodeName, containerID string) (int, error) {
-	if pid, ok := strings.CutPrefix(containerID, "herald-lab://"); ok {
-		n, err := strconv.Atoi(pid)
-		if err != nil {
-			return 0, fmt.Errorf("container %q: %w", containerID, err)
-		}
-		return n, nil
-	}
 	id, ok := strings.CutPrefix(containerID, "containerd://")
 	if !ok || id == "" {
 		return 0, fmt.Errorf("container %q: not one of the lab's", containerID)
 	}
 	sock, ok := s.Containerd[nodeName]
 	if !ok || s.Ctr == "" {
-		return 0, fmt.Errorf("container %q: node %q is not a real node of the lab", containerID, nodeName)
+		return 0, fmt.Errorf("container %q: node %q is not one of the lab's", containerID, nodeName)
 	}
 	out, err := exec.CommandContext(ctx, s.Ctr, "--address", sock, "--namespace", node.ContainerdNamespace,
 		"task", "ls").CombinedOutput()

@@ -63,7 +63,7 @@ type realNodes struct {
 // it and starts a real node (containerd and the kubelet) per host of topo.
 // Exits of a node's daemons are reported on errc while runCtx lasts.
 func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Options, topo Topology, env *testenv.Env,
-	herald string, log *slog.Logger, errc chan<- error) (_ *realNodes, err error) {
+	clusterCIDR, herald string, log *slog.Logger, errc chan<- error) (_ *realNodes, err error) {
 	log.Info("lab: building (or finding in the cache) the kubelet, kube-proxy, agnhost and containerd")
 	bins, err := testenv.NodeBinaries(ctx)
 	if err != nil {
@@ -115,6 +115,14 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 		}
 	}
 
+	var proxy node.KubeProxy
+	if opts.Proxy != ProxyNone {
+		kubeconfig, err := env.KubeProxyKubeconfig("https://" + KubePrismAddr)
+		if err != nil {
+			return nil, err
+		}
+		proxy = node.KubeProxy{Mode: opts.Proxy, Kubeconfig: kubeconfig, ClusterCIDR: clusterCIDR}
+	}
 	for _, h := range topo.Nodes {
 		kubeconfig, err := env.NodeKubeconfig(h.Name, "https://"+KubePrismAddr)
 		if err != nil {
@@ -126,7 +134,7 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 			Kubeconfig: kubeconfig, Binaries: bins,
 			SandboxImage: labimages.SandboxImage(bins.AgnhostVersion),
 			Registry:     registryAddr, Mirrored: labimages.Registries(),
-			Log: log,
+			KubeProxy: proxy, Log: log,
 		})
 		if err != nil {
 			return nil, err

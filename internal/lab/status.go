@@ -22,8 +22,9 @@ func (s State) Client() (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// PrintStatus writes what the lab runs: hosts, nodes, Herald's Pods and
-// the LoadBalancer Services.
+// PrintStatus writes what the lab runs: hosts and their Nodes (as
+// `kubectl get nodes -o wide` would, with the netns and Pod CIDR), every
+// Pod (as `kubectl get pods -A -o wide`) and the LoadBalancer Services.
 func PrintStatus(ctx context.Context, s State, out io.Writer) error {
 	c, err := s.Client()
 	if err != nil {
@@ -36,7 +37,7 @@ func PrintStatus(ctx context.Context, s State, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
-	fmt.Fprintln(tw, "HOST\tNETNS\tADDRESS\tREADY\tPOD CIDR")
+	fmt.Fprintln(tw, "HOST\tNETNS\tADDRESS\tREADY\tVERSION\tCONTAINER-RUNTIME\tPOD CIDR")
 	byName := map[string]corev1.Node{}
 	for _, n := range nodes.Items {
 		byName[n.Name] = n
@@ -46,30 +47,45 @@ func PrintStatus(ctx context.Context, s State, out io.Writer) error {
 		if h.IPv6.IsValid() {
 			addr += "," + h.IPv6.String()
 		}
-		ready, cidr := "-", "-"
+		ready, cidr, version, runtime := "-", "-", "-", "-"
 		if n, ok := byName[h.Name]; ok {
-			ready, cidr = "False", n.Spec.PodCIDR
+			ready, cidr = "False", strings.Join(podCIDRs(&n), ",")
+			version, runtime = n.Status.NodeInfo.KubeletVersion, n.Status.NodeInfo.ContainerRuntimeVersion
 			for _, cond := range n.Status.Conditions {
 				if cond.Type == corev1.NodeReady {
 					ready = string(cond.Status)
 				}
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.NetNS, addr, ready, cidr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.NetNS, addr, ready, version, runtime, cidr)
 	}
 
-	pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=herald"})
+	pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
 	}
-	fmt.Fprintln(tw, "\nHERALD POD\tNODE\tPHASE\tREADY\tRESTARTS")
+	fmt.Fprintln(tw, "\nPOD\tREADY\tSTATUS\tRESTARTS\tIP\tNODE")
 	for _, p := range pods.Items {
-		ready, restarts := "false", int32(0)
+		ready, restarts := 0, int32(0)
+		status := string(p.Status.Phase)
 		for _, cs := range p.Status.ContainerStatuses {
-			ready = fmt.Sprint(cs.Ready)
+			if cs.Ready {
+				ready++
+			}
 			restarts += cs.RestartCount
+			if w := cs.State.Waiting; w != nil && w.Reason != "" {
+				status = w.Reason
+			}
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%d\n", p.Namespace, p.Name, p.Spec.NodeName, p.Status.Phase, ready, restarts)
+		if p.DeletionTimestamp != nil {
+			status = "Terminating"
+		}
+		ip := p.Status.PodIP
+		if ip == "" {
+			ip = "<none>"
+		}
+		fmt.Fprintf(tw, "%s/%s\t%d/%d\t%s\t%d\t%s\t%s\n", p.Namespace, p.Name, ready, len(p.Spec.Containers),
+			status, restarts, ip, p.Spec.NodeName)
 	}
 
 	svcs, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{})

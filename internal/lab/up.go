@@ -36,12 +36,15 @@ const (
 // Herald with its Helm chart and the Talos preset. Progress goes to out.
 func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, error) {
 	opts = opts.withDefaults()
+	if err := checkProxy(opts.Proxy); err != nil {
+		return State{}, err
+	}
 	if _, ok := daemonPID(opts.Dir); ok {
 		if s, err := ReadState(opts.Dir); err == nil {
 			fmt.Fprintf(out, "The lab in %s is already up (daemon pid %d).\n", opts.Dir, s.PID)
-			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 {
-				fmt.Fprintf(out, "It has %d nodes (IPv6: %v), not what was asked; `herald-lab down` first to change that.\n",
-					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid())
+			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 || s.Proxy != opts.Proxy {
+				fmt.Fprintf(out, "It has %d nodes (IPv6: %v, proxy: %s), not what was asked; `herald-lab down` first to change that.\n",
+					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid(), s.Proxy)
 			}
 			return s, installHerald(ctx, s, chart, out)
 		}
@@ -58,7 +61,7 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if _, err := testenv.Binaries(ctx); err != nil {
 		return State{}, err
 	}
-	if !opts.ProcessKubelet {
+	{
 		fmt.Fprintln(out, "Building (or finding in the cache) the kubelet, kube-proxy, agnhost and containerd…")
 		if _, err := testenv.NodeBinaries(ctx); err != nil {
 			return State{}, err
@@ -85,11 +88,7 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if opts.IPv6 {
 		args = append(args, "--ipv6")
 	}
-	if !opts.ProcessKubelet {
-		args = append(args, "--herald-tag", opts.HeraldTag)
-	} else {
-		args = append(args, "--process-kubelet")
-	}
+	args = append(args, "--herald-tag", opts.HeraldTag, "--proxy", opts.Proxy)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: the lab outlives this command and its terminal.
@@ -134,11 +133,6 @@ func installHerald(ctx context.Context, s State, chart string, out io.Writer) er
 	args := []string{"upgrade", "--install", ReleaseName, chart,
 		"--namespace", ReleaseNamespace,
 		"--values", filepath.Join(chart, "values-talos.yaml"),
-	}
-	if !s.RealNodes {
-		// The process kubelet runs the local binary for Herald's image;
-		// real nodes pull the image from the lab's registry.
-		args = append(args, "--set", "image.pullPolicy=Never")
 	}
 	args = append(args, "--wait", "--timeout", "5m", "--kubeconfig", s.Kubeconfig)
 	fmt.Fprintf(out, "$ helm %s\n", strings.Join(args, " "))

@@ -1,11 +1,9 @@
 // Package labcli holds the herald-lab command tree (cobra): the lab's
-// commands (up, status, down, client, node, kubectl) and the hidden ones the
-// lab runs itself (daemon, shim, builtin). Each parses flags and hands off
-// to internal/lab.
+// commands (up, status, down, client, node, kubectl) and the hidden daemon
+// that `up` starts. Each parses flags and hands off to internal/lab.
 package labcli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herald-lb/herald/internal/lab"
-	"github.com/herald-lb/herald/internal/lab/images"
-	"github.com/herald-lb/herald/internal/lab/kubelet"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/labcli.Version=…".
@@ -30,12 +26,14 @@ func NewRoot() *cobra.Command {
 		Use:   "herald-lab",
 		Short: "A Kubernetes cluster in network namespaces on this machine, with Herald installed (root only)",
 		Long: `herald-lab runs the Talos tutorial on one Linux machine, as root, without
-containers or VMs: etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler (built from pinned modules), N nodes in network namespaces on
-a LAN bridge (192.168.10.0/24, nodes from .215) with a KubePrism-style proxy
-on localhost:7445 and a process kubelet each, a LAN client (192.168.10.10),
-and Herald installed with its Helm chart and the Talos preset. Herald's image
-is the herald binary next to herald-lab (or --herald).`,
+Docker or VMs: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler (built from pinned modules), N real nodes in network
+namespaces on a LAN bridge (192.168.10.0/24, nodes from .215) — each the
+real kubelet, containerd, runc and the CNI bridge, with a KubePrism-style
+proxy on localhost:7445 — a registry the nodes pull every image from, a LAN
+client (192.168.10.10), and Herald installed with its Helm chart and the
+Talos preset. Herald's image is built from the herald binary next to
+herald-lab (or --herald).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -72,10 +70,10 @@ Try: herald-lab kubectl get nodes -o wide
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	// up and daemon share opts: a flag's default is written when it is
 	// defined, so both get the same one.
-	processKubelet := os.Getenv("HERALD_LAB_PROCESS_KUBELET") == "1"
-	up.Flags().BoolVar(&opts.ProcessKubelet, "process-kubelet", processKubelet,
-		"the older nodes: a process kubelet running containers as local processes, instead of real nodes "+
-			"(the kubelet, containerd, runc, images from the lab's registry) ($HERALD_LAB_PROCESS_KUBELET=1)")
+	proxy := envOr("HERALD_LAB_PROXY", lab.ProxyNone)
+	proxyHelp := "what forwards Service traffic: none (Talos without kube-proxy: Herald's data plane), " +
+		"or the real kube-proxy in nftables or iptables mode on every node ($HERALD_LAB_PROXY)"
+	up.Flags().StringVar(&opts.Proxy, "proxy", proxy, proxyHelp)
 
 	daemon := &cobra.Command{
 		Use:    "daemon",
@@ -92,8 +90,8 @@ Try: herald-lab kubectl get nodes -o wide
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
-	daemon.Flags().BoolVar(&opts.ProcessKubelet, "process-kubelet", processKubelet, "process kubelets instead of real nodes")
-	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image with --real-nodes")
+	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image")
+	daemon.Flags().StringVar(&opts.Proxy, "proxy", proxy, proxyHelp)
 
 	status := &cobra.Command{
 		Use:   "status",
@@ -161,36 +159,6 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	var shim kubelet.Shim
-	shimCmd := &cobra.Command{
-		Use:    "shim [flags] -- PROGRAM [ARG...]",
-		Short:  "Enter a Pod's namespaces and exec its program (run by the lab kubelet)",
-		Hidden: true,
-		RunE: func(_ *cobra.Command, args []string) error {
-			shim.Argv = args
-			return shim.Exec()
-		},
-	}
-	shimCmd.Flags().StringVar(&shim.NetNS, "netns", "", "network namespace file to join")
-	shimCmd.Flags().StringVar(&shim.Hostname, "hostname", "", "hostname")
-	shimCmd.Flags().StringArrayVar(&shim.Mounts, "mount", nil, "bind mount SRC:DST[:ro]")
-	shimCmd.Flags().StringSliceVar(&shim.Capabilities, "caps", nil, "capabilities to keep (ALL, NONE or names)")
-	shimCmd.Flags().BoolVar(&shim.NoNewPrivs, "no-new-privs", false, "set no_new_privs")
-	shimCmd.Flags().StringVar(&shim.WorkingDir, "workdir", "", "working directory")
-
-	builtin := &cobra.Command{
-		Use:                "builtin PROGRAM [ARG...]",
-		Short:              "Run one of the lab's built-in images (nginx, agnhost)",
-		Hidden:             true,
-		DisableFlagParsing: true,
-		Args:               cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return images.Run(ctx, args[0], args[1:], cmd.OutOrStdout())
-		},
-	}
-
 	version := &cobra.Command{
 		Use:   "version",
 		Short: "Print herald-lab's version",
@@ -201,7 +169,7 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, shimCmd, builtin, version)
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, version)
 	return cmd
 }
 

@@ -28,6 +28,8 @@ type pkiFiles struct {
 	// tokenFile is the --token-auth-file holding adminToken.
 	tokenFile  string
 	adminToken string
+	// proxyToken is kube-proxy's token (KubeProxyUser).
+	proxyToken string
 	// nodeTokens are the tokens of the Nodes of Options.NodeNames, by name.
 	nodeTokens map[string]string
 	// saPrivateKey signs ServiceAccount tokens; saPublicKey verifies them.
@@ -61,6 +63,12 @@ func writePKI(dir string, nodeNames []string) (pkiFiles, error) {
 	f.adminToken = token
 	// token,user,uid,"group1,group2"
 	lines := fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", token, AdminUser, AdminUser)
+	// kube-proxy's user, which the API server's bootstrap policy binds to
+	// the system:node-proxier ClusterRole.
+	if f.proxyToken, err = randomToken(); err != nil {
+		return pkiFiles{}, err
+	}
+	lines += fmt.Sprintf("%s,%s,%s,\"\"\n", f.proxyToken, KubeProxyUser, KubeProxyUser)
 	f.nodeTokens = map[string]string{}
 	for _, name := range nodeNames {
 		if name == "" || strings.ContainsAny(name, ",\"\n") {

@@ -61,6 +61,10 @@ const (
 	DefaultClusterCIDR = "10.244.0.0/16"
 	// AdminUser is the user name of the admin token, in group system:masters.
 	AdminUser = "herald-testenv-admin"
+	// KubeProxyUser is kube-proxy's user (Env.KubeProxyKubeconfig), bound
+	// to the system:node-proxier ClusterRole by the API server's bootstrap
+	// policy.
+	KubeProxyUser = "system:kube-proxy"
 	// NodesGroup is the group of the Nodes' users (see Options.NodeNames).
 	NodesGroup = "system:nodes"
 
@@ -555,6 +559,15 @@ func (e *Env) NodeKubeconfig(name, server string) (string, error) {
 		server = e.APIServerURL
 	}
 	return writeKubeconfigFile(filepath.Join(e.Dir, "kubeconfig-node-"+name), NodeUser(name), server, e.ca, token)
+}
+
+// KubeProxyKubeconfig writes a kubeconfig for kube-proxy (KubeProxyUser)
+// into Dir and returns its path; server is as for NodeKubeconfig.
+func (e *Env) KubeProxyKubeconfig(server string) (string, error) {
+	if server == "" {
+		server = e.APIServerURL
+	}
+	return writeKubeconfigFile(filepath.Join(e.Dir, "kubeconfig-kube-proxy"), KubeProxyUser, server, e.ca, e.pki.proxyToken)
 }
 
 // Clientset returns an admin clientset for the environment.

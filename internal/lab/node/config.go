@@ -126,6 +126,23 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 `
 
+// kubeProxyConfig is kube-proxy's configuration: the mode asked for, and
+// no conntrack table size (a node's network namespace cannot set the
+// host-wide nf_conntrack_max).
+const kubeProxyConfig = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: {{q .Kubeconfig}}
+hostnameOverride: {{q .Name}}
+mode: {{q .Mode}}
+clusterCIDR: {{q .ClusterCIDR}}
+healthzBindAddress: "0.0.0.0:10256"
+metricsBindAddress: "127.0.0.1:10249"
+conntrack:
+  maxPerCore: 0
+  min: 0
+`
+
 // cniTemplate is the CNI configuration containerd writes once the kubelet
 // tells it the Node's podCIDRs: a cni0 bridge in the node's network
 // namespace, with the first address of each podCIDR as the Pods' gateway,
@@ -193,6 +210,15 @@ func (n *Node) writeConfigs() error {
 			"IP": n.cfg.IP.String(), "RuntimeEndpoint": "unix://" + p.socket, "CgroupRoot": "/" + n.cfg.cgroupName(),
 		}},
 		{p.cniTemplate, "CNI template", cniTemplate, nil},
+	}
+	if n.cfg.KubeProxy.Mode != "" {
+		files = append(files, struct {
+			path, name, text string
+			data             any
+		}{p.kubeProxyConfig, "kube-proxy config", kubeProxyConfig, map[string]string{
+			"Kubeconfig": n.cfg.KubeProxy.Kubeconfig, "Name": n.cfg.Name, "Mode": n.cfg.KubeProxy.Mode,
+			"ClusterCIDR": n.cfg.KubeProxy.ClusterCIDR,
+		}})
 	}
 	if n.cfg.Registry != "" {
 		for _, host := range n.cfg.Mirrored {

@@ -94,11 +94,26 @@ type Config struct {
 	// the same repository path (docker.io/library/nginx:latest is
 	// library/nginx:latest there).
 	Mirrored []string
+	// KubeProxy runs the real kube-proxy on the node when its Mode is set.
+	KubeProxy KubeProxy
 	// CgroupName names the node's cgroup subtree in every hierarchy;
 	// empty means "herald-" + NetNS. Two nodes must never share it.
 	CgroupName string
 	// Log receives progress messages; nil means slog.Default().
 	Log *slog.Logger
+}
+
+// KubeProxy configures the node's kube-proxy.
+type KubeProxy struct {
+	// Mode is kube-proxy's mode ("nftables", "iptables"); empty runs no
+	// kube-proxy.
+	Mode string
+	// Kubeconfig is kube-proxy's kubeconfig (testenv.Env.KubeProxyKubeconfig),
+	// pointing at an address reachable from inside the node's namespace.
+	Kubeconfig string
+	// ClusterCIDR is the Pods' range (kube-proxy masquerades traffic from
+	// outside it).
+	ClusterCIDR string
 }
 
 // cgroupName is the node's cgroup subtree (without a leading slash).
@@ -140,6 +155,18 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("node %s: %w", c.Name, err)
 		}
 	}
+	switch c.KubeProxy.Mode {
+	case "":
+	case "nftables", "iptables":
+		if c.KubeProxy.Kubeconfig == "" {
+			return c, fmt.Errorf("node %s: kube-proxy without a kubeconfig", c.Name)
+		}
+		if _, err := os.Stat(c.Binaries.KubeProxy); err != nil {
+			return c, fmt.Errorf("node %s: %w", c.Name, err)
+		}
+	default:
+		return c, fmt.Errorf("node %s: kube-proxy mode %q (the lab runs nftables or iptables)", c.Name, c.KubeProxy.Mode)
+	}
 	if _, err := os.Stat(filepath.Join(c.CNIBinDir, "bridge")); err != nil {
 		return c, fmt.Errorf("node %s: CNI plugins (Debian's containernetworking-plugins): %w", c.Name, err)
 	}
@@ -166,6 +193,8 @@ type paths struct {
 	registryHosts    string
 	kubeletConfig    string
 	kubeletLog       string
+	kubeProxyConfig  string
+	kubeProxyLog     string
 }
 
 func pathsIn(dir string) paths {
@@ -182,6 +211,8 @@ func pathsIn(dir string) paths {
 		registryHosts:    filepath.Join(dir, "etc", "registry"),
 		kubeletConfig:    filepath.Join(dir, "etc", "kubelet.yaml"),
 		kubeletLog:       filepath.Join(dir, "kubelet.log"),
+		kubeProxyConfig:  filepath.Join(dir, "etc", "kube-proxy.yaml"),
+		kubeProxyLog:     filepath.Join(dir, "kube-proxy.log"),
 	}
 }
 
@@ -192,6 +223,7 @@ type Node struct {
 	thread     *nodeThread
 	containerd *process
 	kubelet    *process
+	kubeProxy  *process
 }
 
 // process is one of the node's daemons.
@@ -260,7 +292,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Log.Info("node: started containerd and the kubelet", "node", cfg.Name, "netns", cfg.NetNS,
+	if cfg.KubeProxy.Mode != "" {
+		n.kubeProxy, err = n.start("kube-proxy", cfg.Binaries.KubeProxy, []string{
+			"--config=" + n.paths.kubeProxyConfig, "--v=1",
+		}, env, n.paths.kubeProxyLog, runtimeCgroup)
+		if err != nil {
+			return nil, err
+		}
+	}
+	cfg.Log.Info("node: started containerd and the kubelet", "kube-proxy", cfg.KubeProxy.Mode, "node", cfg.Name, "netns", cfg.NetNS,
 		"containerd", n.containerd.cmd.Process.Pid, "kubelet", n.kubelet.cmd.Process.Pid)
 	return n, nil
 }
@@ -292,6 +332,9 @@ func (n *Node) Name() string { return n.cfg.Name }
 // Socket returns the path of containerd's socket.
 func (n *Node) Socket() string { return n.paths.socket }
 
+// KubeProxyLog returns the path of kube-proxy's log file.
+func (n *Node) KubeProxyLog() string { return n.paths.kubeProxyLog }
+
 // KubeletLog returns the path of the kubelet's log file.
 func (n *Node) KubeletLog() string { return n.paths.kubeletLog }
 
@@ -301,7 +344,7 @@ func (n *Node) ContainerdLog() string { return n.paths.containerdLog }
 // Exited reports the first of the node's daemons that has exited, with its
 // exit status, or nil while both run.
 func (n *Node) Exited() error {
-	for _, p := range []*process{n.containerd, n.kubelet} {
+	for _, p := range []*process{n.containerd, n.kubelet, n.kubeProxy} {
 		if p == nil {
 			continue
 		}
@@ -388,7 +431,7 @@ func (n *Node) Ctr(ctx context.Context, args ...string) (string, error) {
 // remove.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
-	for _, p := range []*process{n.kubelet, n.containerd} {
+	for _, p := range []*process{n.kubeProxy, n.kubelet, n.containerd} {
 		if p != nil {
 			if err := p.stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("node %s: %w", n.cfg.Name, err))
