@@ -128,9 +128,22 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
 		return err
 	}
-	if err := finishNodes(ctx, env, topo); err != nil {
+	if err := labelControlPlane(ctx, env, topo); err != nil {
 		return err
 	}
+	routes, err := podRoutes(ctx, env, topo)
+	if err != nil {
+		return err
+	}
+	keeper, err := newRouteKeeper(routes)
+	if err != nil {
+		return err
+	}
+	if err := keeper.apply(); err != nil {
+		keeper.close()
+		return err
+	}
+	wg.Go(func() { keeper.keep(runCtx, log) })
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
 		Proxy: opts.Proxy, Containerd: rn.sockets, Ctr: rn.ctr,

@@ -179,43 +179,12 @@ func (rn *realNodes) stop() error {
 	return errors.Join(errs...)
 }
 
-// finishNodes gives each node what the kubelet may not set itself (the
-// control-plane role label, which NodeRestriction forbids it) and routes
-// every node's Pod CIDRs to it from the other nodes: the lab's CNI is a
-// bridge per node, so Pods on different nodes reach each other through
-// these routes, as with a flat routed network.
-func finishNodes(ctx context.Context, env *testenv.Env, topo Topology) error {
-	nodes := env.Clientset().CoreV1().Nodes()
+// labelControlPlane gives the first node the control-plane role label,
+// which the kubelet may not set itself (NodeRestriction forbids it).
+func labelControlPlane(ctx context.Context, env *testenv.Env, topo Topology) error {
 	patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
-	if _, err := nodes.Patch(ctx, topo.Nodes[0].Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := env.Clientset().CoreV1().Nodes().Patch(ctx, topo.Nodes[0].Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("label %s as the control plane: %w", topo.Nodes[0].Name, err)
-	}
-	for _, h := range topo.Nodes {
-		n, err := nodes.Get(ctx, h.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, cidr := range podCIDRs(n) {
-			p, err := netip.ParsePrefix(cidr)
-			if err != nil {
-				return fmt.Errorf("node %s: podCIDR %q: %w", h.Name, cidr, err)
-			}
-			via := h.IPv4
-			if p.Addr().Is6() {
-				via = h.IPv6
-			}
-			if !via.IsValid() {
-				continue
-			}
-			for _, other := range topo.Nodes {
-				if other.Name == h.Name {
-					continue
-				}
-				if _, err := labnet.IP("-n", other.NetNS, "route", "replace", p.String(), "via", via.String()); err != nil {
-					return fmt.Errorf("route %s's Pods from %s: %w", h.Name, other.Name, err)
-				}
-			}
-		}
 	}
 	return nil
 }

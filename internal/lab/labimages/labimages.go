@@ -73,13 +73,13 @@ func Build(ctx context.Context, src Sources) ([]Image, error) {
 
 	heraldData, err := os.ReadFile(src.Herald)
 	if err != nil {
-		return nil, fmt.Errorf("Herald's image: %w", err)
+		return nil, fmt.Errorf("the binary of Herald's image: %w", err)
 	}
 	herald, err := image.NewImage(image.Binary{Platform: v1.Platform{OS: "linux", Architecture: arch}, Data: heraldData},
 		image.Metadata{Title: "Herald", Description: "Herald, built for the lab", Version: src.HeraldVersion,
 			Licenses: "Apache-2.0", Created: created})
 	if err != nil {
-		return nil, fmt.Errorf("Herald's image from %s (the lab needs a static binary: CGO_ENABLED=0, as `make build` does): %w",
+		return nil, fmt.Errorf("the image of %s (the lab needs a static herald binary: CGO_ENABLED=0, as `make build` does): %w",
 			src.Herald, err)
 	}
 
