@@ -21,7 +21,7 @@ REGISTRY          ?= ghcr.io/herald-lb
 IMAGE_TAG         ?= $(patsubst v%,%,$(VERSION))
 IMAGE_FLAGS        = -version $(VERSION) -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
-.PHONY: all build image image-push generate verify-generated tools lint test test-short fuzz bench clean
+.PHONY: all build image image-push release-dry-run generate verify-generated tools lint test test-short fuzz bench clean
 
 all: build
 
@@ -42,6 +42,30 @@ image:
 ## (credentials from the Docker config: docker login or a credential helper)
 image-push:
 	$(GO) run ./hack/image $(IMAGE_FLAGS) -push $(REGISTRY)/herald:$(IMAGE_TAG)
+
+# release-dry-run's version: the chart's, with a pre-release suffix naming
+# the commit, so a lab that already holds the chart's appVersion pulls the
+# dry run's image and not its own.
+CHART_VERSION    := $(shell sed -n 's/^version:[[:space:]]*//p' deploy/helm/herald/Chart.yaml)
+APP_VERSION      := $(shell sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$$/\1/p' deploy/helm/herald/Chart.yaml)
+DRY_RUN_SUFFIX   ?= dryrun.$(shell git rev-parse --short HEAD 2>/dev/null || echo local)
+DRY_RUN_REGISTRY ?= $(shell bin/herald-lab registry 2>/dev/null)
+
+## release-dry-run: what the release workflow does except the final push:
+## Herald's image for both platforms and the packaged chart, pushed over
+## plain HTTP to $(DRY_RUN_REGISTRY) (default: the running lab's registry)
+## as herald-lb/herald:$(APP_VERSION)-$(DRY_RUN_SUFFIX) and
+## oci://…/herald-lb/charts/herald:$(CHART_VERSION)-$(DRY_RUN_SUFFIX), where
+## the lab's nodes find them as ghcr.io/herald-lb/…
+release-dry-run:
+	@test -n "$(DRY_RUN_REGISTRY)" || { echo "no registry: start the lab (hack/lab.sh or bin/herald-lab up) or set DRY_RUN_REGISTRY=host:port"; exit 1; }
+	$(GO) run ./hack/image -version v$(APP_VERSION)-$(DRY_RUN_SUFFIX) -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)' \
+		-plain-http -push $(DRY_RUN_REGISTRY)/herald-lb/herald:$(APP_VERSION)-$(DRY_RUN_SUFFIX)
+	helm=$$($(GO) run ./internal/testenv/cmd/buildtools | tail -n1)/helm && \
+	rm -rf bin/chart && \
+	$$helm package deploy/helm/herald --destination bin/chart \
+		--version $(CHART_VERSION)-$(DRY_RUN_SUFFIX) --app-version $(APP_VERSION)-$(DRY_RUN_SUFFIX) && \
+	$$helm push bin/chart/herald-$(CHART_VERSION)-$(DRY_RUN_SUFFIX).tgz oci://$(DRY_RUN_REGISTRY)/herald-lb/charts --plain-http
 
 $(CONTROLLER_GEN):
 	$(GO) -C hack/tools build -o $(TOOLS_CACHE)/ sigs.k8s.io/controller-tools/cmd/controller-gen

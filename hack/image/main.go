@@ -66,6 +66,7 @@ type options struct {
 	tarball    string
 	tag        string
 	push       string
+	plainHTTP  bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -83,6 +84,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.tarball, "tarball", "", "also write the OCI layout as a tar archive to this file (needs -layout)")
 	fs.StringVar(&o.tag, "tag", "", "the name of the index in the layout (default: -version without a leading v)")
 	fs.StringVar(&o.push, "push", "", "push the index to this reference, e.g. ghcr.io/herald-lb/herald:0.1.0")
+	fs.BoolVar(&o.plainHTTP, "plain-http", false, "push over plain HTTP (a registry on loopback, like the lab's)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -145,7 +147,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	if o.push != "" {
-		ref, err := name.ParseReference(o.push, name.StrictValidation)
+		opts := []name.Option{name.StrictValidation}
+		if o.plainHTTP {
+			opts = append(opts, name.Insecure)
+		}
+		ref, err := name.ParseReference(o.push, opts...)
 		if err != nil {
 			return fmt.Errorf("-push %q: %w", o.push, err)
 		}

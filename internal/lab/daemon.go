@@ -146,7 +146,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	wg.Go(func() { keeper.keep(runCtx, log) })
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
-		Proxy: opts.Proxy, Containerd: rn.sockets, Ctr: rn.ctr,
+		Proxy: opts.Proxy, Registry: rn.pushAddr, Containerd: rn.sockets, Ctr: rn.ctr,
 	}); err != nil {
 		return err
 	}

@@ -161,6 +161,10 @@ type State struct {
 	Topology Topology `json:"topology"`
 	// Proxy is Options.Proxy.
 	Proxy string `json:"proxy"`
+	// Registry is the host:port of the lab's registry on loopback (plain
+	// HTTP), for pushes from this machine and `helm install oci://`; the
+	// nodes reach it on 127.0.0.1:5000.
+	Registry string `json:"registry"`
 	// Containerd is each node's containerd socket, by node name.
 	Containerd map[string]string `json:"containerd"`
 	// Ctr is containerd's client.

@@ -57,6 +57,9 @@ type realNodes struct {
 	nodes    []*node.Node
 	sockets  map[string]string
 	ctr      string
+	// pushAddr is the registry's listener on loopback in the root
+	// namespace.
+	pushAddr string
 }
 
 // startRealNodes starts the lab's registry, pushes the lab's images into
@@ -84,6 +87,7 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	rn.registry.Serve(push)
+	rn.pushAddr = push.Addr().String()
 	for _, h := range topo.Nodes {
 		ln, err := labnet.Listen(h.NetNS, "tcp", registryAddr)
 		if err != nil {

@@ -18,9 +18,9 @@ import (
 )
 
 // routeEvery is how often the lab puts the routes between the nodes' Pod
-// ranges back: taking a node's link down makes its kernel drop the routes
-// through it, and a CNI's route daemon (flannel's host-gw, for one) would
-// restore them when the link comes back.
+// ranges back, besides at every link change: taking a node's link down
+// makes its kernel drop the routes through it, and a CNI's route daemon
+// (flannel's host-gw, for one) restores them when the link comes back.
 const routeEvery = time.Second
 
 // podRoute is one node's route to another node's Pod range.
@@ -105,21 +105,41 @@ func (k *routeKeeper) apply() error {
 	return errors.Join(errs...)
 }
 
-// keep applies the routes every routeEvery until ctx is done. A route
-// whose next hop is unreachable (the node's link is down) fails until the
-// link is back; that is expected and logged at debug level only.
+// keep applies the routes whenever a link of a node changes (a link that
+// comes back up gets its routes at once) and every routeEvery, until ctx
+// is done. A route whose next hop is unreachable (the node's link is down)
+// fails until the link is back; that is expected and logged at debug level
+// only.
 func (k *routeKeeper) keep(ctx context.Context, log *slog.Logger) {
 	defer k.close()
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	for name := range k.handles {
+		ns, err := netns.GetFromName(name)
+		if err != nil {
+			log.Warn("lab: watch links", "netns", name, "err", err)
+			continue
+		}
+		err = netlink.LinkSubscribeAt(ns, updates, done)
+		ns.Close()
+		if err != nil {
+			log.Warn("lab: watch links", "netns", name, "err", err)
+		}
+	}
 	tick := time.NewTicker(routeEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// The subscriptions end with done (the buffer takes what
+			// they still deliver).
 			return
+		case <-updates:
 		case <-tick.C:
-			if err := k.apply(); err != nil {
-				log.Debug("lab: Pod routes", "err", err)
-			}
+		}
+		if err := k.apply(); err != nil {
+			log.Debug("lab: Pod routes", "err", err)
 		}
 	}
 }

@@ -159,6 +159,20 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
+	registryCmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Print the host:port of the lab's registry on loopback (plain HTTP; the nodes pull from it)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), s.Registry)
+			return err
+		},
+	}
+
 	version := &cobra.Command{
 		Use:   "version",
 		Short: "Print herald-lab's version",
@@ -169,7 +183,7 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, version)
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, registryCmd, version)
 	return cmd
 }
 

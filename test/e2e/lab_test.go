@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/netnstest"
@@ -505,5 +507,83 @@ func TestKubeProxyLab(t *testing.T) {
 	}
 	if !strings.Contains(logs, "TCP port 10256 (kube-proxy health check)") && !strings.Contains(logs, "kube-proxy") {
 		t.Errorf("the agents do not name kube-proxy as the evidence:\n%s", logs)
+	}
+}
+
+// TestReleaseDryRun: `make release-dry-run` pushes Herald's image (both
+// platforms) and the packaged chart to the lab's registry, and the lab,
+// with the Herald it installed from the source tree removed, installs
+// Herald again with `helm install oci://…`, its nodes pulling the dry run's
+// image as ghcr.io/herald-lb/herald, as a user's cluster pulls a release.
+func TestReleaseDryRun(t *testing.T) {
+	l := newLab(t, "hle2er-")
+	root := l.root
+	if out, err := exec.Command("make", "-C", root, "-s", "build").CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	if out, err := l.lab("up", "--nodes", "2"); err != nil {
+		t.Fatalf("herald-lab up: %v\n%s", err, out)
+	}
+	s, err := lab.ReadState(l.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const suffix = "dryrun.e2e"
+	dry := exec.Command("make", "-C", root, "release-dry-run", "DRY_RUN_SUFFIX="+suffix)
+	dry.Env = l.env
+	out, err := dry.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make release-dry-run: %v\n%s", err, out)
+	}
+	// "Pushed 127.0.0.1:PORT/herald-lb/herald:0.1.0-dryrun.e2e@sha256:…"
+	var digest string
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Pushed "+s.Registry+"/herald-lb/herald:"); ok {
+			_, digest, _ = strings.Cut(rest, "@")
+		}
+	}
+	if !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("make release-dry-run did not report the pushed index:\n%s", out)
+	}
+
+	helm := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(s.Tools.Helm, append(args, "--kubeconfig", s.Kubeconfig)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	helm("uninstall", lab.ReleaseName, "--namespace", lab.ReleaseNamespace, "--wait")
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "helm", "herald", "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		Version string `json:"version"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Fatal(err)
+	}
+	chartVersion := chart.Version
+	helm("install", lab.ReleaseName, "oci://"+s.Registry+"/herald-lb/charts/herald", "--plain-http",
+		"--version", chartVersion+"-"+suffix, "--namespace", lab.ReleaseNamespace,
+		"--values", filepath.Join(root, "deploy", "helm", "herald", "values-talos.yaml"), "--wait", "--timeout", "3m")
+
+	images := l.kubectl("-n", "herald-system", "get", "pods", "-o",
+		`jsonpath={range .items[*]}{.spec.containers[0].image}={.status.containerStatuses[0].imageID}{"\n"}{end}`)
+	lines := strings.Fields(images)
+	if len(lines) < len(s.Topology.Nodes)+1 {
+		t.Fatalf("Herald's Pods after helm install oci://: %q", images)
+	}
+	for _, line := range lines {
+		img, id, _ := strings.Cut(line, "=")
+		if !strings.HasPrefix(img, "ghcr.io/herald-lb/herald:") || !strings.HasSuffix(img, "-"+suffix) {
+			t.Errorf("a Pod runs %s, want the dry run's ghcr.io/herald-lb/herald:…-%s", img, suffix)
+		}
+		if !strings.HasSuffix(id, "@"+digest) {
+			t.Errorf("a Pod's image is %s, want the pushed index %s", id, digest)
+		}
 	}
 }
