@@ -21,7 +21,7 @@ REGISTRY          ?= ghcr.io/herald-lb
 IMAGE_TAG         ?= $(patsubst v%,%,$(VERSION))
 IMAGE_FLAGS        = -version $(VERSION) -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
-.PHONY: all build image image-push release-dry-run generate verify-generated tools lint test test-short fuzz bench clean
+.PHONY: all build image image-push release-dry-run release-files generate verify-generated tools lint test test-short fuzz bench clean
 
 all: build
 
@@ -42,6 +42,11 @@ image:
 ## (credentials from the Docker config: docker login or a credential helper)
 image-push:
 	$(GO) run ./hack/image $(IMAGE_FLAGS) -push $(REGISTRY)/herald:$(IMAGE_TAG)
+
+# Tools run at a pinned version, outside any module: the workflow linter
+# and the SBOM generator.
+ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+CYCLONEDX  := github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
 
 # release-dry-run's version: the chart's, with a pre-release suffix naming
 # the commit, so a lab that already holds the chart's appVersion pulls the
@@ -66,6 +71,18 @@ release-dry-run:
 	$$helm package deploy/helm/herald --destination bin/chart \
 		--version $(CHART_VERSION)-$(DRY_RUN_SUFFIX) --app-version $(APP_VERSION)-$(DRY_RUN_SUFFIX) && \
 	$$helm push bin/chart/herald-$(CHART_VERSION)-$(DRY_RUN_SUFFIX).tgz oci://$(DRY_RUN_REGISTRY)/herald-lb/charts --plain-http
+	$(MAKE) -s release-files RELEASE_CHART=bin/chart/herald-$(CHART_VERSION)-$(DRY_RUN_SUFFIX).tgz
+
+## release-files: what a release publishes beside the image and the chart,
+## in bin/release: the chart package, a CycloneDX SBOM of the herald
+## binary's modules, and SHA256SUMS of both
+RELEASE_CHART ?= $(firstword $(wildcard bin/chart/herald-*.tgz))
+release-files:
+	@test -n "$(RELEASE_CHART)" || { echo "no chart package: helm package deploy/helm/herald --destination bin/chart first"; exit 1; }
+	rm -rf bin/release && mkdir -p bin/release
+	cp $(RELEASE_CHART) bin/release/
+	$(GO) run $(CYCLONEDX) app -json -licenses=false -noserial -output bin/release/herald.cdx.json -main cmd/herald .
+	cd bin/release && sha256sum *.tgz *.cdx.json > SHA256SUMS && cat SHA256SUMS
 
 $(CONTROLLER_GEN):
 	$(GO) -C hack/tools build -o $(TOOLS_CACHE)/ sigs.k8s.io/controller-tools/cmd/controller-gen
@@ -89,11 +106,12 @@ verify-generated: generate
 tools:
 	$(GO) run ./internal/testenv/cmd/buildtools -node
 
-## lint: gofmt, go vet, staticcheck, go mod tidy
+## lint: gofmt, go vet, staticcheck, actionlint, go mod tidy
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	$(GO) run $(ACTIONLINT) .github/workflows/*.yml
 	$(GO) mod tidy -diff
 	$(GO) -C hack/tools mod tidy -diff
 	$(GO) -C hack/nodetools mod tidy -diff

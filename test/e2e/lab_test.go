@@ -545,6 +545,20 @@ func TestReleaseDryRun(t *testing.T) {
 	if !strings.HasPrefix(digest, "sha256:") {
 		t.Fatalf("make release-dry-run did not report the pushed index:\n%s", out)
 	}
+	// The files a release publishes: the chart package and the SBOM, with
+	// their checksums.
+	check := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	check.Dir = filepath.Join(root, "bin", "release")
+	if out, err := check.CombinedOutput(); err != nil || strings.Count(string(out), ": OK") != 2 {
+		t.Errorf("sha256sum -c bin/release/SHA256SUMS: %v\n%s", err, out)
+	}
+	sbom, err := os.ReadFile(filepath.Join(root, "bin", "release", "herald.cdx.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(sbom), `"bomFormat": "CycloneDX"`) || !strings.Contains(string(sbom), "k8s.io/client-go") {
+		t.Errorf("bin/release/herald.cdx.json is not a CycloneDX SBOM of herald's modules:\n%.400s", sbom)
+	}
 
 	helm := func(args ...string) string {
 		t.Helper()
