@@ -236,8 +236,10 @@ type process struct {
 }
 
 // Start cleans up whatever an earlier node of the same cgroup name left
-// (see Cleanup), then starts containerd and the kubelet. It returns once both run; the Node registers and
-// becomes Ready shortly after (the caller watches the API).
+// (see Cleanup), then starts containerd, the kubelet and, if asked,
+// kube-proxy. It returns once they run; the Node registers and becomes
+// Ready shortly after (the caller watches the API). The directory should
+// be empty or a stopped node's: containerd restores what its root holds.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg, err = cfg.withDefaults()
 	if err != nil {
