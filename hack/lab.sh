@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then echo "hack/lab.sh needs root (network namespaces)";
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for pkg in make:make ip:iproute2 curl:curl arp:net-tools nft:nftables \
-	/usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins; do
+	/usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables; do
 	command -v "${pkg%%:*}" >/dev/null 2>&1 || need+=("${pkg#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

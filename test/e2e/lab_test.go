@@ -469,44 +469,53 @@ spec:
 }
 
 // TestKubeProxyLab runs the tutorial (hack/lab.sh) on real nodes that also
-// run the real kube-proxy in nftables mode, the setup of most clusters:
-// Herald's agents find kube-proxy (--dataplane=auto), say so in their logs
-// and only announce, and kube-proxy forwards the tutorial's curl.
+// run the real kube-proxy, the setup of most clusters, in its nftables and
+// its iptables mode: Herald's agents find kube-proxy (--dataplane=auto),
+// say so in their logs and only announce, and kube-proxy forwards the
+// tutorial's curl.
 func TestKubeProxyLab(t *testing.T) {
-	l := newLab(t, "hle2ep-")
-	l.env = append(l.env, "HERALD_LAB_PROXY=nftables")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	script := exec.CommandContext(ctx, filepath.Join(l.root, "hack", "lab.sh"))
-	script.Env, script.Dir = l.env, l.root
-	if out, err := script.CombinedOutput(); err != nil {
-		t.Fatalf("hack/lab.sh with kube-proxy (nftables): %v\n%s", err, out)
-	}
-	s, err := lab.ReadState(l.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Proxy != "nftables" {
-		t.Fatalf("the lab's proxy is %q, want nftables", s.Proxy)
-	}
-	for _, h := range s.Topology.Nodes {
-		out, err := labnet.IP("netns", "exec", h.NetNS, "nft", "list", "tables")
-		if err != nil {
-			t.Fatalf("%s: nft list tables: %v", h.Name, err)
-		}
-		if !strings.Contains(out, "table ip kube-proxy") {
-			t.Errorf("%s: no kube-proxy table:\n%s", h.Name, out)
-		}
-		if strings.Contains(out, "inet herald") {
-			t.Errorf("%s: Herald programs its table beside kube-proxy's:\n%s", h.Name, out)
-		}
-	}
-	logs := l.kubectl("-n", "herald-system", "logs", "-l", "app.kubernetes.io/component=agent", "--tail=-1", "--prefix")
-	if n := strings.Count(logs, "another data plane forwards load-balancer traffic; Herald only announces"); n != len(s.Topology.Nodes) {
-		t.Errorf("%d agents say another data plane forwards, want %d:\n%s", n, len(s.Topology.Nodes), logs)
-	}
-	if !strings.Contains(logs, "TCP port 10256 (kube-proxy health check)") && !strings.Contains(logs, "kube-proxy") {
-		t.Errorf("the agents do not name kube-proxy as the evidence:\n%s", logs)
+	for _, mode := range []string{"nftables", "iptables"} {
+		t.Run(mode, func(t *testing.T) {
+			l := newLab(t, "hle2ep"+mode[:2]+"-")
+			l.env = append(l.env, "HERALD_LAB_PROXY="+mode)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+			defer cancel()
+			script := exec.CommandContext(ctx, filepath.Join(l.root, "hack", "lab.sh"))
+			script.Env, script.Dir = l.env, l.root
+			if out, err := script.CombinedOutput(); err != nil {
+				t.Fatalf("hack/lab.sh with kube-proxy (%s): %v\n%s", mode, err, out)
+			}
+			s, err := lab.ReadState(l.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Proxy != mode {
+				t.Fatalf("the lab's proxy is %q, want %s", s.Proxy, mode)
+			}
+			for _, h := range s.Topology.Nodes {
+				out, err := labnet.IP("netns", "exec", h.NetNS, "nft", "list", "tables")
+				if err != nil {
+					t.Fatalf("%s: nft list tables: %v", h.Name, err)
+				}
+				if strings.Contains(out, "inet herald") {
+					t.Errorf("%s: Herald programs its table beside kube-proxy's:\n%s", h.Name, out)
+				}
+				switch mode {
+				case "nftables":
+					if !strings.Contains(out, "table ip kube-proxy") {
+						t.Errorf("%s: no kube-proxy table:\n%s", h.Name, out)
+					}
+				case "iptables":
+					if out, err := labnet.IP("netns", "exec", h.NetNS, "iptables", "-t", "nat", "-S", "KUBE-SERVICES"); err != nil {
+						t.Errorf("%s: no KUBE-SERVICES chain: %v\n%s", h.Name, err, out)
+					}
+				}
+			}
+			logs := l.kubectl("-n", "herald-system", "logs", "-l", "app.kubernetes.io/component=agent", "--tail=-1", "--prefix")
+			if n := strings.Count(logs, "another data plane forwards load-balancer traffic; Herald only announces"); n != len(s.Topology.Nodes) {
+				t.Errorf("%d agents say another data plane forwards, want %d:\n%s", n, len(s.Topology.Nodes), logs)
+			}
+		})
 	}
 }
 
