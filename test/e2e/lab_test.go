@@ -103,17 +103,14 @@ func newLab(t *testing.T, prefix string) *labEnv {
 	return l
 }
 
-func TestTutorial(t *testing.T) {
-	l := newLab(t, prefix)
-	root := l.root
-
-	// The README's main command: lab up, Herald from its chart, the tutorial
-	// with its own checks (EXTERNAL-IP, curl, /clientip, Local).
+// labSh runs hack/lab.sh in the test's lab, its output in the test's log,
+// and fails the test if it fails.
+func (l *labEnv) labSh() {
+	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	script := exec.CommandContext(ctx, filepath.Join(root, "hack", "lab.sh"))
-	script.Env = l.env
-	script.Dir = root
+	script := exec.CommandContext(ctx, filepath.Join(l.root, "hack", "lab.sh"))
+	script.Env, script.Dir = l.env, l.root
 	pr, pw := io.Pipe()
 	script.Stdout, script.Stderr = pw, pw
 	done := make(chan struct{})
@@ -121,15 +118,24 @@ func TestTutorial(t *testing.T) {
 		defer close(done)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			t.Log(sc.Text())
+			l.t.Log(sc.Text())
 		}
 	}()
 	err := script.Run()
 	_ = pw.Close()
 	<-done
 	if err != nil {
-		t.Fatalf("hack/lab.sh: %v (daemon log: %s)", err, filepath.Join(l.dir, "lab.log"))
+		l.t.Fatalf("hack/lab.sh: %v (daemon log: %s)", err, filepath.Join(l.dir, "lab.log"))
 	}
+}
+
+func TestTutorial(t *testing.T) {
+	l := newLab(t, prefix)
+	root := l.root
+
+	// The README's main command: lab up, Herald from its chart, the tutorial
+	// with its own checks (EXTERNAL-IP, curl, /clientip, Local).
+	l.labSh()
 
 	s, err := lab.ReadState(l.dir)
 	if err != nil {
@@ -478,13 +484,7 @@ func TestKubeProxyLab(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			l := newLab(t, "hle2ep"+mode[:2]+"-")
 			l.env = append(l.env, "HERALD_LAB_PROXY="+mode)
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-			defer cancel()
-			script := exec.CommandContext(ctx, filepath.Join(l.root, "hack", "lab.sh"))
-			script.Env, script.Dir = l.env, l.root
-			if out, err := script.CombinedOutput(); err != nil {
-				t.Fatalf("hack/lab.sh with kube-proxy (%s): %v\n%s", mode, err, out)
-			}
+			l.labSh()
 			s, err := lab.ReadState(l.dir)
 			if err != nil {
 				t.Fatal(err)

@@ -83,14 +83,9 @@ func Build(ctx context.Context, src Sources) ([]Image, error) {
 			src.Herald, err)
 	}
 
-	agnhostData, err := os.ReadFile(src.Agnhost)
+	agnhost, err := Agnhost(arch, src.Agnhost, created)
 	if err != nil {
-		return nil, fmt.Errorf("agnhost image: %w", err)
-	}
-	agnhost, err := FilesImage(arch, []File{{Path: "/agnhost", Data: agnhostData, Mode: 0o755}},
-		v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}, created)
-	if err != nil {
-		return nil, fmt.Errorf("agnhost image: %w", err)
+		return nil, err
 	}
 
 	nginx, nginxVersion, err := Nginx(ctx, arch, filepath.Join(src.Cache, "debs"), created)
@@ -106,6 +101,22 @@ func Build(ctx context.Context, src Sources) ([]Image, error) {
 		{Refs: []string{AgnhostRepository + ":" + src.AgnhostVersion}, Image: agnhost},
 		{Refs: nginxRefs, Image: nginx},
 	}, nil
+}
+
+// Agnhost returns the image of the agnhost binary at path, laid out as
+// Kubernetes' own: /agnhost as the entrypoint, `pause` as the default
+// command (so it also serves as the Pods' sandbox image).
+func Agnhost(arch, path string, created time.Time) (v1.Image, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("agnhost image: %w", err)
+	}
+	img, err := FilesImage(arch, []File{{Path: "/agnhost", Data: data, Mode: 0o755}},
+		v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}, created)
+	if err != nil {
+		return nil, fmt.Errorf("agnhost image: %w", err)
+	}
+	return img, nil
 }
 
 // nginxConfig serves /usr/share/nginx/html on port 80 of every address,

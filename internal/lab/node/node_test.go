@@ -259,24 +259,22 @@ func pushImages(t *testing.T, ctx context.Context, addr string, bins testenv.Nod
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the probe: %v\n%s", err, out)
 	}
-	for _, img := range []struct{ ref, bin, path string }{
-		{labimages.SandboxImage(bins.AgnhostVersion), bins.Agnhost, "/agnhost"},
-		{probeImage, probe, "/probe"},
-	} {
-		data, err := os.ReadFile(img.bin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := v1.Config{Entrypoint: []string{img.path}}
-		if img.path == "/agnhost" {
-			cfg.Cmd = []string{"pause"}
-		}
-		image, err := labimages.FilesImage(runtime.GOARCH, []labimages.File{{Path: img.path, Data: data, Mode: 0o755}},
-			cfg, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		repo := img.ref[strings.Index(img.ref, "/")+1:]
+	agnhost, err := labimages.Agnhost(runtime.GOARCH, bins.Agnhost, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probeImg, err := labimages.FilesImage(runtime.GOARCH, []labimages.File{{Path: "/probe", Data: data, Mode: 0o755}},
+		v1.Config{Entrypoint: []string{"/probe"}}, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref, image := range map[string]v1.Image{labimages.SandboxImage(bins.AgnhostVersion): agnhost, probeImage: probeImg} {
+		// The registry holds an image under its path in its home registry.
+		_, repo, _ := strings.Cut(ref, "/")
 		if err := registry.Push(ctx, addr, repo, image); err != nil {
 			t.Fatal(err)
 		}
