@@ -105,6 +105,41 @@ type AddressConflict struct {
 	Since metav1.Time `json:"since"`
 }
 
+// DataPlaneMode is Herald's own data plane on a node.
+// +kubebuilder:validation:Enum=nftables;none
+type DataPlaneMode string
+
+const (
+	// DataPlaneNFTables: Herald's nftables table forwards load-balancer
+	// traffic to the endpoints.
+	DataPlaneNFTables DataPlaneMode = "nftables"
+	// DataPlaneNone: Herald only answers ARP/NDP; kube-proxy, Cilium or
+	// another Service proxy forwards (or nothing does, with --dataplane=none
+	// on a node without one).
+	DataPlaneNone DataPlaneMode = "none"
+)
+
+// NodeDataPlane is what forwards load-balancer traffic on a node, as the
+// agent found it.
+type NodeDataPlane struct {
+	// Mode is Herald's own data plane on the node.
+	Mode DataPlaneMode `json:"mode"`
+	// Evidence is what --dataplane=auto found of another data plane
+	// ("interface kube-ipvs0 exists", "nftables table ip kube-proxy
+	// exists", …); empty when none was found or the mode was set by flag.
+	// +optional
+	Evidence string `json:"evidence,omitempty"`
+	// KernelARPInterfaces are the interfaces on which the node's own kernel
+	// answers ARP for the addresses kube-proxy's IPVS mode puts on
+	// kube-ipvs0 — every load-balancer address among them — because
+	// net.ipv4.conf arp_ignore is 0 there (kube-proxy's strictARP is off).
+	// Every such node then answers for every IPv4 load-balancer address,
+	// beside Herald's one owner. Empty when kube-ipvs0 does not exist.
+	// +optional
+	// +listType=atomic
+	KernelARPInterfaces []string `json:"kernelARPInterfaces,omitempty"`
+}
+
 // HeraldNodeStatus is what the agent on a node reports. The agent writes
 // it only when something in it changes, so a quiet cluster makes no API
 // writes; nothing in it is a timestamp that moves by itself.
@@ -146,6 +181,9 @@ type HeraldNodeStatus struct {
 	// +optional
 	// +listType=atomic
 	Conflicts []AddressConflict `json:"conflicts,omitempty"`
+	// DataPlane is what forwards load-balancer traffic on the node.
+	// +optional
+	DataPlane *NodeDataPlane `json:"dataPlane,omitempty"`
 }
 
 // HeraldNode is the report of the Herald agent on one node (same name as

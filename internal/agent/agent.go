@@ -210,6 +210,12 @@ type Agent struct {
 	handedOver     bool                 // leave handed addresses to successors
 	incarnation    uint64
 
+	// dataPlane is what the HeraldNode reports about the node's data
+	// plane; kernelARPDue asks reconcile to look at kube-ipvs0 and the
+	// ARP sysctls again (the links changed, or the idle timer fired).
+	dataPlane    heraldv1.NodeDataPlane
+	kernelARPDue bool
+
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
 }
@@ -465,6 +471,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("watching links: %w", err)
 		case a.linkList = <-a.links:
 			linksKnown = true
+			a.kernelARPDue = true
 			a.pending.everything()
 			armPlan(0)
 			continue
@@ -562,10 +569,16 @@ func (a *Agent) reconcile(ctx context.Context, timers bool) {
 			a.syncDataplane(ctx) // a failed Sync is retried
 		}
 		a.checkDataplane(ctx, now)
+		a.kernelARPDue = true
 		a.scheduleReprobes(now)
 		for _, seg := range a.segments {
 			seg.dirty = true
 		}
+	}
+
+	if a.kernelARPDue {
+		a.kernelARPDue = false
+		a.checkKernelARP()
 	}
 
 	if a.keys == nil {

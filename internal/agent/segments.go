@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 	"github.com/herald-lb/herald/internal/dataplane"
 	"github.com/herald-lb/herald/internal/l2"
 	"github.com/herald-lb/herald/internal/membership"
@@ -389,12 +390,14 @@ handover:
 // Herald's nftables table when this node should forward.
 func (a *Agent) openDataplane() error {
 	mode := a.opts.Dataplane
+	a.dataPlane = heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone}
 	if mode == DataplaneAuto {
 		m, why, err := dataplane.Detect(a.opts.NetNS)
 		if err != nil {
 			return fmt.Errorf("detect the data plane: %w", err)
 		}
 		mode = DataplaneNFTables
+		a.dataPlane.Evidence = why
 		if m == dataplane.ModeNone {
 			mode = DataplaneNone
 			a.log.Info("another data plane forwards load-balancer traffic; Herald only announces", "evidence", why)
@@ -403,6 +406,7 @@ func (a *Agent) openDataplane() error {
 	if mode != DataplaneNFTables {
 		return nil
 	}
+	a.dataPlane.Mode = heraldv1.DataPlaneNFTables
 	t, err := dataplane.Open(dataplane.Options{NetNS: a.opts.NetNS, Logger: a.log})
 	if err != nil {
 		return fmt.Errorf("open the nftables data plane: %w", err)
@@ -461,4 +465,36 @@ func (a *Agent) checkDataplane(ctx context.Context, now time.Time) {
 	case rebuilt:
 		a.log.Warn("the nftables table had been changed or removed by someone else; rebuilt it")
 	}
+}
+
+// checkKernelARP looks for kube-proxy's IPVS mode without strictARP: the
+// node's own kernel then answers ARP for every load-balancer address on
+// the interfaces Herald announces on (and the LAN ones), beside the one
+// owner Herald chose. Herald cannot stop that without changing the host's
+// sysctls, which are kube-proxy's to set; it reports it, in the HeraldNode
+// and through it in every Service's herald.dev/Announced condition.
+func (a *Agent) checkKernelARP() {
+	var names []string
+	for _, i := range a.ifaces {
+		if i.LAN || a.segments[i.Name] != nil || len(a.state.eligible[i.Name]) > 0 {
+			names = append(names, i.Name)
+		}
+	}
+	got, err := dataplane.KernelARPInterfaces(a.opts.NetNS, names)
+	if err != nil {
+		a.log.Warn("checking whether the kernel answers ARP for kube-ipvs0's addresses failed", "err", err)
+		return // keep what was known
+	}
+	if slices.Equal(got, a.dataPlane.KernelARPInterfaces) {
+		return
+	}
+	if len(got) > 0 {
+		a.log.Warn("kube-proxy's IPVS mode without strictARP: this node's kernel answers ARP for every load-balancer address "+
+			"on kube-ipvs0, so several nodes answer for one address; set ipvs.strictARP: true in kube-proxy's configuration",
+			"interfaces", got)
+	} else if len(a.dataPlane.KernelARPInterfaces) > 0 {
+		a.log.Info("the kernel no longer answers ARP for kube-ipvs0's addresses", "interfaces", a.dataPlane.KernelARPInterfaces)
+	}
+	a.dataPlane.KernelARPInterfaces = got
+	a.statusDirty = true
 }

@@ -50,6 +50,11 @@ func (a *Agent) statusSnapshot() nodeReport {
 		KeyError:        a.keyErr,
 		ExcludedByLabel: a.excluded,
 	}
+	if a.dataPlane.Mode != "" {
+		dp := a.dataPlane
+		dp.KernelARPInterfaces = slices.Clone(dp.KernelARPInterfaces)
+		st.DataPlane = &dp
+	}
 	if a.keys != nil {
 		st.KeyFingerprints = a.keys.Fingerprints()
 	}

@@ -31,6 +31,9 @@ const (
 	// KeyMismatch: two agents that cannot authenticate each other's
 	// heartbeats both answer for the address.
 	KeyMismatch Reason = "KeyMismatch"
+	// KernelARP: besides Herald's owner, the kernels of other nodes answer
+	// ARP for the address: kube-proxy's IPVS mode without strictARP.
+	KernelARP Reason = "KernelARP"
 	// NoAgent: a node may announce the address but no Herald agent reports
 	// from it.
 	NoAgent Reason = "NoAgent"
@@ -266,12 +269,18 @@ func verb(vs []NodeVerdict, one, many string) string {
 	return many
 }
 
-// nodeList names nodes: "node a", "nodes a, b and c", "nodes a, b, … and 12 more".
+// nodeList names the verdicts' nodes as nodeNames does.
 func nodeList(vs []NodeVerdict) string {
 	names := make([]string, len(vs))
 	for i, v := range vs {
 		names[i] = v.Node
 	}
+	return nodeNames(names)
+}
+
+// nodeNames names nodes: "node a", "nodes a, b and c", "nodes a, b, … and 12 more".
+func nodeNames(names []string) string {
+	names = slices.Clone(names)
 	sort.Strings(names)
 	if len(names) == 1 {
 		return "node " + names[0]
@@ -298,6 +307,36 @@ func joinMessages(vs []NodeVerdict) string {
 	return strings.Join(msgs, "; ")
 }
 
+// WithKernelARP adds to s the nodes whose own kernels answer ARP for every
+// IPv4 address kube-proxy's IPVS mode holds on kube-ipvs0 (their agents
+// report the interfaces; see dataplane.KernelARPInterfaces). Clients may
+// then reach any of those nodes instead of Herald's owner, so an answered
+// address gets the reason KernelARP unless a KeyMismatch or an
+// AddressConflict is already the reason; an unanswered one keeps its
+// reason, and its message says that the kernels answer meanwhile. IPv6
+// addresses are returned unchanged: the kernel answers Neighbor
+// Solicitations only for addresses on the receiving interface.
+func WithKernelARP(s AddrSummary, nodes []string) AddrSummary {
+	if len(nodes) == 0 || !s.Addr.Is4() {
+		return s
+	}
+	why := fmt.Sprintf("the kernels of %s also answer ARP for %s (kube-proxy's IPVS mode puts it on kube-ipvs0 and arp_ignore is 0 there), "+
+		"so clients may send to any of them; set ipvs.strictARP: true in kube-proxy's configuration", nodeNames(nodes), s.Addr)
+	if len(nodes) == 1 {
+		why = strings.Replace(why, "the kernels of", "the kernel of", 1)
+		why = strings.Replace(why, "also answer ARP", "also answers ARP", 1)
+	}
+	if !s.Answered {
+		s.Message += "; meanwhile " + why
+		return s
+	}
+	if s.Reason == Announced {
+		s.Reason = KernelARP
+	}
+	s.Message += "; but " + why
+	return s
+}
+
 // Condition combines the summaries of a Service's addresses into the
 // herald.dev/Announced condition: True when a node answers for every
 // address, else False with the reason of the first address nobody answers
@@ -318,7 +357,7 @@ func Condition(sums []AddrSummary) (status bool, reason Reason, message string) 
 		reason = Announced
 		for _, s := range sums {
 			if s.Reason != Announced {
-				reason = s.Reason // KeyMismatch or AddressConflict while answered
+				reason = s.Reason // KeyMismatch, AddressConflict or KernelARP while answered
 				break
 			}
 		}

@@ -220,3 +220,52 @@ func TestNodeList(t *testing.T) {
 		t.Errorf("ten: %q", got)
 	}
 }
+
+func TestWithKernelARP(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("192.168.10.75"), netip.MustParseAddr("fd00:10::75")
+	announced := AddrSummary{Addr: v4, Answered: true, Reason: Announced, Message: "192.168.10.75 announced by node a on eth0"}
+	for _, c := range []struct {
+		name       string
+		in         AddrSummary
+		nodes      []string
+		reason     Reason
+		msgHas     []string
+		msgHasNone []string
+	}{
+		{name: "no node reports it", in: announced, reason: Announced, msgHasNone: []string{"kernel"}},
+		{name: "one node", in: announced, nodes: []string{"b"}, reason: KernelARP,
+			msgHas: []string{"announced by node a on eth0; but the kernel of node b also answers ARP for 192.168.10.75", "kube-ipvs0", "ipvs.strictARP: true"}},
+		{name: "every node, sorted", in: announced, nodes: []string{"c", "a", "b"}, reason: KernelARP,
+			msgHas: []string{"the kernels of nodes a, b and c also answer ARP"}},
+		{name: "many nodes are counted", in: announced, nodes: []string{"n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10"}, reason: KernelARP,
+			msgHas: []string{"and 2 more also answer ARP"}},
+		{name: "a key mismatch stays the reason", in: AddrSummary{Addr: v4, Answered: true, Reason: KeyMismatch, Message: "x"}, nodes: []string{"b"},
+			reason: KeyMismatch, msgHas: []string{"x; but the kernel of node b"}},
+		{name: "an unanswered address keeps its reason", in: AddrSummary{Addr: v4, Reason: NoPolicy, Message: "no policy"}, nodes: []string{"b"},
+			reason: NoPolicy, msgHas: []string{"no policy; meanwhile the kernel of node b also answers ARP"}},
+		{name: "IPv6 is not affected", in: AddrSummary{Addr: v6, Answered: true, Reason: Announced, Message: "m"}, nodes: []string{"b"},
+			reason: Announced, msgHasNone: []string{"kernel"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := WithKernelARP(c.in, c.nodes)
+			if s.Reason != c.reason || s.Answered != c.in.Answered {
+				t.Fatalf("reason %s answered %v (%q), want %s %v", s.Reason, s.Answered, s.Message, c.reason, c.in.Answered)
+			}
+			for _, w := range c.msgHas {
+				if !strings.Contains(s.Message, w) {
+					t.Errorf("message %q lacks %q", s.Message, w)
+				}
+			}
+			for _, w := range c.msgHasNone {
+				if strings.Contains(s.Message, w) {
+					t.Errorf("message %q has %q", s.Message, w)
+				}
+			}
+		})
+	}
+	// The condition of a dual-stack Service: True, reason KernelARP.
+	ok, reason, _ := Condition([]AddrSummary{WithKernelARP(announced, []string{"b"}), {Addr: v6, Answered: true, Reason: Announced}})
+	if !ok || reason != KernelARP {
+		t.Fatalf("Condition = %v %s, want true KernelARP", ok, reason)
+	}
+}

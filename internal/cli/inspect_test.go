@@ -179,6 +179,7 @@ func (h *cliHarness) tutorial(now time.Time) {
 		hn.Status = heraldv1.HeraldNodeStatus{
 			AgentVersion: "v0.3.0", Incarnation: "1", KeyFingerprints: []string{"3f2a9c1e"},
 			ExcludedByLabel: name == "cp1",
+			DataPlane:       &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNFTables},
 			Interfaces: []heraldv1.NodeInterface{
 				{Name: "lo", Up: true, Loopback: true},
 				{Name: "eth0", MAC: mac, Up: true, Broadcast: true, LAN: true},
@@ -292,10 +293,10 @@ web         nginx     192.168.10.75   first-pool   default-policy   node1       
 	h.expect(r, 0, sorted(listLease, listReports, listNodes, listPolicies, listPools, listServices), `Controller: leader herald-controller-6f7c9d-x2x7q_7c1de0b1 (Lease herald-system/herald-controller, renewed Ns ago)
 
 Agents:
-NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   REPORTED   NOTE
-cp1     v0.3.0    3f2a9c1e   -          -       0           Ns         excluded by label
-node1   v0.3.0    3f2a9c1e   eth0       node2   1           Ns         -
-node2   v0.3.0    3f2a9c1e   eth0       node1   1           Ns         -
+NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   DATAPLANE   REPORTED   NOTE
+cp1     v0.3.0    3f2a9c1e   -          -       0           nftables    Ns         excluded by label
+node1   v0.3.0    3f2a9c1e   eth0       node2   1           nftables    Ns         -
+node2   v0.3.0    3f2a9c1e   eth0       node1   1           nftables    Ns         -
 
 Pools:
 POOL         BLOCKS                        FAMILY   SIZE   USED   FREE   USE%   CONFLICT   SELECTOR
@@ -345,11 +346,11 @@ Problems (1):
 	h.expect(r, 1, sorted(listLease, listReports, listNodes, listPolicies, listPools, listServices), `Controller: leader herald-controller-6f7c9d-x2x7q_7c1de0b1 (Lease herald-system/herald-controller, renewed Ns ago)
 
 Agents:
-NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   REPORTED   NOTE
-cp1     v0.3.0    3f2a9c1e   -          -       0           Ns         excluded by label
-node1   v0.3.0    3f2a9c1e   eth0       node2   1           Ns         -
-node2   v0.3.0    3f2a9c1e   eth0       node1   1           Ns         -
-node3   -         -          -          -       -           -          no agent report
+NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   DATAPLANE   REPORTED   NOTE
+cp1     v0.3.0    3f2a9c1e   -          -       0           nftables    Ns         excluded by label
+node1   v0.3.0    3f2a9c1e   eth0       node2   1           nftables    Ns         -
+node2   v0.3.0    3f2a9c1e   eth0       node1   1           nftables    Ns         -
+node3   -         -          -          -       -           -           -          no agent report
 
 Pools:
 POOL         BLOCKS                        FAMILY   SIZE   USED   FREE   USE%   CONFLICT                                    SELECTOR
@@ -485,7 +486,7 @@ func (h *cliHarness) explainTutorial(now time.Time) {
   Announced True (Announced): 192.168.10.75 announced by node node1 on eth0
 6. Endpoints:
   none
-  data plane: Herald only answers ARP/NDP for the address; its agents report no data-plane state (HeraldNode has no such field). The node that answers receives the traffic, and the cluster's Service proxy there (kube-proxy, Cilium, …) forwards it to the endpoints below
+  data plane: node node1: Herald's nftables table (inet herald) forwards to the endpoints below
 `
 	for _, arg := range []string{"svc/nginx", "service/nginx", "nginx"} {
 		r := h.run("explain", arg, "-n", "web")

@@ -35,6 +35,10 @@ type announceIndex struct {
 	excluded map[netip.Addr]string
 	// exclusions are the same, for the pools' status.
 	exclusions []heraldv1.ExcludedAddress
+	// kernelARP are the Ready nodes whose own kernels answer ARP for
+	// every IPv4 load-balancer address (kube-proxy IPVS without
+	// strictARP).
+	kernelARP []string
 }
 
 // buildIndex indexes the reports of the agents on nodes.
@@ -58,6 +62,9 @@ func buildIndex(reports []heraldv1.HeraldNode, nodes []corev1.Node) *announceInd
 		hn := &reports[i]
 		st := &hn.Status
 		idx.reports[hn.Name] = st
+		if st.DataPlane != nil && len(st.DataPlane.KernelARPInterfaces) > 0 && !notReady[hn.Name] {
+			idx.kernelARP = append(idx.kernelARP, hn.Name)
+		}
 		peers, mismatched := map[string][]string{}, map[string][]string{}
 		for _, s := range st.Segments {
 			for _, p := range s.Peers {
@@ -136,7 +143,8 @@ func (r *reconciler) summarize(ctx context.Context, svc *corev1.Service, addrs [
 			}
 			verdicts = input.verdicts(idx, addr)
 		}
-		out = append(out, announce.Summarize(addr, idx.answerers[addr], idx.conflicts[addr], verdicts, idx.keys))
+		sum := announce.Summarize(addr, idx.answerers[addr], idx.conflicts[addr], verdicts, idx.keys)
+		out = append(out, announce.WithKernelARP(sum, idx.kernelARP))
 	}
 	return out, nil
 }

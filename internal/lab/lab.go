@@ -90,6 +90,11 @@ func checkProxy(proxy string) error {
 	switch proxy {
 	case ProxyNone, "nftables", "iptables":
 		return nil
+	case "ipvs":
+		// Not offered rather than offered untested: the kernels this lab
+		// is developed on have no IPVS.
+		return fmt.Errorf("--proxy ipvs: the lab does not run kube-proxy's ipvs mode (it has never been tested: the " +
+			"kernels Herald is developed on have no IPVS); want none, nftables or iptables")
 	}
 	return fmt.Errorf("--proxy %q: want none, nftables or iptables", proxy)
 }

@@ -57,3 +57,21 @@ func TestBinaries(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckProxy(t *testing.T) {
+	for _, tc := range []struct {
+		proxy, err string
+	}{
+		{ProxyNone, ""},
+		{"nftables", ""},
+		{"iptables", ""},
+		{"ipvs", "never been tested"},
+		{"userspace", `--proxy "userspace": want none, nftables or iptables`},
+		{"", `want none, nftables or iptables`},
+	} {
+		err := checkProxy(tc.proxy)
+		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("checkProxy(%q) = %v, want an error containing %q", tc.proxy, err, tc.err)
+		}
+	}
+}

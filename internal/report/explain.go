@@ -296,7 +296,7 @@ func Explain(in Input, namespace, name string) Explanation {
 				}
 			}
 		}
-		sum := announce.Summarize(a, answerers, conflicts, verdicts, nil)
+		sum := announce.WithKernelARP(announce.Summarize(a, answerers, conflicts, verdicts, nil), kernelARPNodes(in))
 		ea.Reason, ea.Message = string(sum.Reason), sum.Message
 		e.Addresses = append(e.Addresses, ea)
 		if !sum.Answered || sum.Reason != announce.Announced {
@@ -307,8 +307,7 @@ func Explain(in Input, namespace, name string) Explanation {
 
 	// 6. Endpoints.
 	e.Endpoints = endpointsOf(in.EndpointSlices, namespace, name)
-	e.DataPlane = "Herald only answers ARP/NDP for the address; its agents report no data-plane state (HeraldNode has no such field). " +
-		"The node that answers receives the traffic, and the cluster's Service proxy there (kube-proxy, Cilium, …) forwards it to the endpoints below"
+	e.DataPlane = dataPlaneOf(in.Reports, e.Addresses)
 	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
 		e.DataPlane += "; externalTrafficPolicy Local: only to the endpoints on that node, so only nodes with a ready endpoint may announce"
 	}
@@ -697,4 +696,54 @@ func conditionText(c ExplainCondition) string {
 		return "not written by the controller"
 	}
 	return fmt.Sprintf("%s (%s): %s", c.Status, c.Reason, c.Message)
+}
+
+// kernelARPNodes are the Ready nodes whose agents report that their
+// kernels answer ARP for kube-ipvs0's addresses (announce.WithKernelARP).
+func kernelARPNodes(in Input) []string {
+	notReady := notReadyNodes(in.Nodes)
+	var out []string
+	for _, hn := range in.Reports {
+		if dp := hn.Status.DataPlane; dp != nil && len(dp.KernelARPInterfaces) > 0 && !notReady[hn.Name] {
+			out = append(out, hn.Name)
+		}
+	}
+	return out
+}
+
+// dataPlaneOf says who forwards the traffic on the nodes that answer for
+// the addresses, from what their agents report.
+func dataPlaneOf(reports []heraldv1.HeraldNode, addrs []ExplainAddress) string {
+	byNode := map[string]*heraldv1.NodeDataPlane{}
+	for i := range reports {
+		byNode[reports[i].Name] = reports[i].Status.DataPlane
+	}
+	var owners []string
+	for _, a := range addrs {
+		for _, o := range a.Owners {
+			owners = appendNew(owners, o.Node)
+		}
+	}
+	switch {
+	case len(addrs) == 0:
+		return "the Service has no address yet, so no node receives its traffic"
+	case len(owners) == 0:
+		return "nobody answers for the address, so no node receives its traffic"
+	}
+	var parts []string
+	for _, n := range owners {
+		dp := byNode[n]
+		switch {
+		case dp == nil:
+			parts = append(parts, fmt.Sprintf("node %s: its agent does not report its data plane (an older agent); "+
+				"the cluster's Service proxy there (kube-proxy, Cilium, …) forwards to the endpoints below", n))
+		case dp.Mode == heraldv1.DataPlaneNFTables:
+			parts = append(parts, fmt.Sprintf("node %s: Herald's nftables table (inet herald) forwards to the endpoints below", n))
+		case dp.Evidence != "":
+			parts = append(parts, fmt.Sprintf("node %s: another data plane forwards (%s); Herald only announces", n, dp.Evidence))
+		default:
+			parts = append(parts, fmt.Sprintf("node %s: Herald only announces (--dataplane=none); the cluster's Service proxy there must forward", n))
+		}
+	}
+	return strings.Join(parts, "; ")
 }

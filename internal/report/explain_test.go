@@ -247,8 +247,30 @@ func TestExplain(t *testing.T) {
 			in.Reports[0].Status.Conflicts = []heraldv1.AddressConflict{{Address: "192.168.10.75", MAC: "02:42:c0:a8:0a:99", Interface: "eth0", Phase: heraldv1.ConflictProbe}}
 		}, want{ExplainUnannounced, "address", "AddressConflict", "before it was ever announced"}},
 
-		// 6. Endpoints.
+		{"kube-proxy IPVS without strictARP on another node", func(in *Input) {
+			in.Reports[1].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, Evidence: "interface kube-ipvs0 exists", KernelARPInterfaces: []string{"eth0"}}
+		}, want{StateAnnounced, "address", "KernelARP", "but the kernel of node node2 also answers ARP for 192.168.10.75"}},
+		{"a not Ready node's kernel is not counted", func(in *Input) {
+			in.Reports[1].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, KernelARPInterfaces: []string{"eth0"}}
+			in.Nodes[1].Status.Conditions[0].Status = corev1.ConditionFalse
+		}, want{StateAnnounced, "address", "Announced", "announced by node node1 on eth0"}},
+
+		// 6. Endpoints and the data plane.
 		{"endpoints", nil, want{StateAnnounced, "endpoints", "10.244.1.5 node1 ready, 10.244.2.7 node2 not ready", ""}},
+		{"data plane not reported", nil, want{StateAnnounced, "dataplane", "", "node node1: its agent does not report its data plane"}},
+		{"Herald's table forwards", func(in *Input) {
+			in.Reports[0].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNFTables}
+		}, want{StateAnnounced, "dataplane", "", "node node1: Herald's nftables table (inet herald) forwards"}},
+		{"kube-proxy forwards", func(in *Input) {
+			in.Reports[0].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, Evidence: "nftables table ip kube-proxy exists"}
+		}, want{StateAnnounced, "dataplane", "", "node node1: another data plane forwards (nftables table ip kube-proxy exists); Herald only announces"}},
+		{"--dataplane=none", func(in *Input) {
+			in.Reports[0].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone}
+		}, want{StateAnnounced, "dataplane", "", "Herald only announces (--dataplane=none)"}},
+		{"nobody answers, nobody forwards", func(in *Input) {
+			unannounced(in)
+			in.Reports[1].Status.Segments = nil
+		}, want{ExplainUnannounced, "dataplane", "", "nobody answers for the address"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -260,7 +282,7 @@ func TestExplain(t *testing.T) {
 			if e.State != c.want.state {
 				t.Errorf("state %q, want %q; problems %+v", e.State, c.want.state, e.Problems)
 			}
-			if (e.State == StateAnnounced && c.want.verdict != "KeyMismatch" && c.want.verdict != "AddressConflict") != (len(e.Problems) == 0) {
+			if (e.State == StateAnnounced && c.want.verdict != "KeyMismatch" && c.want.verdict != "AddressConflict" && c.want.verdict != "KernelARP") != (len(e.Problems) == 0) {
 				t.Errorf("state %s with problems %+v", e.State, e.Problems)
 			}
 			var verdict, text string
@@ -301,6 +323,8 @@ func TestExplain(t *testing.T) {
 				}
 			case step == "sharing":
 				verdict = e.SharingKey
+			case step == "dataplane":
+				text = e.DataPlane
 			case step == "owner":
 				o := e.Addresses[0].Owners[0]
 				verdict, text = o.Node, strings.Join(o.MACs, ",")

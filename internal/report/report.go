@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/ipam"
 	"github.com/herald-lb/herald/internal/kube"
 )
@@ -631,6 +632,9 @@ type Agent struct {
 	Reported *time.Time `json:"reported,omitempty"`
 	// Missing: a policy selects the Node but no agent reports from it.
 	Missing bool `json:"missing,omitempty"`
+	// DataPlane is what forwards load-balancer traffic on the node, as its
+	// agent found it (nil from agents older than the field).
+	DataPlane *heraldv1.NodeDataPlane `json:"dataPlane,omitempty"`
 }
 
 // AgentSegment is one announcing interface of an agent.
@@ -662,7 +666,7 @@ func Status(in Input) StatusReport {
 		reported[hn.Name] = true
 		ag := Agent{Node: hn.Name, Version: hn.Status.AgentVersion, KeyFingerprints: slices.Clone(hn.Status.KeyFingerprints),
 			KeyError: hn.Status.KeyError, ExcludedByLabel: hn.Status.ExcludedByLabel, Segments: []AgentSegment{},
-			Addresses: len(hn.Status.Announcements), Reported: reportTime(hn)}
+			Addresses: len(hn.Status.Announcements), Reported: reportTime(hn), DataPlane: hn.Status.DataPlane.DeepCopy()}
 		if ag.KeyFingerprints == nil {
 			ag.KeyFingerprints = []string{}
 		}
@@ -679,6 +683,12 @@ func Status(in Input) StatusReport {
 		if ag.KeyError != "" {
 			r.Problems = append(r.Problems, Problem{Kind: "Node", Name: hn.Name, Reason: "NoHeartbeatKey",
 				Message: "the agent has no usable heartbeat key and announces nothing: " + ag.KeyError})
+		}
+		if dp := ag.DataPlane; dp != nil && len(dp.KernelARPInterfaces) > 0 {
+			r.Problems = append(r.Problems, Problem{Kind: "Node", Name: hn.Name, Reason: string(announce.KernelARP),
+				Message: fmt.Sprintf("kube-proxy runs in IPVS mode without strictARP: the node's kernel answers ARP on %s for every IPv4 "+
+					"load-balancer address (they are on kube-ipvs0 and arp_ignore is 0), beside Herald's one owner; "+
+					"set ipvs.strictARP: true in kube-proxy's configuration", strings.Join(dp.KernelARPInterfaces, ", "))})
 		}
 		r.Agents = append(r.Agents, ag)
 	}

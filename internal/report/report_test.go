@@ -588,6 +588,22 @@ func TestStatus(t *testing.T) {
 			},
 			wantProbs: []string{"NoHeartbeatKey", "AddressInUse", "KeyMismatch", "OutOfIPs"},
 		},
+		{
+			name: "kube-proxy IPVS without strictARP on one node; with it on the other",
+			mut: func(in *Input) {
+				in.Reports[0].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, Evidence: "interface kube-ipvs0 exists", KernelARPInterfaces: []string{"eth0"}}
+				in.Reports[1].Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, Evidence: "interface kube-ipvs0 exists"}
+			},
+			check: func(t *testing.T, r StatusReport) {
+				if r.Agents[0].DataPlane == nil || r.Agents[1].DataPlane == nil || r.Agents[1].DataPlane.Mode != heraldv1.DataPlaneNone {
+					t.Errorf("agents' data planes: %+v, %+v", r.Agents[0].DataPlane, r.Agents[1].DataPlane)
+				}
+				if p := r.Problems[0]; p.Name != "node1" || !strings.Contains(p.Message, "answers ARP on eth0") || !strings.Contains(p.Message, "strictARP: true") {
+					t.Errorf("problem: %+v", p)
+				}
+			},
+			wantProbs: []string{"KernelARP"},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -721,6 +737,7 @@ func TestStatusTable(t *testing.T) {
 			hn.CreationTimestamp = metav1.NewTime(t0)
 			hn.Status.KeyError = "no key"
 			hn.Status.Segments[0].KeyMismatches = []heraldv1.SegmentPeer{{Node: "rogue"}}
+			hn.Status.DataPlane = &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNone, Evidence: "interface kube-ipvs0 exists", KernelARPInterfaces: []string{"eth0"}}
 		})},
 		Nodes:    []corev1.Node{node("node1", true, nil), node("node2", true, nil)},
 		Services: []corev1.Service{svc("web", "web5", cond(kube.ConditionIPAllocated, metav1.ConditionFalse, "OutOfIPs", "none left"))},
@@ -732,9 +749,9 @@ func TestStatusTable(t *testing.T) {
 	want := `Controller: leader c1 EXPIRED, last renewed 2m ago (Lease herald-system/herald-controller)
 
 Agents:
-NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   REPORTED   NOTE
-node1   v0.3.0    3f2a9c1e   eth0       node2   1           60m        no heartbeat key; key mismatch with rogue on eth0
-node2   -         -          -          -       -           -          no agent report
+NODE    VERSION   KEYS       SEGMENTS   PEERS   ADDRESSES   DATAPLANE   REPORTED   NOTE
+node1   v0.3.0    3f2a9c1e   eth0       node2   1           none        60m        no heartbeat key; key mismatch with rogue on eth0; kernel answers ARP on eth0 (IPVS without strictARP)
+node2   -         -          -          -       -           -           -          no agent report
 
 Pools:
 POOL   BLOCKS   FAMILY   SIZE   USED   FREE   USE%   CONFLICT   SELECTOR

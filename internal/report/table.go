@@ -160,7 +160,7 @@ func WriteStatus(w io.Writer, r StatusReport, now time.Time) error {
 
 	fmt.Fprintf(w, "\nAgents:\n")
 	tw := newTable(w)
-	row(tw, "NODE", "VERSION", "KEYS", "SEGMENTS", "PEERS", "ADDRESSES", "REPORTED", "NOTE")
+	row(tw, "NODE", "VERSION", "KEYS", "SEGMENTS", "PEERS", "ADDRESSES", "DATAPLANE", "REPORTED", "NOTE")
 	for _, a := range r.Agents {
 		var segs, peers []string
 		for _, s := range a.Segments {
@@ -182,6 +182,13 @@ func WriteStatus(w io.Writer, r StatusReport, now time.Time) error {
 				notes = append(notes, "key mismatch with "+list(s.KeyMismatches)+" on "+s.Interface)
 			}
 		}
+		dataPlane := ""
+		if dp := a.DataPlane; dp != nil {
+			dataPlane = string(dp.Mode)
+			if len(dp.KernelARPInterfaces) > 0 {
+				notes = append(notes, "kernel answers ARP on "+list(dp.KernelARPInterfaces)+" (IPVS without strictARP)")
+			}
+		}
 		reported, addrs := "", ""
 		if a.Reported != nil {
 			reported = age(now, *a.Reported)
@@ -189,7 +196,7 @@ func WriteStatus(w io.Writer, r StatusReport, now time.Time) error {
 		if !a.Missing {
 			addrs = fmt.Sprint(a.Addresses)
 		}
-		row(tw, a.Node, a.Version, list(a.KeyFingerprints), list(segs), list(peers), addrs, reported, strings.Join(notes, "; "))
+		row(tw, a.Node, a.Version, list(a.KeyFingerprints), list(segs), list(peers), addrs, dataPlane, reported, strings.Join(notes, "; "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

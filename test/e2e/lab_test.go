@@ -7,6 +7,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -53,6 +54,23 @@ func (l *labEnv) kubectl(args ...string) string {
 		l.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// herald runs bin/herald with args against the lab's API server; a
+// non-zero exit (a problem found) is not an error here, the output says.
+func (l *labEnv) herald(args ...string) string {
+	l.t.Helper()
+	s, err := lab.ReadState(l.dir)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(l.root, "bin", "herald"), append(args, "--kubeconfig", s.Kubeconfig)...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		l.t.Fatalf("herald %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 func (l *labEnv) client(args ...string) (string, error) {
@@ -164,6 +182,19 @@ func TestTutorial(t *testing.T) {
 		}
 		if f := strings.Fields(mac); len(f) < 3 || !strings.Contains(neigh, f[2]) {
 			t.Fatalf("client resolves 192.168.10.75 to %q; the announcing node %s has %q", neigh, owner, mac)
+		}
+	})
+
+	t.Run("herald explain and status on the real cluster", func(t *testing.T) {
+		out := l.herald("explain", "svc/nginx", "-n", "default")
+		for _, want := range []string{"Service default/nginx: announced", "Announced True (Announced)", "Herald's nftables table (inet herald) forwards"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("herald explain lacks %q:\n%s", want, out)
+			}
+		}
+		out = l.herald("status")
+		if !strings.Contains(out, "DATAPLANE") || strings.Count(out, " nftables ") != len(s.Topology.Nodes) {
+			t.Errorf("herald status does not show Herald's data plane on each of %d nodes:\n%s", len(s.Topology.Nodes), out)
 		}
 	})
 
@@ -514,6 +545,16 @@ func TestKubeProxyLab(t *testing.T) {
 			logs := l.kubectl("-n", "herald-system", "logs", "-l", "app.kubernetes.io/component=agent", "--tail=-1", "--prefix")
 			if n := strings.Count(logs, "another data plane forwards load-balancer traffic; Herald only announces"); n != len(s.Topology.Nodes) {
 				t.Errorf("%d agents say another data plane forwards, want %d:\n%s", n, len(s.Topology.Nodes), logs)
+			}
+			// Each HeraldNode says so with the evidence, and explain
+			// names it for the owner.
+			evidence := map[string]string{"nftables": "nftables table ip kube-proxy exists", "iptables": "chain KUBE-SERVICES"}[mode]
+			hns := l.kubectl("get", "heraldnodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.dataPlane.mode}:{.status.dataPlane.evidence}{"\n"}{end}`)
+			if n := strings.Count(hns, "=none:"); n != len(s.Topology.Nodes) || strings.Count(hns, evidence) != len(s.Topology.Nodes) {
+				t.Errorf("HeraldNodes' data planes, want none with %q on each of %d nodes:\n%s", evidence, len(s.Topology.Nodes), hns)
+			}
+			if out := l.herald("explain", "svc/nginx", "-n", "default"); !strings.Contains(out, "another data plane forwards ("+evidence) {
+				t.Errorf("herald explain does not name kube-proxy's data plane:\n%s", out)
 			}
 		})
 	}
