@@ -1,6 +1,6 @@
 // Command herald is the binary that Herald's image ships: the LB-IPAM
 // controller, the node agent and the operator commands (pools, services,
-// announcements, status, explain, import). Run as kubectl-herald (a symlink), it is the
+// announcements, status, explain, doctor, import). Run as kubectl-herald (a symlink), it is the
 // kubectl plugin with the same commands. It holds only what runs in a
 // cluster or on a laptop; the lab is cmd/herald-lab.
 package main

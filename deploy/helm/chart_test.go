@@ -31,6 +31,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/kube"
 )
 
 const chartDir = "herald"
@@ -807,5 +810,46 @@ func TestRBACRules(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDoctorPermissionsMatchChart: `herald doctor` checks each part's
+// ServiceAccount for kube.ControllerPermissions and kube.AgentPermissions;
+// they are exactly what the chart grants, so the doctor neither misses a
+// grant the chart has nor asks for one it lacks.
+func TestDoctorPermissionsMatchChart(t *testing.T) {
+	for _, tc := range []struct {
+		secret string
+		create bool
+	}{{"herald-heartbeat-key", true}, {"my-key", false}} {
+		want := map[string][]rule{}
+		for _, r := range wantRBAC(tc.secret, tc.create) {
+			for _, rs := range r.rules {
+				want[r.subject] = append(want[r.subject], rs...)
+			}
+		}
+		for subject, ps := range map[string][]kube.Permission{
+			"herald-controller": kube.ControllerPermissions(tc.secret, tc.create),
+			"herald-agent":      kube.AgentPermissions(tc.secret),
+		} {
+			var got []rule
+			for _, p := range ps {
+				res := p.Resource
+				if p.Subresource != "" {
+					res += "/" + p.Subresource
+				}
+				got = append(got, rule{p.Group, res, p.Verb, p.Name})
+			}
+			less := func(a, b rule) int { return strings.Compare(a.String(), b.String()) }
+			slices.SortFunc(got, less)
+			w := slices.Clone(want[subject])
+			slices.SortFunc(w, less)
+			if !slices.Equal(got, w) {
+				t.Errorf("secret %s create %v: %s: doctor checks\n%v\nthe chart grants\n%v", tc.secret, tc.create, subject, got, w)
+			}
+		}
+	}
+	if g := heraldv1.GroupVersion.Group; g != "herald.dev" {
+		t.Errorf("API group %s: update kube's heraldGroup", g)
 	}
 }

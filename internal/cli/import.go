@@ -160,6 +160,11 @@ func loadConfig(kubeconfig, kubeContext string, hooks inspectHooks) (*rest.Confi
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "herald-cli/" + Version
+	if cfg.QPS == 0 && cfg.Burst == 0 {
+		// kubectl's limits: client-go's default (5/s) would make doctor's
+		// fifty access reviews take ten seconds.
+		cfg.QPS, cfg.Burst = 50, 300
+	}
 	if hooks.wrap != nil {
 		hooks.wrap(cfg)
 	}

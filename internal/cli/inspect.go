@@ -236,7 +236,7 @@ func newInspectCommands(hooks inspectHooks) []*cobra.Command {
 	return []*cobra.Command{
 		newPoolsCommand(hooks), newServicesCommand(hooks),
 		newAnnouncementsCommand(hooks), newStatusCommand(hooks), newExplainCommand(hooks),
-		newImportCommand(hooks),
+		newImportCommand(hooks), newDoctorCommand(hooks),
 	}
 }
 

@@ -115,9 +115,7 @@ func NodeVerdict(addr netip.Addr, node *corev1.Node, report *heraldv1.HeraldNode
 		ifaces = []announce.Interface{{Name: "?", Up: true, Broadcast: true, LAN: true}}
 	} else {
 		v.KeyError = report.KeyError
-		for _, i := range report.Interfaces {
-			ifaces = append(ifaces, announce.Interface{Name: i.Name, Up: i.Up, Broadcast: i.Broadcast, Loopback: i.Loopback, Enslaved: i.Enslaved, LAN: i.LAN})
-		}
+		ifaces = ReportInterfaces(report)
 	}
 	used := false
 	for _, s := range services {
@@ -136,4 +134,28 @@ func NodeVerdict(addr netip.Addr, node *corev1.Node, report *heraldv1.HeraldNode
 		v.Status = announce.AddrStatus{Addr: addr, Reason: announce.NoPolicy, Message: "no L2AnnouncementPolicy selects it"}
 	}
 	return v
+}
+
+// ReportInterfaces is the announce view of the interfaces an agent
+// reports in its HeraldNode.
+func ReportInterfaces(report *heraldv1.HeraldNodeStatus) []announce.Interface {
+	var ifaces []announce.Interface
+	for _, i := range report.Interfaces {
+		ifaces = append(ifaces, announce.Interface{Name: i.Name, Up: i.Up, Broadcast: i.Broadcast, Loopback: i.Loopback, Enslaved: i.Enslaved, LAN: i.LAN})
+	}
+	return ifaces
+}
+
+// PolicyProblems are the policies that select node but match none of the
+// up interfaces its agent reports, as that agent's Planner finds them
+// (policies that cannot be used are left out: their Valid condition says
+// why).
+func PolicyProblems(node *corev1.Node, report *heraldv1.HeraldNodeStatus, excluded bool, policies []heraldv1.L2AnnouncementPolicy) []announce.PolicyProblem {
+	var views []announce.Policy
+	for i := range policies {
+		if p, err := PolicyView(&policies[i], node); err == nil {
+			views = append(views, p)
+		}
+	}
+	return announce.NewPlanner(announce.Node{Name: node.Name, ExcludedByLabel: excluded}, ReportInterfaces(report), views).Problems()
 }

@@ -7,17 +7,20 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/herald-lb/herald/internal/lab"
@@ -60,6 +63,13 @@ func (l *labEnv) kubectl(args ...string) string {
 // non-zero exit (a problem found) is not an error here, the output says.
 func (l *labEnv) herald(args ...string) string {
 	l.t.Helper()
+	out, _ := l.heraldExit(args...)
+	return out
+}
+
+// heraldExit is herald with the exit code.
+func (l *labEnv) heraldExit(args ...string) (string, int) {
+	l.t.Helper()
 	s, err := lab.ReadState(l.dir)
 	if err != nil {
 		l.t.Fatal(err)
@@ -70,7 +80,17 @@ func (l *labEnv) herald(args ...string) string {
 	if err != nil && !errors.As(err, &exit) {
 		l.t.Fatalf("herald %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// apply writes manifest to a file and runs kubectl with args and -f it.
+func (l *labEnv) apply(manifest string, args ...string) string {
+	l.t.Helper()
+	f := filepath.Join(l.t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	return l.kubectl(append(args, "-f", f)...)
 }
 
 func (l *labEnv) client(args ...string) (string, error) {
@@ -196,6 +216,95 @@ func TestTutorial(t *testing.T) {
 		if !strings.Contains(out, "DATAPLANE") || strings.Count(out, " nftables ") != len(s.Topology.Nodes) {
 			t.Errorf("herald status does not show Herald's data plane on each of %d nodes:\n%s", len(s.Topology.Nodes), out)
 		}
+	})
+
+	t.Run("herald doctor passes, and fails on missing RBAC, a regex matching nothing and Cilium's L2 policies", func(t *testing.T) {
+		doctor := func() (string, int) {
+			start := time.Now()
+			defer func() { t.Logf("herald doctor took %s", time.Since(start).Round(time.Millisecond)) }()
+			return l.heraldExit("doctor", "-n", "herald-system")
+		}
+		out, code := doctor()
+		if code != 0 || !strings.Contains(out, " 0 failed") {
+			t.Fatalf("herald doctor on the tutorial: exit %d\n%s", code, out)
+		}
+		t.Logf("herald doctor on the tutorial:\n%s", out)
+
+		// The agent's ClusterRole loses one verb.
+		saved := l.kubectl("get", "clusterrole", "herald-agent", "-o", "json")
+		var role rbacv1.ClusterRole
+		if err := json.Unmarshal([]byte(saved), &role); err != nil {
+			t.Fatal(err)
+		}
+		role.ResourceVersion = ""
+		restore, err := json.Marshal(role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		broken := role.DeepCopy()
+		broken.Rules = slices.DeleteFunc(broken.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "heraldnodes/status") })
+		b, err := json.Marshal(broken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.apply(string(b), "replace")
+		t.Cleanup(func() { l.apply(string(restore), "replace") })
+
+		// A policy whose pattern matches no interface (it selects no
+		// Service, so nothing moves).
+		l.apply(`apiVersion: herald.dev/v1alpha1
+kind: L2AnnouncementPolicy
+metadata: {name: doctor-bad-regex}
+spec:
+  interfaces: ["^enp9s9$"]
+  serviceSelector: {matchLabels: {doctor: e2e}}
+`, "apply")
+		// Cilium's L2 announcements, as a cluster migrating from it has them.
+		cilium := `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ciliuml2announcementpolicies.cilium.io}
+spec:
+  group: cilium.io
+  scope: Cluster
+  names: {kind: CiliumL2AnnouncementPolicy, plural: ciliuml2announcementpolicies, singular: ciliuml2announcementpolicy, listKind: CiliumL2AnnouncementPolicyList}
+  versions:
+  - name: v2alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+`
+		l.apply(cilium, "apply")
+		l.kubectl("wait", "--for=condition=Established", "crd/ciliuml2announcementpolicies.cilium.io", "--timeout=30s")
+		l.apply(`apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: l2-all}
+spec: {interfaces: ["^eth[0-9]+"], loadBalancerIPs: true}
+`, "apply")
+
+		out, code = doctor()
+		t.Logf("herald doctor on the broken lab:\n%s", out)
+		for _, want := range []string{
+			"FAIL  RBAC agent (ServiceAccount herald-system/herald-agent): may not patch heraldnodes/status.herald.dev",
+			"FAIL  policies' interfaces: no up interface of node cp1 matches policy doctor-bad-regex (^enp9s9$)",
+			"FAIL  other load balancers: another load balancer announces or assigns addresses too: Cilium CiliumL2AnnouncementPolicy l2-all",
+			" 3 failed",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("herald doctor on the broken lab lacks %q:\n%s", want, out)
+			}
+		}
+		if code != 1 {
+			t.Errorf("herald doctor on the broken lab: exit %d, want 1", code)
+		}
+
+		// Fixed again: it passes.
+		l.apply(string(restore), "replace")
+		l.kubectl("delete", "l2announcementpolicy", "doctor-bad-regex")
+		l.kubectl("delete", "crd", "ciliuml2announcementpolicies.cilium.io", "--wait")
+		eventually(t, 30*time.Second, "herald doctor passes again", func() (bool, string) {
+			out, code := doctor()
+			return code == 0, out
+		})
 	})
 
 	t.Run("rules follow endpoints", func(t *testing.T) {
