@@ -737,7 +737,8 @@ func TestRBACRules(t *testing.T) {
 		{"existingSecret", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}}, wantRBAC("my-key", false)},
 	} {
 		o := mustRender(t, "herald-system", tc.files, tc.set)
-		if n, want := len(o.ofKind("ClusterRole"))+len(o.ofKind("Role")), len(tc.want); n != want {
+		// Plus the unbound view ClusterRole (TestViewClusterRole).
+		if n, want := len(o.ofKind("ClusterRole"))+len(o.ofKind("Role")), len(tc.want)+1; n != want {
 			t.Errorf("%s: %d roles rendered, want %d", tc.name, n, want)
 		}
 		if n, want := len(o.ofKind("ClusterRoleBinding"))+len(o.ofKind("RoleBinding")), len(tc.want); n != want {
@@ -851,5 +852,39 @@ func TestDoctorPermissionsMatchChart(t *testing.T) {
 	}
 	if g := heraldv1.GroupVersion.Group; g != "herald.dev" {
 		t.Errorf("API group %s: update kube's heraldGroup", g)
+	}
+}
+
+// TestViewClusterRole: the chart's herald-view ClusterRole grants exactly
+// kube.ViewPermissions, is bound to nobody, and can be left out.
+func TestViewClusterRole(t *testing.T) {
+	o := mustRender(t, "herald-system", nil, nil)
+	got := flatten(t, "herald-view", get[rbacv1.ClusterRole](t, o, "ClusterRole", "herald-view").Rules)
+	var want []rule
+	for _, p := range kube.ViewPermissions() {
+		want = append(want, rule{p.Group, p.Resource, p.Verb, p.Name})
+	}
+	less := func(a, b rule) int { return strings.Compare(a.String(), b.String()) }
+	slices.SortFunc(got, less)
+	slices.SortFunc(want, less)
+	if !slices.Equal(got, want) {
+		t.Errorf("herald-view grants\n%v\nthe operator commands read\n%v", got, want)
+	}
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, b := range o.ofKind(kind) {
+			var rb rbacv1.ClusterRoleBinding
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(b.Object, &rb); err != nil {
+				t.Fatal(err)
+			}
+			if rb.RoleRef.Name == "herald-view" {
+				t.Errorf("%s %s binds herald-view; the chart binds it to nobody", kind, b.GetName())
+			}
+		}
+	}
+	off := mustRender(t, "herald-system", nil, map[string]any{"rbac": map[string]any{"viewClusterRole": false}})
+	for _, r := range off.ofKind("ClusterRole") {
+		if r.GetName() == "herald-view" {
+			t.Errorf("rbac.viewClusterRole=false still renders herald-view")
+		}
 	}
 }

@@ -1,10 +1,12 @@
 package helm_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/herald-lb/herald/internal/cli"
 	"github.com/herald-lb/herald/internal/heartbeatkey"
+	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/testenv"
 )
 
@@ -576,5 +582,83 @@ func TestExistingSecretRBACOnAPIServer(t *testing.T) {
 	}
 	if created, err := heartbeatkey.Ensure(ctx, ctl, ns, "my-key", nil); err != nil || created {
 		t.Errorf("controller's Ensure of an existing Secret: %v, %v", created, err)
+	}
+}
+
+// TestViewClusterRoleOnAPIServer: a user bound to the chart's herald-view
+// ClusterRole runs every read-only operator command without a refusal
+// (problems found are fine: nothing runs here), and may change nothing.
+func TestViewClusterRoleOnAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs etcd and kube-apiserver")
+	}
+	env := shared.Env(t)
+	ctx := t.Context()
+	ns := applyRBAC(t, env)
+	admin := env.Clientset()
+	const viewer = "herald-viewer"
+	if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: viewer}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: viewer},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "herald-view"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: viewer, Namespace: ns}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	cfg, err := env.ServiceAccountConfig(ctx, ns, viewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The authorizer learns of the binding through a watch.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range kube.ViewPermissions() {
+		r := rule{p.Group, p.Resource, p.Verb, p.Name}
+		for {
+			ok, err := allowed(ctx, c, r, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the viewer may not %s 30 s after the binding", r)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, r := range []rule{{"", "services", "patch", ""}, {"", "secrets", "get", ""}, {"herald.dev", "loadbalancerippools", "create", ""},
+		{"herald.dev", "heraldnodes/status", "patch", ""}, {"", "pods", "list", ""}} {
+		if ok, err := allowed(ctx, c, r, ""); err != nil || ok {
+			t.Errorf("the viewer may %s: %v, %v", r, ok, err)
+		}
+	}
+
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["lab"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["viewer"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts["viewer"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "viewer", Namespace: "default"}
+	kc.CurrentContext = "viewer"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"status", "-n", ns}, {"pools"}, {"services", "-A"}, {"announcements"}, {"explain", "svc/kubernetes", "-n", "default"},
+	} {
+		root := cli.NewRoot("herald")
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(args, "--kubeconfig", path))
+		err := root.ExecuteContext(ctx)
+		if err != nil && !errors.Is(err, cli.ErrProblems) || strings.Contains(out.String(), "forbidden") {
+			t.Errorf("herald %s as the viewer: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
 	}
 }

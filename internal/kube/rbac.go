@@ -104,3 +104,17 @@ func AgentPermissions(secret string) []Permission {
 // heraldGroup is the API group of Herald's own resources
 // (heraldv1.GroupVersion.Group; a test keeps them equal).
 const heraldGroup = "herald.dev"
+
+// ViewPermissions are what the read-only operator commands (status, pools,
+// services, announcements, explain) read; the chart's <fullname>-view
+// ClusterRole grants exactly these.
+func ViewPermissions() []Permission {
+	var ps []Permission
+	for _, r := range []struct{ group, resource string }{
+		{heraldGroup, "loadbalancerippools"}, {heraldGroup, "l2announcementpolicies"}, {heraldGroup, "heraldnodes"},
+		{"", "nodes"}, {"", "services"}, {"discovery.k8s.io", "endpointslices"}, {"coordination.k8s.io", "leases"},
+	} {
+		ps = append(ps, each(r.group, r.resource, "", "get", "list", "watch")...)
+	}
+	return ps
+}
