@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -71,17 +73,19 @@ Herald's, pending, unannounced, an address conflict, a key mismatch).`,
 			if ns == "" {
 				ns = s.namespace
 			}
-			in, err := s.load(cmd.Context(), kinds{pools: true, policies: true, reports: true, nodes: true, services: true,
-				endpointSlices: true, endpointsNamespace: ns}, f.defaultClass)
-			if err != nil {
-				return err
-			}
-			r := report.Explain(in, ns, name)
-			w := cmd.OutOrStdout()
-			return emit(w, f.output, r, r.Problems, func() error { return report.WriteExplain(w, r, s.now) })
+			return f.run(cmd, func(ctx context.Context, w io.Writer) error {
+				in, err := s.load(ctx, kinds{pools: true, policies: true, reports: true, nodes: true, services: true,
+					endpointSlices: true, endpointsNamespace: ns}, f.defaultClass)
+				if err != nil {
+					return err
+				}
+				r := report.Explain(in, ns, name)
+				return emit(w, f.output, r, r.Problems, func() error { return report.WriteExplain(w, r, s.now) })
+			})
 		},
 	}
 	f.register(cmd, true)
+	f.registerWatch(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the Service (default: the kubeconfig context's)")
 	return cmd
 }

@@ -1,15 +1,18 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -46,6 +49,9 @@ type inspectHooks struct {
 type inspectFlags struct {
 	kubeconfig, context, output string
 	defaultClass                bool
+	// watch and interval: --watch re-reads every interval.
+	watch    bool
+	interval time.Duration
 }
 
 // register adds the flags; services says whether the command reads
@@ -64,13 +70,74 @@ func (f *inspectFlags) register(cmd *cobra.Command, services bool) {
 	})
 }
 
+// registerWatch adds --watch and --interval.
+func (f *inspectFlags) registerWatch(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVarP(&f.watch, "watch", "w", false, "read and print again every --interval until interrupted, printing only when the output changed (the screen is cleared first on a terminal)")
+	fl.DurationVar(&f.interval, "interval", 2*time.Second, "how often --watch reads again")
+}
+
+// run runs once, or with --watch again every --interval until the context
+// ends. once writes one complete report to w.
+func (f *inspectFlags) run(cmd *cobra.Command, once func(ctx context.Context, w io.Writer) error) error {
+	w := cmd.OutOrStdout()
+	if !f.watch {
+		return once(cmd.Context(), w)
+	}
+	return watchLoop(cmd.Context(), w, f.interval, isTerminal(w), once)
+}
+
+// watchLoop is --watch: it prints once's report whenever it differs from
+// the last one printed, until ctx ends. Failures (the API server away, a
+// report with problems) are printed as part of the report and do not end
+// the loop: watching is for seeing them come and go.
+func watchLoop(ctx context.Context, w io.Writer, interval time.Duration, terminal bool, once func(ctx context.Context, w io.Writer) error) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	last := ""
+	for {
+		var b bytes.Buffer
+		err := once(ctx, &b)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintf(&b, "%v\n", err)
+		}
+		if out := b.String(); out != last {
+			if terminal {
+				_, _ = io.WriteString(w, "\x1b[H\x1b[2J") // cursor home, clear screen
+			} else {
+				fmt.Fprintf(w, "--- %s\n", time.Now().Format(time.RFC3339))
+			}
+			if _, err := io.WriteString(w, out); err != nil {
+				return err
+			}
+			last = out
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
 // session is one command's connection to the API server.
 type session struct {
 	core   kubernetes.Interface
 	herald rest.Interface
 	// namespace is the kubeconfig context's namespace (default "default").
 	namespace string
-	now       time.Time
+	// clock is read by each load; now is what the last load read.
+	clock func() time.Time
+	now   time.Time
 }
 
 func (f *inspectFlags) connect(hooks inspectHooks) (*session, error) {
@@ -78,6 +145,9 @@ func (f *inspectFlags) connect(hooks inspectHooks) (*session, error) {
 	case "table", "json", "yaml":
 	default:
 		return nil, fmt.Errorf("--output %q: want table, json or yaml", f.output)
+	}
+	if f.watch && f.interval <= 0 {
+		return nil, fmt.Errorf("--interval %s: want a positive duration", f.interval)
 	}
 	cfg, ns, err := loadConfig(f.kubeconfig, f.context, hooks)
 	if err != nil {
@@ -99,9 +169,9 @@ func (f *inspectFlags) connect(hooks inspectHooks) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{core: core, herald: herald, namespace: ns, now: time.Now()}
+	s := &session{core: core, herald: herald, namespace: ns, clock: time.Now}
 	if hooks.now != nil {
-		s.now = hooks.now()
+		s.clock = hooks.now
 	}
 	return s, nil
 }
@@ -147,6 +217,7 @@ type kinds struct {
 }
 
 func (s *session) load(ctx context.Context, k kinds, defaultClass bool) (report.Input, error) {
+	s.now = s.clock()
 	in := report.Input{Now: s.now, DefaultClass: defaultClass, LeaseNS: k.leaseNS, LeaseName: k.leaseName}
 	if k.pools {
 		var l heraldv1.LoadBalancerIPPoolList
@@ -255,16 +326,18 @@ or has addresses in use by another host.`,
 			if err != nil {
 				return err
 			}
-			in, err := s.load(cmd.Context(), kinds{pools: true}, f.defaultClass)
-			if err != nil {
-				return err
-			}
-			r := report.Pools(in)
-			w := cmd.OutOrStdout()
-			return emit(w, f.output, r, r.Problems, func() error { return report.WritePools(w, r) })
+			return f.run(cmd, func(ctx context.Context, w io.Writer) error {
+				in, err := s.load(ctx, kinds{pools: true}, f.defaultClass)
+				if err != nil {
+					return err
+				}
+				r := report.Pools(in)
+				return emit(w, f.output, r, r.Problems, func() error { return report.WritePools(w, r) })
+			})
 		},
 	}
 	f.register(cmd, false)
+	f.registerWatch(cmd)
 	return cmd
 }
 
@@ -298,16 +371,18 @@ or announced with a problem (KeyMismatch, AddressConflict).`,
 			case ns == "":
 				ns = s.namespace
 			}
-			in, err := s.load(cmd.Context(), kinds{pools: true, policies: true, reports: true, nodes: true, services: true, servicesNamespace: ns}, f.defaultClass)
-			if err != nil {
-				return err
-			}
-			r := report.Services(in)
-			w := cmd.OutOrStdout()
-			return emit(w, f.output, r, r.Problems, func() error { return report.WriteServices(w, r) })
+			return f.run(cmd, func(ctx context.Context, w io.Writer) error {
+				in, err := s.load(ctx, kinds{pools: true, policies: true, reports: true, nodes: true, services: true, servicesNamespace: ns}, f.defaultClass)
+				if err != nil {
+					return err
+				}
+				r := report.Services(in)
+				return emit(w, f.output, r, r.Problems, func() error { return report.WriteServices(w, r) })
+			})
 		},
 	}
 	f.register(cmd, true)
+	f.registerWatch(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the Services (default: the kubeconfig context's)")
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "Services of every namespace")
 	cmd.MarkFlagsMutuallyExclusive("namespace", "all-namespaces")
@@ -331,16 +406,18 @@ announced address, or agents on a segment use different heartbeat keys.`,
 			if err != nil {
 				return err
 			}
-			in, err := s.load(cmd.Context(), kinds{reports: true, nodes: true, services: true}, f.defaultClass)
-			if err != nil {
-				return err
-			}
-			r := report.Announcements(in)
-			w := cmd.OutOrStdout()
-			return emit(w, f.output, r, r.Problems, func() error { return report.WriteAnnouncements(w, r, s.now) })
+			return f.run(cmd, func(ctx context.Context, w io.Writer) error {
+				in, err := s.load(ctx, kinds{reports: true, nodes: true, services: true}, f.defaultClass)
+				if err != nil {
+					return err
+				}
+				r := report.Announcements(in)
+				return emit(w, f.output, r, r.Problems, func() error { return report.WriteAnnouncements(w, r, s.now) })
+			})
 		},
 	}
 	f.register(cmd, true)
+	f.registerWatch(cmd)
 	return cmd
 }
 
@@ -363,17 +440,19 @@ problem, each with its reason. Exits 1 when anything is wrong.`,
 			if err != nil {
 				return err
 			}
-			in, err := s.load(cmd.Context(), kinds{pools: true, policies: true, reports: true, nodes: true, services: true, lease: true,
-				leaseNS: namespace, leaseName: leaseName}, f.defaultClass)
-			if err != nil {
-				return err
-			}
-			r := report.Status(in)
-			w := cmd.OutOrStdout()
-			return emit(w, f.output, r, r.Problems, func() error { return report.WriteStatus(w, r, s.now) })
+			return f.run(cmd, func(ctx context.Context, w io.Writer) error {
+				in, err := s.load(ctx, kinds{pools: true, policies: true, reports: true, nodes: true, services: true, lease: true,
+					leaseNS: namespace, leaseName: leaseName}, f.defaultClass)
+				if err != nil {
+					return err
+				}
+				r := report.Status(in)
+				return emit(w, f.output, r, r.Problems, func() error { return report.WriteStatus(w, r, s.now) })
+			})
 		},
 	}
 	f.register(cmd, true)
+	f.registerWatch(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "herald-system", "the controller's namespace, where its leader Lease is (herald-system as the chart's README and values-talos.yaml install it; else the chart's release namespace)")
 	cmd.Flags().StringVar(&leaseName, "lease-name", "herald-controller", "the controller's leader Lease (its --lease-name)")
 	return cmd
