@@ -568,9 +568,11 @@ func takeovers(t *testing.T, reg *prometheus.Registry) histogram {
 }
 
 // Services that no policy selects, or whose policy matches no interface,
-// are not answered; the latter is reported.
+// are not answered; the latter is reported. herald_agent_addresses_eligible
+// shows 0 on the LAN meanwhile, and the address once a policy selects it.
 func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	c := newCluster(t)
+	regs := c.withRegistries()
 	addr := netip.MustParseAddr("192.168.10.76")
 	c.createService("lonely", addr.String())
 	for _, n := range nodes {
@@ -579,6 +581,11 @@ func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	time.Sleep(time.Second) // let the agents settle
 	if got := c.owner(addr, 2*time.Second); got != "" {
 		t.Fatalf("%s answered for a Service no policy selects", got)
+	}
+	for _, n := range nodes {
+		waitMetric(t, regs[n], n+": nothing eligible on its LAN", func(r *prometheus.Registry) bool {
+			return maps.Equal(gauges(t, r, "herald_agent_addresses_eligible"), map[string]float64{"interface=eth0": 0})
+		})
 	}
 	c.createPolicy("^enp0s1$") // no node has such an interface
 	time.Sleep(time.Second)
@@ -616,6 +623,11 @@ func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	}
 	c.createPolicy("^eth[0-9]+$")
 	c.waitOwner(addr, placement.Rank(addr, nodes)[0], 15*time.Second)
+	for _, n := range nodes {
+		waitMetric(t, regs[n], n+": the address eligible on eth0", func(r *prometheus.Registry) bool {
+			return maps.Equal(gauges(t, r, "herald_agent_addresses_eligible"), map[string]float64{"interface=eth0": 1})
+		})
+	}
 }
 
 // setEndpoint makes node the only node with a ready endpoint of svc.
