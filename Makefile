@@ -101,10 +101,11 @@ verify-generated: generate
 		echo "generated files are stale; run 'make generate' and commit:"; \
 		git status --porcelain -- api config/crd deploy/helm/herald/crds; git --no-pager diff --stat -- api config/crd deploy/helm/herald/crds; exit 1; fi
 
-## tools: build (or find cached) the control plane, kubectl and helm, and a
-## real node's kubelet, kube-proxy and containerd, for tests
+## tools: build (or find cached) the control plane, kubectl and helm, a
+## real node's kubelet, kube-proxy and containerd, and promtool (hack/promtool),
+## for tests
 tools:
-	$(GO) run ./internal/testenv/cmd/buildtools -node
+	$(GO) run ./internal/testenv/cmd/buildtools -node -promtool
 
 ## lint: gofmt, go vet, staticcheck, actionlint, go mod tidy
 lint: $(STATICCHECK)
@@ -116,6 +117,8 @@ lint: $(STATICCHECK)
 	$(GO) -C hack/tools mod tidy -diff
 	$(GO) -C hack/nodetools mod tidy -diff
 	$(GO) -C hack/nodetools/containerd mod tidy -diff
+	GOWORK=off $(GO) -C hack/promtool vet ./...
+	GOWORK=off $(GO) -C hack/promtool mod tidy -diff
 
 ## test: everything CI runs: generated files, lint, all tests with -race
 test: verify-generated lint tools

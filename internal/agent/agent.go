@@ -545,6 +545,7 @@ func (a *Agent) plan(ctx context.Context) bool {
 			seg.dirty = true
 		}
 	}
+	a.publishEligible(changed, all)
 	if len(changed) > 0 || all {
 		a.statusDirty = true
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -401,8 +403,14 @@ func (c *cluster) waitOwner(addr netip.Addr, want string, timeout time.Duration)
 // The best-ranked node answers, for IPv4 and IPv6, and says so in the
 // Service's condition; when its link goes down the next one takes over;
 // when that one stops gracefully the last one takes over.
+//
+// The agents' metrics follow: herald_agent_addresses_eligible counts the
+// two addresses on every node, herald_agent_address_owned names each
+// address on its owner only, and herald_agent_takeover_seconds gets a
+// sample on the node that takes over, after a death and after a leave.
 func TestAnnounceAndFailOver(t *testing.T) {
 	c := newCluster(t)
+	regs := c.withRegistries()
 	c.createPolicy("^eth0$")
 	v4, v6 := netip.MustParseAddr("192.168.10.75"), netip.MustParseAddr("fd00:10::75")
 	c.createService("web", v4.String(), v6.String())
@@ -415,6 +423,26 @@ func TestAnnounceAndFailOver(t *testing.T) {
 
 	c.waitOwner(v4, rank4[0], 15*time.Second)
 	c.waitOwner(v6, rank6[0], 15*time.Second)
+
+	for _, n := range nodes {
+		waitMetric(t, regs[n], n+": addresses eligible on eth0", func(r *prometheus.Registry) bool {
+			return gauges(t, r, "herald_agent_addresses_eligible")["interface=eth0"] == 2
+		})
+		waitMetric(t, regs[n], n+": owned addresses", func(r *prometheus.Registry) bool {
+			got := gauges(t, r, "herald_agent_address_owned")
+			want := map[string]float64{}
+			if n == rank4[0] {
+				want["address=192.168.10.75,interface=eth0"] = 1
+			}
+			if n == rank6[0] {
+				want["address=fd00:10::75,interface=eth0"] = 1
+			}
+			return maps.Equal(got, want)
+		})
+		if h := takeovers(t, regs[n]); h.count != 0 {
+			t.Errorf("%s: %d take-overs observed before any node died or left", n, h.count)
+		}
+	}
 
 	// The owner of the primary address writes herald.dev/Announced.
 	deadline := time.Now().Add(10 * time.Second)
@@ -439,18 +467,112 @@ func TestAnnounceAndFailOver(t *testing.T) {
 	c.lan.IP(rank4[0], "link", "set", "eth0", "down")
 	c.waitOwner(v4, rank4[1], 10*time.Second)
 	t.Logf("link down on %s: %s answers after %s (client-side, includes neighbour re-resolution)", rank4[0], rank4[1], time.Since(start).Round(time.Millisecond))
+	died := time.Since(start)
+	waitMetric(t, regs[rank4[1]], rank4[1]+": a take-over after "+rank4[0]+" died", func(r *prometheus.Registry) bool {
+		return takeovers(t, r).count >= 1
+	})
+	h := takeovers(t, regs[rank4[1]])
+	// Timed from noticing the death (DeadAfter after the last heartbeat)
+	// to the first announcement: within what the client saw.
+	if h.sum < 0 || h.sum/float64(h.count) > died.Seconds() {
+		t.Errorf("%s: take-over latency %v s over %d samples; want at least 0 and at most the %s the client saw", rank4[1], h.sum, h.count, died)
+	}
+	t.Logf("%s: herald_agent_takeover_seconds count %d sum %.6f s", rank4[1], h.count, h.sum)
+	if got := gauges(t, regs[rank4[1]], "herald_agent_address_owned")["address=192.168.10.75,interface=eth0"]; got != 1 {
+		t.Errorf("%s answers for %s but herald_agent_address_owned is %v", rank4[1], v4, got)
+	}
 
 	// Graceful stop of the new owner: the last node takes over.
+	before := takeovers(t, regs[rank4[2]]).count
 	start = time.Now()
 	c.stops[rank4[1]]()
 	c.waitOwner(v4, rank4[2], 10*time.Second)
 	t.Logf("graceful stop of %s: %s answers after %s", rank4[1], rank4[2], time.Since(start).Round(time.Millisecond))
+	waitMetric(t, regs[rank4[2]], rank4[2]+": a take-over after "+rank4[1]+" left", func(r *prometheus.Registry) bool {
+		return takeovers(t, r).count > before
+	})
+	h = takeovers(t, regs[rank4[2]])
+	t.Logf("%s: herald_agent_takeover_seconds count %d sum %.6f s", rank4[2], h.count, h.sum)
+	if got := gauges(t, regs[rank4[1]], "herald_agent_address_owned"); len(got) != 0 {
+		t.Errorf("%s stopped, but herald_agent_address_owned still shows %v", rank4[1], got)
+	}
+}
+
+// waitMetric waits up to 10 s for ok to hold on reg.
+func waitMetric(t *testing.T, reg *prometheus.Registry, what string, ok func(*prometheus.Registry) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(reg) {
+		if time.Now().After(deadline) {
+			mfs, _ := reg.Gather()
+			var names []string
+			for _, mf := range mfs {
+				if strings.HasPrefix(mf.GetName(), "herald_agent_") {
+					names = append(names, mf.String())
+				}
+			}
+			t.Fatalf("%s: not seen within 10 s; herald_agent_* series:\n%s", what, strings.Join(names, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// gauges reads a gauge family from reg, keyed by its labels
+// ("name=value,…" in label order).
+func gauges(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			out[strings.Join(ls, ",")] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// histogram is a histogram's sample count and sum, over its series.
+type histogram struct {
+	count uint64
+	sum   float64
+}
+
+// takeovers reads herald_agent_takeover_seconds from reg.
+func takeovers(t *testing.T, reg *prometheus.Registry) histogram {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h histogram
+	for _, mf := range mfs {
+		if mf.GetName() != "herald_agent_takeover_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h.count += m.GetHistogram().GetSampleCount()
+			h.sum += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return h
 }
 
 // Services that no policy selects, or whose policy matches no interface,
-// are not answered; the latter is reported.
+// are not answered; the latter is reported. herald_agent_addresses_eligible
+// shows 0 on the LAN meanwhile, and the address once a policy selects it.
 func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	c := newCluster(t)
+	regs := c.withRegistries()
 	addr := netip.MustParseAddr("192.168.10.76")
 	c.createService("lonely", addr.String())
 	for _, n := range nodes {
@@ -459,6 +581,11 @@ func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	time.Sleep(time.Second) // let the agents settle
 	if got := c.owner(addr, 2*time.Second); got != "" {
 		t.Fatalf("%s answered for a Service no policy selects", got)
+	}
+	for _, n := range nodes {
+		waitMetric(t, regs[n], n+": nothing eligible on its LAN", func(r *prometheus.Registry) bool {
+			return maps.Equal(gauges(t, r, "herald_agent_addresses_eligible"), map[string]float64{"interface=eth0": 0})
+		})
 	}
 	c.createPolicy("^enp0s1$") // no node has such an interface
 	time.Sleep(time.Second)
@@ -496,6 +623,11 @@ func TestNotAnnouncedWithoutPolicyOrInterface(t *testing.T) {
 	}
 	c.createPolicy("^eth[0-9]+$")
 	c.waitOwner(addr, placement.Rank(addr, nodes)[0], 15*time.Second)
+	for _, n := range nodes {
+		waitMetric(t, regs[n], n+": the address eligible on eth0", func(r *prometheus.Registry) bool {
+			return maps.Equal(gauges(t, r, "herald_agent_addresses_eligible"), map[string]float64{"interface=eth0": 1})
+		})
+	}
 }
 
 // setEndpoint makes node the only node with a ready endpoint of svc.

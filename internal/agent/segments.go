@@ -54,6 +54,16 @@ type segment struct {
 	// wakeAt is the earliest time a decision here changes by the clock
 	// alone (an address settles, a hand-over's grace ends); zero: none.
 	wakeAt time.Time
+	// peerClaims are the claims of the live peers that were not leaving
+	// at the last decision, by node (the snapshot's lists, shared, not
+	// copied): a peer missing from the next one died or is leaving.
+	peerClaims map[string][]netip.Addr
+	// takeoverFrom are addresses such a departed peer claimed, with when
+	// this node noticed the departure: if this node starts answering one
+	// within takeoverWindow, it took it over.
+	takeoverFrom map[netip.Addr]time.Time
+	// handovers times those take-overs to their first announcement.
+	handovers *handovers
 }
 
 // setEligible records the addresses this node may announce on the segment.
@@ -81,6 +91,8 @@ func (a *Agent) startSegment(name string) (*segment, error) {
 	seg := &segment{
 		iface: name, answering: map[netip.Addr]bool{}, claims: map[netip.Addr]bool{},
 		eligibleSince: map[netip.Addr]time.Time{}, releasing: map[netip.Addr]time.Time{},
+		takeoverFrom: map[netip.Addr]time.Time{},
+		handovers:    newHandovers(a.met.takeover.WithLabelValues(name)),
 	}
 	log := a.log.With("interface", name)
 	err := netnsenter.DoOptional(a.opts.NetNS, func() error {
@@ -97,6 +109,7 @@ func (a *Agent) startSegment(name string) (*segment, error) {
 		}
 		seg.responder, err = l2.NewResponder(ifi, l2.Options{
 			Logger: log, Metrics: a.l2m, OnConflict: a.onConflict, DefendInterval: a.opts.DefendInterval,
+			OnFirstAnnouncement: seg.handovers.announced,
 		})
 		if err != nil {
 			_ = seg.member.Close()
@@ -151,6 +164,9 @@ func (a *Agent) stopSegment(seg *segment, leave bool) {
 		cancel()
 	}
 	seg.responder.SetOwned(nil)
+	for ip := range seg.answering {
+		a.met.owned.DeleteLabelValues(ip.String(), seg.iface)
+	}
 	seg.cancel()
 	seg.done.Wait()
 	a.log.Info("stopped announcing on interface", "interface", seg.iface)
@@ -176,6 +192,8 @@ func (a *Agent) decide(seg *segment, leaving bool) int {
 // the answers changed.
 func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed bool) {
 	snap := seg.member.Snapshot()
+	now := time.Now()
+	seg.noteDepartures(snap, now)
 	eligibleBy := map[netip.Addr][]string{}
 	claimedBy := map[netip.Addr][]string{}
 	var leavingPeers []string
@@ -209,7 +227,6 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 	}
 	a.met.decides.Inc()
 	a.met.addressesDecided.Add(float64(len(candidates)))
-	now := time.Now()
 	seg.wakeAt = time.Time{}
 	wakeAt := func(t time.Time) {
 		if t.After(now) && (seg.wakeAt.IsZero() || t.Before(seg.wakeAt)) {
@@ -303,11 +320,20 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 			if !seg.answering[ip] {
 				a.seenClaimed[ip] = true
 				started = append(started, ip)
+				a.met.owned.WithLabelValues(ip.String(), seg.iface).Set(1)
+				if since, ok := seg.takeoverFrom[ip]; ok {
+					// Timed up to its first announcement, which
+					// SetOwned below schedules.
+					delete(seg.takeoverFrom, ip)
+					seg.handovers.expect(ip, since)
+				}
 			}
 		}
 		for ip := range seg.answering {
 			if !answer[ip] {
 				stopped = append(stopped, ip)
+				a.met.owned.DeleteLabelValues(ip.String(), seg.iface)
+				seg.handovers.forget(ip)
 			}
 		}
 		// One line per address while that stays readable; a fail-over of
@@ -329,6 +355,39 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 		seg.responder.SetOwned(sortedAddrs(answer))
 	}
 	return pending, changed
+}
+
+// noteDepartures compares the live peers of snap with those of the last
+// decision: the claims of a peer that died or started leaving since become
+// candidates for the take-over histogram, timed from when the membership
+// published the change (snap.Changed). Candidates older than
+// takeoverWindow are dropped. The cost follows the peers, plus the
+// departed peers' claims.
+func (seg *segment) noteDepartures(snap membership.Snapshot, now time.Time) {
+	live := make(map[string][]netip.Addr, len(snap.Peers))
+	for _, p := range snap.Peers {
+		if !p.Leaving {
+			live[p.Node] = p.Claims
+		}
+	}
+	at := snap.Changed
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
+	for node, claims := range seg.peerClaims {
+		if _, ok := live[node]; ok {
+			continue
+		}
+		for _, ip := range claims {
+			seg.takeoverFrom[ip] = at
+		}
+	}
+	seg.peerClaims = live
+	for ip, since := range seg.takeoverFrom {
+		if now.Sub(since) > takeoverWindow {
+			delete(seg.takeoverFrom, ip)
+		}
+	}
 }
 
 // maxLoggedAddrs is the most addresses a decision logs one by one.

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,9 @@ import (
 
 // The controller writes herald.dev/Announced from the agents' reports: who
 // answers, and when nobody does, the exact reason — also when the node that
-// used to answer cannot say so itself.
+// used to answer cannot say so itself. herald_controller_services_announced
+// counts the Service under each of those states in turn, and
+// herald_controller_address_conflicts the address another host claims.
 func TestAnnouncedConditionFollowsReports(t *testing.T) {
 	h := newHarness(t)
 	h.startController("c1", true)
@@ -36,6 +39,7 @@ func TestAnnouncedConditionFollowsReports(t *testing.T) {
 	h.report("n1", lanReport(t0, "10.140.0.1"))
 	h.report("n2", lanReport(t0))
 	h.waitAnnounced(h.ns, "web", metav1.ConditionTrue, "Announced", "10.140.0.1 announced by node n1 on eth0")
+	h.waitAnnouncedGauge(map[string]float64{"Announced/True": 1})
 	h.eventually(wait, func() string {
 		if got := h.getService(h.ns, "web").Annotations[kube.AnnouncedAnnotation]; got != "10.140.0.1" {
 			return fmt.Sprintf("annotation %q", got)
@@ -47,6 +51,7 @@ func TestAnnouncedConditionFollowsReports(t *testing.T) {
 	// n1 stops answering and nobody else does yet: both may, so Pending.
 	h.report("n1", lanReport(t0))
 	h.waitAnnounced(h.ns, "web", metav1.ConditionFalse, "Pending", "nodes n1 and n2 may announce it")
+	h.waitAnnouncedGauge(map[string]float64{"Announced/True": 0, "Pending/False": 1})
 
 	// The policy's interfaces match nothing: each node's interfaces named.
 	h.updatePolicy("lan", func(p *heraldv1.L2AnnouncementPolicy) { p.Spec.Interfaces = []string{"^enp0s1$"} })
@@ -57,6 +62,7 @@ func TestAnnouncedConditionFollowsReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitAnnounced(h.ns, "web", metav1.ConditionFalse, "NoPolicy", "no L2AnnouncementPolicy selects")
+	h.waitAnnouncedGauge(map[string]float64{"Announced/True": 0, "Pending/False": 0, "NoMatchingInterface/False": 0, "NoPolicy/False": 1})
 
 	// Both nodes excluded by the label: why, per node, and the Talos hint.
 	h.createPolicy("lan2")
@@ -96,6 +102,76 @@ func TestAnnouncedConditionFollowsReports(t *testing.T) {
 	h.waitAnnounced(h.ns, "web", metav1.ConditionTrue, "AddressConflict", "02:00:5e:10:00:99", "defends it")
 	h.waitEvent(h.ns, "web", "AddressConflict")
 	h.waitIPs(h.ns, "web", "10.140.0.1")
+	h.waitGauge("herald_controller_address_conflicts", map[string]float64{"announced": 1, "probe": 0})
+	h.waitAnnouncedGauge(map[string]float64{"AddressConflict/True": 1})
+
+	// The Service goes: counted nowhere.
+	h.deleteService(h.ns, "web")
+	h.eventually(wait, func() string {
+		for k, v := range h.gauges("herald_controller_services_announced") {
+			if v != 0 {
+				return fmt.Sprintf("%s = %v after the only Service was deleted", k, v)
+			}
+		}
+		return ""
+	})
+}
+
+// gauges reads a gauge family of the controller startController started
+// last, keyed by its label values joined with "/" (in label-name order).
+func (h *harness) gauges(name string) map[string]float64 {
+	h.t.Helper()
+	mfs, err := h.ctl.Gatherer().Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var vs []string
+			for _, l := range m.GetLabel() {
+				vs = append(vs, l.GetValue())
+			}
+			out[strings.Join(vs, "/")] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// waitGauge waits until the gauge family shows exactly want (series not in
+// want must be absent).
+func (h *harness) waitGauge(name string, want map[string]float64) {
+	h.t.Helper()
+	h.eventually(wait, func() string {
+		if got := h.gauges(name); !maps.Equal(got, want) {
+			return fmt.Sprintf("%s = %v, want %v", name, got, want)
+		}
+		return ""
+	})
+}
+
+// waitAnnouncedGauge waits for herald_controller_services_announced to
+// show want (keyed "reason/status"); series not in want must be 0 or
+// absent.
+func (h *harness) waitAnnouncedGauge(want map[string]float64) {
+	h.t.Helper()
+	h.eventually(wait, func() string {
+		got := h.gauges("herald_controller_services_announced")
+		for k, v := range got {
+			if v != want[k] {
+				return fmt.Sprintf("herald_controller_services_announced = %v, want %v", got, want)
+			}
+		}
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Sprintf("herald_controller_services_announced = %v, want %v", got, want)
+			}
+		}
+		return ""
+	})
 }
 
 // A probe that finds another host on an address never announced moves the
@@ -129,6 +205,7 @@ func TestProbeConflictExcludesNeverAnnounced(t *testing.T) {
 	}
 	h.report("n1", st)
 	h.waitIPs(h.ns, "new", "10.150.0.3")
+	h.waitGauge("herald_controller_address_conflicts", map[string]float64{"announced": 0, "probe": 2})
 	msg := h.waitEvent(h.ns, "new", controller.EventIPReleased)
 	if !strings.Contains(msg, "02:00:5e:10:00:99") || strings.Count(msg, "in use by another host") != 1 {
 		t.Errorf("IPReleased event %q should say once why the address moved", msg)
@@ -154,6 +231,7 @@ func TestProbeConflictExcludesNeverAnnounced(t *testing.T) {
 	// The agent's probe finds the address free again: the exclusion goes.
 	h.report("n1", lanReport(t0, "10.150.0.1"))
 	h.waitPoolExcluded("pool")
+	h.waitGauge("herald_controller_address_conflicts", map[string]float64{"announced": 0, "probe": 0})
 	h.createService(h.ns, "later")
 	h.waitIPs(h.ns, "later", "10.150.0.2")
 	// Asking for an excluded address explicitly: AddressConflict.

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -121,6 +122,9 @@ type Controller struct {
 	mu        sync.Mutex
 	pending   map[string]bool // Services waiting for an address
 	allocated map[string]bool // Services that have their addresses
+	// announced is each served Service's herald.dev/Announced condition
+	// as last computed, for herald_controller_services_announced.
+	announced map[string]announcedState
 	// poolErrors holds pools that could not be read (kept out of the
 	// allocator), with the reason, for their status.
 	poolErrors map[string]string
@@ -179,10 +183,16 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		alloc:      ipam.New(),
 		pending:    map[string]bool{},
 		allocated:  map[string]bool{},
+		announced:  map[string]announcedState{},
 		poolErrors: map[string]string{},
 		ready:      make(chan struct{}),
 	}, nil
 }
+
+// Gatherer returns the controller's metrics registry: what its /metrics
+// endpoint serves (herald_ipam_*, herald_controller_*, and the Go and
+// process collectors).
+func (c *Controller) Gatherer() prometheus.Gatherer { return c.metrics.registry }
 
 // Ready is closed once this replica leads and has adopted the addresses
 // already in the cluster.
@@ -477,6 +487,7 @@ func (c *Controller) adopt(ctx context.Context) error {
 		return err
 	}
 	c.index.Store(idx)
+	c.metrics.setConflicts(idx.conflicts)
 	c.mu.Lock()
 	c.alloc.SetExcluded(idx.excluded)
 	c.mu.Unlock()

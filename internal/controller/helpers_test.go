@@ -48,6 +48,8 @@ type harness struct {
 	kube kubernetes.Interface
 	cl   client.Client
 	ns   string
+	// ctl is the controller startController started last.
+	ctl *controller.Controller
 }
 
 func newHarness(t *testing.T) *harness {
@@ -129,6 +131,7 @@ func (h *harness) startController(identity string, wantLead bool, mutate ...func
 	if err != nil {
 		h.t.Fatalf("new controller: %v", err)
 	}
+	h.ctl = c
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

@@ -2,15 +2,20 @@ package controller
 
 import (
 	"math/big"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/ipam"
 )
 
-// metrics are the controller's Prometheus series (herald_ipam_*). Each
-// Controller has its own registry, so several can live in one process.
+// metrics are the controller's Prometheus series (herald_ipam_*,
+// herald_controller_*). Each Controller has its own registry, so several
+// can live in one process.
 type metrics struct {
 	registry    *prometheus.Registry
 	poolIPs     *prometheus.GaugeVec
@@ -20,7 +25,21 @@ type metrics struct {
 	failures    *prometheus.CounterVec
 	statusWrite *prometheus.CounterVec
 	leader      prometheus.Gauge
+	// announced counts the served Services by their herald.dev/Announced
+	// condition (status and reason), as the leader last computed it; a
+	// Service with no address has no condition and is not counted.
+	announced *prometheus.GaugeVec
+	// conflicts counts the addresses some agent reports another host on,
+	// by phase: probe (found before the first announcement: not
+	// announced) or announced (defended).
+	conflicts *prometheus.GaugeVec
 }
+
+// Conflict phases, the "phase" label of herald_controller_address_conflicts.
+const (
+	phaseProbe     = "probe"
+	phaseAnnounced = "announced"
+)
 
 func newMetrics() *metrics {
 	m := &metrics{
@@ -53,10 +72,68 @@ func newMetrics() *metrics {
 			Name: "herald_controller_leader",
 			Help: "1 while this controller replica holds the leader lease.",
 		}),
+		announced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_controller_services_announced",
+			Help: "Served Services with addresses, by their herald.dev/Announced condition: status (True, False) and reason (Announced, Pending, NoEligibleNode, NoAgent, NoHeartbeatKey, AddressConflict, KeyMismatch, KernelARP, ...). Only the leader counts; standbys show 0.",
+		}, []string{"status", "reason"}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_controller_address_conflicts",
+			Help: "Load-balancer addresses that agents report another host on the LAN uses, by phase: probe (found before the address was ever announced: not announced, kept out of allocation) or announced (announced and defended).",
+		}, []string{"phase"}),
 	}
 	m.registry.MustRegister(m.poolIPs, m.services, m.allocations, m.releases, m.failures, m.statusWrite, m.leader,
+		m.announced, m.conflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Zeros rather than gaps for the series alerts and dashboards read.
+	m.announced.WithLabelValues(string(metav1.ConditionTrue), string(announce.Announced))
+	for _, p := range []string{phaseProbe, phaseAnnounced} {
+		m.conflicts.WithLabelValues(p)
+	}
 	return m
+}
+
+// announcedState is a Service's herald.dev/Announced condition as the
+// metrics count it: status and reason ("" when it has none).
+type announcedState struct {
+	status, reason string
+}
+
+// setAnnounced moves one Service in herald_controller_services_announced
+// from its previous state to cur (either may be empty). The caller
+// serialises calls (the controller's mu).
+func (m *metrics) setAnnounced(prev, cur announcedState) {
+	if prev == cur {
+		return
+	}
+	if prev.reason != "" {
+		m.announced.WithLabelValues(prev.status, prev.reason).Dec()
+	}
+	if cur.reason != "" {
+		m.announced.WithLabelValues(cur.status, cur.reason).Inc()
+	}
+}
+
+// setConflicts publishes the number of addresses with a conflict, by phase.
+func (m *metrics) setConflicts(conflicts map[netip.Addr][]announce.AddrConflict) {
+	var probe, announced int
+	for _, cs := range conflicts {
+		before, after := false, false
+		for _, c := range cs {
+			if c.BeforeAnnounce {
+				before = true
+			} else {
+				after = true
+			}
+		}
+		if before {
+			probe++
+		}
+		if after {
+			announced++
+		}
+	}
+	m.conflicts.WithLabelValues(phaseProbe).Set(float64(probe))
+	m.conflicts.WithLabelValues(phaseAnnounced).Set(float64(announced))
 }
 
 // setPools publishes the pool counters and drops series of deleted pools.

@@ -190,12 +190,31 @@ func (r *reconciler) publishStates() {
 	r.metrics.services.WithLabelValues("pending").Set(float64(len(r.pending)))
 }
 
+// trackAnnounced records key's Announced condition (nil: none) for
+// herald_controller_services_announced.
+func (r *reconciler) trackAnnounced(key string, cond *metav1.Condition) {
+	var cur announcedState
+	if cond != nil {
+		cur = announcedState{status: string(cond.Status), reason: cond.Reason}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.metrics.setAnnounced(r.announced[key], cur)
+	if cur.reason == "" {
+		delete(r.announced, key)
+	} else {
+		r.announced[key] = cur
+	}
+}
+
 // release frees what key holds and wakes the Services waiting for space.
 func (r *reconciler) release(key string, log *slog.Logger) []ipam.Assignment {
 	r.mu.Lock()
 	released := r.alloc.Release(key)
 	delete(r.pending, key)
 	delete(r.allocated, key)
+	r.metrics.setAnnounced(r.announced[key], announcedState{})
+	delete(r.announced, key)
 	r.publishStates()
 	r.mu.Unlock()
 	if len(released) > 0 {
@@ -253,6 +272,7 @@ func (r *reconciler) writeServiceStatus(ctx context.Context, svc *corev1.Service
 		}
 		conds = append(conds, *announced)
 	}
+	r.trackAnnounced(serviceKey(svc.Namespace, svc.Name), announced)
 	prevAlloc := meta.FindStatusCondition(svc.Status.Conditions, ConditionIPAllocated)
 	prevAnn := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
 	ingressChanged := !equalIngress(svc.Status.LoadBalancer.Ingress, ingress)
@@ -505,6 +525,7 @@ func (r *reconciler) reconcileAnnounce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.metrics.setConflicts(idx.conflicts)
 	r.mu.Lock()
 	prev := r.index.Swap(idx)
 	changed := prev == nil || !maps.Equal(prev.excluded, idx.excluded)

@@ -27,6 +27,9 @@ type announcement struct {
 	index int
 	// restarted: a new burst was scheduled while it was being sent.
 	restarted bool
+	// fresh: the address was newly owned and its first announcement has
+	// not gone out yet (Options.OnFirstAnnouncement).
+	fresh bool
 }
 
 type announceQueue []*announcement
@@ -160,7 +163,10 @@ func (r *Responder) announceLoop(ctx context.Context) {
 		batch := r.dueAnnouncements(time.Now(), bucket)
 		for _, a := range batch {
 			sent := r.announce(a.addr)
-			r.advance(a, time.Now(), sent)
+			now := time.Now()
+			if r.advance(a, now, sent) && r.opts.OnFirstAnnouncement != nil {
+				r.opts.OnFirstAnnouncement(a.addr, now)
+			}
 		}
 		if len(batch) == announceBatch {
 			if ctx.Err() != nil {
@@ -213,12 +219,17 @@ func (r *Responder) refreshPeriodLocked() time.Duration {
 
 // advance moves an address's schedule past an announcement. One that could
 // not go out because the link is down is retried at the burst interval
-// without counting, so the whole burst is sent once the link is back.
-func (r *Responder) advance(a *announcement, now time.Time, sent bool) {
+// without counting, so the whole burst is sent once the link is back. It
+// reports whether this was the first announcement of a newly owned
+// address.
+func (r *Responder) advance(a *announcement, now time.Time, sent bool) (first bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sched[a.addr] != a {
-		return // removed meanwhile
+		return false // removed meanwhile
+	}
+	if sent && a.fresh {
+		a.fresh, first = false, true
 	}
 	switch {
 	case a.restarted:
@@ -234,11 +245,12 @@ func (r *Responder) advance(a *announcement, now time.Time, sent bool) {
 		a.next = now.Add(r.refreshPeriodLocked())
 	default:
 		delete(r.sched, a.addr)
-		return
+		return first
 	}
 	r.seq++
 	a.seq = r.seq
 	heap.Push(&r.queue, a)
+	return first
 }
 
 // nextAnnouncement is how long to sleep until the next announcement is due

@@ -120,6 +120,14 @@ type Options struct {
 	// called from the receive goroutine, at most once per second per
 	// address and MAC, and must not block.
 	OnConflict func(Conflict)
+	// OnFirstAnnouncement is called once per newly owned address (one
+	// that SetOwned added) when the first announcement of its burst went
+	// out, with the time it did: the agent measures hand-overs up to the
+	// first frame clients see. Not for refreshes, nor for the bursts sent
+	// again after the link came back. Nothing is called when
+	// GratuitousCount is negative. It is called from the announce
+	// goroutine and must not block.
+	OnFirstAnnouncement func(addr netip.Addr, sent time.Time)
 	// Metrics records herald_l2_* series; nil records nothing.
 	Metrics *Metrics
 }
@@ -737,6 +745,7 @@ func (r *Responder) SetOwned(addrs []netip.Addr) {
 		switch {
 		case r.opts.GratuitousCount > 0:
 			r.scheduleLocked(a, now)
+			r.sched[a].fresh = true
 		case r.opts.RefreshInterval > 0:
 			r.scheduleLocked(a, now.Add(r.refreshPeriodLocked()))
 		}

@@ -740,3 +740,65 @@ func TestRefreshSpread(t *testing.T) {
 		t.Errorf("no bound: refresh every %s, want 1s", got)
 	}
 }
+
+// OnFirstAnnouncement fires once per newly owned address, after its first
+// frame went out: not for the repeats of the burst, not for refreshes, and
+// again only when the address is owned anew.
+func TestFirstAnnouncementCallback(t *testing.T) {
+	type call struct {
+		addr netip.Addr
+		at   time.Time
+	}
+	calls := make(chan call, 16)
+	f := newFakeResponder(t, Options{
+		GratuitousCount:     3,
+		GratuitousInterval:  20 * time.Millisecond,
+		RefreshInterval:     50 * time.Millisecond,
+		OnFirstAnnouncement: func(a netip.Addr, at time.Time) { calls <- call{a, at} },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	before := time.Now()
+	f.SetOwned([]netip.Addr{vip4, vip6})
+	got := map[netip.Addr]int{}
+	deadline := time.After(2 * time.Second)
+	for len(got) < 2 {
+		select {
+		case c := <-calls:
+			if c.at.Before(before) {
+				t.Errorf("%s: first announcement at %s, before SetOwned", c.addr, c.at)
+			}
+			got[c.addr]++
+		case <-deadline:
+			t.Fatalf("first announcements reported: %v, want %s and %s", got, vip4, vip6)
+		}
+	}
+	if len(f.arp.take())+len(f.ndp.take()) == 0 {
+		t.Error("reported a first announcement, but no frame went out")
+	}
+	// The rest of the burst and some refreshes: no more calls.
+	time.Sleep(250 * time.Millisecond)
+	select {
+	case c := <-calls:
+		t.Fatalf("a second call for %s (burst repeats and refreshes must not report)", c.addr)
+	default:
+	}
+	// Owned anew: reported again.
+	f.SetOwned([]netip.Addr{vip6})
+	f.SetOwned([]netip.Addr{vip4, vip6})
+	select {
+	case c := <-calls:
+		if c.addr != vip4 {
+			t.Fatalf("call for %s, want %s (owned anew)", c.addr, vip4)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no call for an address owned anew")
+	}
+}

@@ -102,6 +102,10 @@ type Snapshot struct {
 	// Version increases with every change; a later snapshot has a larger
 	// one.
 	Version uint64
+	// Changed is when the Member published this version: when it noticed
+	// the latest change the snapshot shows (a peer joined, died, started
+	// leaving or changed its lists). Zero before the first change.
+	Changed time.Time
 	// Interface and Node are the Member's own.
 	Interface string
 	// Node is this node's name.
@@ -213,6 +217,8 @@ type Member struct {
 	mismatchPublished time.Time
 	closed            bool
 	version           uint64
+	// published is when version was published (Snapshot.Changed).
+	published time.Time
 }
 
 // New validates cfg and opens a raw AF_PACKET socket on the interface,
@@ -390,6 +396,7 @@ func (m *Member) Snapshot() Snapshot {
 func (m *Member) snapshotLocked() Snapshot {
 	return Snapshot{
 		Version:      m.version,
+		Changed:      m.published,
 		Interface:    m.cfg.Interface,
 		Node:         m.cfg.Node,
 		Incarnation:  m.cfg.Incarnation,
@@ -410,6 +417,7 @@ func (m *Member) publishLocked() {
 	// Every snapshot carries the current mismatch set.
 	m.mismatchDirty = false
 	m.mismatchPublished = time.Now()
+	m.published = m.mismatchPublished
 	m.version++
 	s := m.snapshotLocked()
 	m.met.peers.Set(float64(len(s.Peers)))

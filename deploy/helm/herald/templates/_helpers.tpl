@@ -58,3 +58,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if ne .Values.dataplane "none" }}true{{ end -}}
 {{- end -}}
+
+{{/*
+Fails the render when a monitor is enabled while a part's metrics address is
+loopback: Prometheus could not scrape it. Include with the name of the value
+that enabled the monitor.
+*/}}
+{{- define "herald.requireReachableMetrics" -}}
+{{- range $part, $addr := dict "controller" .ctx.Values.controller.metricsAddr "agent" .ctx.Values.agent.metricsAddr -}}
+{{- $host := regexReplaceAll ":[0-9]*$" $addr "" | trimPrefix "[" | trimSuffix "]" -}}
+{{- if or (eq $host "localhost") (eq $host "::1") (hasPrefix "127." $host) -}}
+{{- fail (printf "%s is enabled, but %s.metricsAddr is %q (loopback): Prometheus cannot scrape it. Set %s.metricsAddr to a reachable address, e.g. 0.0.0.0:%s (for the agent, a port on the node's network)" $.what $part $addr $part (splitList ":" $addr | last)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of the monitoring objects: the chart's and monitoring.labels. */}}
+{{- define "herald.monitoringLabels" -}}
+{{ include "herald.labels" . }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -8,7 +8,9 @@
 //
 // With -node it also builds the binaries of a real node (kubelet,
 // kube-proxy, containerd, ctr and containerd-shim-runc-v2; see
-// testenv.NodeBinaries) and prints their directory on a second line.
+// testenv.NodeBinaries) and prints their directory on the next line; with
+// -promtool, Prometheus's promtool and promqlnames (see testenv.PromTools),
+// whose directory it prints last.
 package main
 
 import (
@@ -24,29 +26,36 @@ import (
 
 func main() {
 	node := flag.Bool("node", false, "also build the node binaries (kubelet, kube-proxy, agnhost, containerd, ctr, containerd-shim-runc-v2)")
+	prom := flag.Bool("promtool", false, "also build Prometheus's promtool and promqlnames (hack/promtool)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *node); err != nil {
+	if err := run(ctx, *node, *prom); err != nil {
 		fmt.Fprintln(os.Stderr, "buildtools:", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, node bool) error {
+func run(ctx context.Context, node, prom bool) error {
 	paths, err := testenv.Binaries(ctx)
 	if err != nil {
 		return err
 	}
 	fmt.Println(paths.Dir)
-	if !node {
-		return nil
+	if node {
+		np, err := testenv.NodeBinaries(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Println(np.Dir)
 	}
-	np, err := testenv.NodeBinaries(ctx)
-	if err != nil {
-		return err
+	if prom {
+		pp, err := testenv.PromTools(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Println(pp.Dir)
 	}
-	fmt.Println(np.Dir)
 	return nil
 }
