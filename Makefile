@@ -21,7 +21,7 @@ REGISTRY          ?= ghcr.io/herald-lb
 IMAGE_TAG         ?= $(patsubst v%,%,$(VERSION))
 IMAGE_FLAGS        = -version $(VERSION) -revision '$(REVISION)' -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
-.PHONY: all build image image-push release-dry-run release-files generate verify-generated tools lint test test-short fuzz bench clean
+.PHONY: all build image image-push release-dry-run release-files plugin generate verify-generated tools lint test test-short fuzz bench clean
 
 all: build
 
@@ -76,13 +76,22 @@ release-dry-run:
 ## release-files: what a release publishes beside the image and the chart,
 ## in bin/release: the chart package, a CycloneDX SBOM of the herald
 ## binary's modules, and SHA256SUMS of both
+## With PLUGIN=1 also the kubectl plugin: kubectl-herald_<os>_<arch>.tar.gz
+## for Linux, macOS and Windows and its krew manifest herald.yaml (hack/krew).
 RELEASE_CHART ?= $(firstword $(wildcard bin/chart/herald-*.tgz))
+PLUGIN        ?= 0
 release-files:
 	@test -n "$(RELEASE_CHART)" || { echo "no chart package: helm package deploy/helm/herald --destination bin/chart first"; exit 1; }
 	rm -rf bin/release && mkdir -p bin/release
 	cp $(RELEASE_CHART) bin/release/
 	$(GO) run $(CYCLONEDX) app -json -licenses=false -noserial -output bin/release/herald.cdx.json -main cmd/herald .
-	cd bin/release && sha256sum *.tgz *.cdx.json > SHA256SUMS && cat SHA256SUMS
+	if [ "$(PLUGIN)" = 1 ]; then $(MAKE) -s plugin; fi
+	cd bin/release && sha256sum *.tgz *.cdx.json $$(ls *.tar.gz herald.yaml 2>/dev/null) > SHA256SUMS && cat SHA256SUMS
+
+## plugin: the kubectl plugin's archives and krew manifest in bin/release
+## (download URLs: the GitHub release of VERSION)
+plugin:
+	GOWORK=off $(GO) -C hack/krew run . -src $(CURDIR) -version $(VERSION) -out $(CURDIR)/bin/release -source-date-epoch '$(SOURCE_DATE_EPOCH)'
 
 $(CONTROLLER_GEN):
 	$(GO) -C hack/tools build -o $(TOOLS_CACHE)/ sigs.k8s.io/controller-tools/cmd/controller-gen
@@ -119,10 +128,13 @@ lint: $(STATICCHECK)
 	$(GO) -C hack/nodetools/containerd mod tidy -diff
 	GOWORK=off $(GO) -C hack/promtool vet ./...
 	GOWORK=off $(GO) -C hack/promtool mod tidy -diff
+	GOWORK=off $(GO) -C hack/krew vet ./...
+	GOWORK=off $(GO) -C hack/krew mod tidy -diff
 
 ## test: everything CI runs: generated files, lint, all tests with -race
 test: verify-generated lint tools
 	$(GO) test -race -count=1 -timeout 30m ./...
+	GOWORK=off $(GO) -C hack/krew test -count=1 ./...
 
 ## test-short: unit tests only (no API server)
 test-short:
