@@ -12,21 +12,28 @@ package agent_test
 // length of each phase (default 10; the CPU figures are counted in clock
 // ticks of 10 ms, so a few millicores need 30 s or more).
 // HERALD_AGENT_FLAGS adds flags to every agent (e.g. "--heartbeat-interval
-// 100ms --dead-after 4").
+// 100ms --dead-after 4"). HERALD_IDLE_SECONDS sets the idle phase alone
+// (the 10-minute count of API writes at 1000 Services). Each phase also
+// reports the writes the API server served meanwhile (its
+// apiserver_request_total), leader-election lease renewals apart.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -122,7 +129,16 @@ func agentCost(b *testing.B, n int) {
 	}
 	time.Sleep(5 * time.Second) // let the start-up settle
 
+	idleSeconds := seconds
+	if v, err := strconv.Atoi(os.Getenv("HERALD_IDLE_SECONDS")); err == nil && v > 0 {
+		idleSeconds = v
+	}
 	measure := func(phase string, during func(stop <-chan struct{})) {
+		seconds := seconds
+		if phase == "idle" {
+			seconds = idleSeconds
+		}
+		writes0 := apiWrites(b, c)
 		cpu0, user0 := map[string]float64{}, map[string]float64{}
 		for node, p := range procs {
 			cpu0[node] = cpuSeconds(b, p.cmd.Process.Pid)
@@ -149,6 +165,29 @@ func agentCost(b *testing.B, n int) {
 			}
 			rss = max(rss, rssMiB(b, p.cmd.Process.Pid))
 		}
+		// Writes to the API server while this phase ran, from its own
+		// request metrics: leases apart (the control plane's and Herald's
+		// controller's leader elections renew on a timer, whatever the
+		// Services), everything else by resource.
+		writes1 := apiWrites(b, c)
+		other, leases := 0.0, 0.0
+		var by []string
+		for res, n := range writes1 {
+			d := n - writes0[res]
+			if d == 0 {
+				continue
+			}
+			by = append(by, fmt.Sprintf("%s %.0f", res, d))
+			if strings.HasPrefix(res, "leases") {
+				leases += d
+			} else {
+				other += d
+			}
+		}
+		slices.Sort(by)
+		b.ReportMetric(other, phase+"-api-writes")
+		b.ReportMetric(leases, phase+"-lease-writes")
+		b.Logf("%d Services, %s (%.0f s): API writes %.0f besides %.0f lease renewals: %s", n, phase, wall, other, leases, strings.Join(by, ", "))
 		b.ReportMetric(busiest*1000, phase+"-millicores")
 		b.ReportMetric(user*1000, phase+"-user-millicores")
 		b.ReportMetric(rss, phase+"-MiB")
@@ -318,4 +357,42 @@ func (c *cluster) saveHeap(dir, name, node string) {
 	if err := os.WriteFile(filepath.Join(dir, name), out, 0o644); err != nil {
 		c.t.Error(err)
 	}
+}
+
+// apiWrites reads the API server's apiserver_request_total and returns the
+// write requests (POST, PUT, PATCH, APPLY, DELETE) so far, by resource
+// ("services/status", "heraldnodes/status", "leases", …).
+func apiWrites(tb testing.TB, c *cluster) map[string]float64 {
+	tb.Helper()
+	raw, err := c.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		tb.Fatalf("read the API server's metrics: %v", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		tb.Fatalf("parse the API server's metrics: %v", err)
+	}
+	out := map[string]float64{}
+	fam := fams["apiserver_request_total"]
+	if fam == nil {
+		tb.Fatal("the API server exposes no apiserver_request_total")
+	}
+	for _, m := range fam.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		switch labels["verb"] {
+		case "POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION":
+		default:
+			continue
+		}
+		res := labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			res += "/" + sub
+		}
+		out[res] += m.GetCounter().GetValue()
+	}
+	return out
 }
