@@ -307,6 +307,98 @@ spec: {interfaces: ["^eth[0-9]+"], loadBalancerIPs: true}
 		})
 	})
 
+	t.Run("herald explain says why, for each way of breaking the lab, and the lab recovers", func(t *testing.T) {
+		explain := func(svc string) string { return l.herald("explain", "svc/"+svc, "-n", "default") }
+		until := func(what, svc string, wants ...string) {
+			t.Helper()
+			eventually(t, 60*time.Second, what, func() (bool, string) {
+				out := explain(svc)
+				for _, w := range wants {
+					if !strings.Contains(out, w) {
+						return false, out
+					}
+				}
+				return true, out
+			})
+		}
+		service := func(name, annotations string) {
+			t.Helper()
+			l.apply(`apiVersion: v1
+kind: Service
+metadata:
+  name: `+name+`
+  annotations: {`+annotations+`}
+spec:
+  type: LoadBalancer
+  selector: {app: nginx}
+  ports: [{port: 80}]
+`, "apply")
+		}
+		announced := func(svc string) { t.Helper(); until(svc+" announced again", svc, "Service default/"+svc+": announced") }
+
+		// No pool: pinned to a pool that does not exist.
+		service("nopool", `herald.dev/pool: missing`)
+		until("NoPool", "nopool", "Service default/nopool: pending", "NoPool")
+		l.kubectl("delete", "svc", "nopool")
+
+		// Out of addresses: the pool has four, nginx and echo hold two.
+		for _, n := range []string{"full1", "full2", "full3"} {
+			service(n, "")
+		}
+		eventually(t, 30*time.Second, "one of three new Services is OutOfIPs", func() (bool, string) {
+			var pending []string
+			for _, n := range []string{"full1", "full2", "full3"} {
+				if out := explain(n); strings.Contains(out, "OutOfIPs") {
+					pending = append(pending, n)
+				}
+			}
+			return len(pending) == 1, strings.Join(pending, ",")
+		})
+		l.kubectl("delete", "svc", "full1", "full2", "full3")
+
+		// A requested address another Service holds.
+		service("taken", `herald.dev/ips: "192.168.10.75"`)
+		until("RequestedIPInUse", "taken", "RequestedIPInUse")
+		l.kubectl("delete", "svc", "taken")
+
+		// No policy selects the Service.
+		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=merge", "-p", `{"spec":{"serviceSelector":{"matchLabels":{"tier":"edge"}}}}`)
+		until("NoPolicy", "nginx", "Service default/nginx: unannounced", "NoPolicy")
+		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=json", "-p", `[{"op":"remove","path":"/spec/serviceSelector"}]`)
+		announced("nginx")
+
+		// An interface pattern that matches nothing.
+		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=merge", "-p", `{"spec":{"interfaces":["^enp9s9$"]}}`)
+		until("NoMatchingInterface", "nginx", "NoMatchingInterface", "eth0 (LAN)")
+		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=merge", "-p", `{"spec":{"interfaces":["^eth[0-9]+","^enp[0-9]+s[0-9]+"]}}`)
+		announced("nginx")
+
+		// The exclude label on the node of echo's one endpoint (Local).
+		node := l.kubectl("get", "pods", "-l", "app=echo", "-o", "jsonpath={.items[0].spec.nodeName}")
+		l.kubectl("label", "node", node, "node.kubernetes.io/exclude-from-external-load-balancers=")
+		until("ExcludedByLabel", "echo", "Service default/echo: unannounced", "ExcludedByLabel")
+		l.kubectl("label", "node", node, "node.kubernetes.io/exclude-from-external-load-balancers-")
+		announced("echo")
+
+		// externalTrafficPolicy Local without a ready endpoint.
+		l.kubectl("scale", "deployment/echo", "--replicas=0")
+		until("NoLocalEndpoints", "echo", "Service default/echo: unannounced", "NoLocalEndpoints")
+		l.kubectl("scale", "deployment/echo", "--replicas=1")
+		announced("echo")
+
+		// Another host on the LAN already uses the address asked for.
+		if out, err := l.client("ip", "addr", "add", "192.168.10.77/32", "dev", "eth0"); err != nil {
+			t.Fatalf("client: %v\n%s", err, out)
+		}
+		service("conflict", `herald.dev/ips: "192.168.10.77"`)
+		until("AddressConflict", "conflict", "AddressConflict")
+		if out, err := l.client("ip", "addr", "del", "192.168.10.77/32", "dev", "eth0"); err != nil {
+			t.Fatalf("client: %v\n%s", err, out)
+		}
+		announced("conflict") // the agents probe again and find it free
+		l.kubectl("delete", "svc", "conflict")
+	})
+
 	t.Run("rules follow endpoints", func(t *testing.T) {
 		l.kubectl("scale", "deployment/nginx", "--replicas=0")
 		eventually(t, 30*time.Second, "no endpoints: curl fails fast (no announcement or ICMP reject)", func() (bool, string) {
