@@ -909,3 +909,42 @@ func (c *cluster) reporterOf(addr string) string {
 	c.t.Fatalf("no node reports a probe conflict on %s", addr)
 	return ""
 }
+
+// An address Herald announced and then released is probed again when a
+// Service takes it into use afresh: a foreign host that took it meanwhile
+// keeps it, and the next Service gets another address. (The agents once
+// remembered every address they had seen claimed or probed, and announced
+// a released one again without a probe, over the host now using it; the
+// lab e2e test found it.)
+func TestReleasedAddressIsProbedAgain(t *testing.T) {
+	c := newCluster(t)
+	c.createPool("fresh", "192.168.10.100", "192.168.10.109")
+	c.createPolicy("^eth0$")
+	for _, n := range nodes {
+		c.startAgent(n)
+	}
+	pinned := map[string]string{"herald.dev/pool": "fresh"}
+	c.createServiceWith("first", pinned, "192.168.10.100")
+	c.waitAnnounced("first", "True", "192.168.10.100 announced by node")
+	if err := c.kube.CoreV1().Services(c.ns).Delete(context.Background(), "first", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody answers for it any more; then a host on the LAN takes it.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.lan.Resolve("client", netip.MustParseAddr("192.168.10.100"), time.Second) != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("192.168.10.100 still answered 10 s after its Service went")
+		}
+	}
+	foreignMAC := "02:00:5e:10:00:98"
+	c.lan.AddHost(netnstest.Host{Role: "foreign", MAC: foreignMAC, Addrs: []string{"192.168.10.100/24"}})
+
+	// The next Service is offered .100 first: the probe finds the host,
+	// and the Service moves on to .101.
+	c.createServiceWith("second", pinned, "192.168.10.101")
+	c.waitAnnounced("second", "True", "192.168.10.101 announced by node")
+	c.waitEventMessage("second", "IPReleased", foreignMAC)
+	if mac := c.lan.Resolve("client", netip.MustParseAddr("192.168.10.100"), 2*time.Second); mac != foreignMAC {
+		t.Fatalf("192.168.10.100 resolves to %q; only the foreign host %s may answer it", mac, foreignMAC)
+	}
+}

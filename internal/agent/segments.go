@@ -206,7 +206,9 @@ func (a *Agent) decideSegment(seg *segment, leaving bool) (pending int, changed 
 		}
 		for _, ip := range p.Claims {
 			claimedBy[ip] = append(claimedBy[ip], p.Node)
-			if !a.seenClaimed[ip] {
+			// Only while a Service uses it: a peer's claim heard just after
+			// a release must not spare the address its next probe.
+			if !a.seenClaimed[ip] && len(a.state.users[ip]) > 0 {
 				a.seenClaimed[ip] = true
 			}
 		}

@@ -244,10 +244,28 @@ func (a *Agent) refreshService(ctx context.Context, key string, affected map[net
 		}
 	}
 	// The index of users and of announced addresses.
+	var fresh []netip.Addr // addresses no Service used before this one
+	if ok {
+		for _, addr := range addrsOf(view) {
+			if len(st.users[addr]) == 0 {
+				fresh = append(fresh, addr)
+			}
+		}
+	}
 	for _, addr := range addrsOf(old) {
 		st.users[addr] = slices.DeleteFunc(st.users[addr], func(k string) bool { return k == key })
 		if len(st.users[addr]) == 0 {
 			delete(st.users, addr)
+		}
+	}
+	// An address taken into use afresh may have been free for a while: a
+	// foreign host may have taken it since a node last claimed or probed
+	// it, so its first claim is probed (RFC 5227) again, not granted on
+	// the strength of that old claim or probe.
+	for _, addr := range fresh {
+		delete(a.seenClaimed, addr)
+		if a.probeState[addr] == probePassed {
+			delete(a.probeState, addr)
 		}
 	}
 	for _, addr := range st.announcedBy[key] {
