@@ -216,6 +216,20 @@ func TestTutorial(t *testing.T) {
 		if !strings.Contains(out, "DATAPLANE") || strings.Count(out, " nftables ") != len(s.Topology.Nodes) {
 			t.Errorf("herald status does not show Herald's data plane on each of %d nodes:\n%s", len(s.Topology.Nodes), out)
 		}
+		t.Logf("herald status:\n%s", out)
+		for cmd, wants := range map[string][]string{
+			"pools":         {"first-pool", "192.168.10.75-192.168.10.78", "IPv4"},
+			"services":      {"nginx", "192.168.10.75", "first-pool", "default-policy", "announced"},
+			"announcements": {"192.168.10.75", "default/nginx", "eth0"},
+		} {
+			out, code := l.heraldExit(cmd)
+			for _, w := range wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("herald %s lacks %q (exit %d):\n%s", cmd, w, code, out)
+				}
+			}
+			t.Logf("herald %s (exit %d):\n%s", cmd, code, out)
+		}
 	})
 
 	t.Run("herald doctor passes, and fails on missing RBAC, a regex matching nothing and Cilium's L2 policies", func(t *testing.T) {
