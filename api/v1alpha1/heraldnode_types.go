@@ -45,6 +45,13 @@ type NodeInterface struct {
 	// addresses. A policy without interfaces announces on these only.
 	// +optional
 	LAN bool `json:"lan,omitempty"`
+	// Addresses are a LAN interface's addresses with their prefix length
+	// (192.168.10.216/24), link-local ones left out: the subnets clients
+	// reach the node on, which `herald doctor` checks the pools against.
+	// Only reported for LAN interfaces.
+	// +optional
+	// +listType=atomic
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // SegmentPeer is another node's agent heard on a segment.

@@ -83,6 +83,25 @@ func TestIPVSWithoutStrictARP(t *testing.T) {
 		}
 	}
 
+	// The reports carry each LAN interface's subnets (herald doctor's
+	// pool check), without link-local addresses; other interfaces none.
+	for i, n := range nodes {
+		var hn heraldv1.HeraldNode
+		if err := c.cl.Get(context.Background(), client.ObjectKey{Name: n}, &hn); err != nil {
+			t.Fatal(err)
+		}
+		a := nodeAddrs(i)
+		want := []string{a[0] + "/24", a[1] + "/64"}
+		for _, ifc := range hn.Status.Interfaces {
+			switch {
+			case ifc.Name == "eth0" && !slices.Equal(ifc.Addresses, want):
+				t.Errorf("node %s reports eth0 with %v, want %v", n, ifc.Addresses, want)
+			case ifc.Name != "eth0" && len(ifc.Addresses) > 0:
+				t.Errorf("node %s reports addresses on %s, which is not its LAN: %v", n, ifc.Name, ifc.Addresses)
+			}
+		}
+	}
+
 	// strictARP: kube-proxy sets these on every node.
 	for _, n := range nodes {
 		sysctl(n, "all/arp_ignore", "1")

@@ -23,6 +23,8 @@ type link struct {
 	announce.Interface
 	MAC   string
 	Addrs []netip.Addr
+	// Prefixes are Addrs with their prefix lengths.
+	Prefixes []netip.Prefix
 }
 
 // withLAN returns the announce view of links, marking as LAN the
@@ -52,9 +54,14 @@ func listLinks(h *netlink.Handle) ([]link, error) {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	byIndex := map[int][]netip.Addr{}
+	prefixes := map[int][]netip.Prefix{}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok {
 			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip.Unmap())
+			if a.IPNet != nil {
+				ones, _ := a.Mask.Size()
+				prefixes[a.LinkIndex] = append(prefixes[a.LinkIndex], netip.PrefixFrom(ip.Unmap(), ones))
+			}
 		}
 	}
 	out := make([]link, 0, len(links))
@@ -65,6 +72,8 @@ func listLinks(h *netlink.Handle) ([]link, error) {
 		up := a.Flags&net.FlagUp != 0 && (a.OperState == netlink.OperUp || a.OperState == netlink.OperUnknown)
 		ips := byIndex[a.Index]
 		slices.SortFunc(ips, netip.Addr.Compare)
+		pfx := prefixes[a.Index]
+		slices.SortFunc(pfx, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 		out = append(out, link{
 			Interface: announce.Interface{
 				Name:      a.Name,
@@ -73,8 +82,9 @@ func listLinks(h *netlink.Handle) ([]link, error) {
 				Loopback:  a.Flags&net.FlagLoopback != 0,
 				Enslaved:  a.MasterIndex != 0,
 			},
-			MAC:   a.HardwareAddr.String(),
-			Addrs: ips,
+			MAC:      a.HardwareAddr.String(),
+			Addrs:    ips,
+			Prefixes: pfx,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

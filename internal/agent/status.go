@@ -65,6 +65,13 @@ func (a *Agent) statusSnapshot() nodeReport {
 		if i < len(a.ifaces) && a.ifaces[i].Name == l.Name {
 			ni.LAN = a.ifaces[i].LAN
 		}
+		if ni.LAN {
+			for _, p := range l.Prefixes {
+				if !p.Addr().IsLinkLocalUnicast() {
+					ni.Addresses = append(ni.Addresses, p.String())
+				}
+			}
+		}
 		st.Interfaces = append(st.Interfaces, ni)
 	}
 	var mismatches []mismatch

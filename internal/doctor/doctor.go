@@ -14,6 +14,7 @@ package doctor
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sort"
@@ -157,6 +158,7 @@ func Run(in Input) Report {
 	add(checkKeys(in.Cluster))
 	add(checkDataPlane(in.Cluster))
 	add(checkPools(in.Cluster))
+	add(checkSubnets(in.Cluster))
 	add(checkPeers(in.Peers))
 	if c, ok := checkKubePrism(in); ok {
 		add(c)
@@ -587,4 +589,103 @@ func plural(n int, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// checkSubnets: each pool's blocks must lie inside a subnet of some node's
+// LAN, as its agent reports it. Clients on the LAN ARP only for addresses
+// of their own subnet; anything else they send to their router, which
+// announcing by ARP/NDP cannot reach.
+func checkSubnets(in report.Input) Check {
+	c := Check{Name: "pools inside the nodes' LAN subnets"}
+	var lans []netip.Prefix
+	for _, r := range in.Reports {
+		for _, i := range r.Status.Interfaces {
+			if !i.LAN {
+				continue
+			}
+			for _, a := range i.Addresses {
+				if p, err := netip.ParsePrefix(a); err == nil {
+					lans = append(lans, p.Masked())
+				}
+			}
+		}
+	}
+	if len(lans) == 0 {
+		c.Result = Pass
+		c.Message = "not checked: no agent reports its LAN subnets (agents older than this check)"
+		return c
+	}
+	inside := func(first, last netip.Addr) bool {
+		for _, l := range lans {
+			if l.Contains(first) && l.Contains(last) {
+				return true
+			}
+		}
+		return false
+	}
+	var outside []string
+	for _, p := range in.Pools {
+		for _, b := range p.Spec.Blocks {
+			first, last, ok := blockRange(b.CIDR, b.Start, b.Stop)
+			if !ok {
+				continue // the pool's own conditions say what is wrong with it
+			}
+			if !inside(first, last) {
+				what := b.CIDR
+				if what == "" {
+					what = b.Start + "-" + b.Stop
+				}
+				outside = append(outside, fmt.Sprintf("pool %s: %s", p.Name, what))
+			}
+		}
+	}
+	slices.SortFunc(lans, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	lans = slices.Compact(lans)
+	names := make([]string, len(lans))
+	for i, l := range lans {
+		names[i] = l.String()
+	}
+	if len(outside) > 0 {
+		c.Result = Fail
+		c.Message = fmt.Sprintf("outside every subnet of the nodes' LAN (%s): %s; clients do not ARP for such addresses, they send them to their router",
+			strings.Join(names, ", "), strings.Join(outside, "; "))
+		c.Fix = "take the pool's addresses from the nodes' LAN subnet (outside its DHCP range), or route them to the nodes"
+		return c
+	}
+	c.Result = Pass
+	c.Message = "every block lies in a subnet of the nodes' LAN (" + strings.Join(names, ", ") + ")"
+	return c
+}
+
+// blockRange is a pool block's first and last address: a CIDR, or a range
+// (start alone is one address).
+func blockRange(cidr, start, stop string) (first, last netip.Addr, ok bool) {
+	if cidr != "" {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			return first, last, false
+		}
+		p = p.Masked()
+		first, last = p.Addr(), p.Addr()
+		bits := p.Addr().BitLen() - p.Bits()
+		b := last.AsSlice()
+		for i := len(b) - 1; i >= 0 && bits > 0; i-- {
+			n := min(bits, 8)
+			b[i] |= byte(1<<n - 1)
+			bits -= n
+		}
+		last, _ = netip.AddrFromSlice(b)
+		return first, last, true
+	}
+	f, err := netip.ParseAddr(start)
+	if err != nil {
+		return first, last, false
+	}
+	l := f
+	if stop != "" {
+		if l, err = netip.ParseAddr(stop); err != nil {
+			return first, last, false
+		}
+	}
+	return f.Unmap(), l.Unmap(), true
 }

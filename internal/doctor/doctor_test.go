@@ -33,7 +33,7 @@ func healthy() Input {
 		return heraldv1.HeraldNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: heraldv1.HeraldNodeStatus{
 			KeyFingerprints: []string{"3f2a9c1e"},
 			Interfaces: []heraldv1.NodeInterface{{Name: "lo", Up: true, Loopback: true},
-				{Name: "eth0", Up: true, Broadcast: true, LAN: true}},
+				{Name: "eth0", Up: true, Broadcast: true, LAN: true, Addresses: []string{"192.168.10.216/24", "fd00:10::216/64"}}},
 			Segments:  []heraldv1.Segment{{Interface: "eth0"}},
 			DataPlane: &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNFTables},
 		}}
@@ -173,6 +173,25 @@ func TestRun(t *testing.T) {
 		{"a pool in conflict", func(in *Input) {
 			in.Cluster.Pools[0].Status.Conditions = []metav1.Condition{{Type: heraldv1.PoolConflictCondition, Status: metav1.ConditionTrue, Reason: "Overlap", Message: "overlaps pool old"}}
 		}, "pools", Fail, "overlaps pool old", ""},
+		{"pools inside the LAN", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = append(in.Cluster.Pools[0].Spec.Blocks, heraldv1.IPBlock{Start: "192.168.10.200", Stop: "192.168.10.210"},
+				heraldv1.IPBlock{CIDR: "fd00:10::ff00/120"}, heraldv1.IPBlock{Start: "192.168.10.99"})
+		}, "pools inside", Pass, "192.168.10.0/24, fd00:10::/64", ""},
+		{"a pool in another subnet", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.20.0/28"}}
+		}, "pools inside", Fail, "pool first-pool: 192.168.20.0/28", "LAN subnet"},
+		{"a range that leaves the subnet", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{Start: "192.168.10.250", Stop: "192.168.11.5"}}
+		}, "pools inside", Fail, "192.168.10.250-192.168.11.5", ""},
+		{"a CIDR wider than the subnet", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.10.0/23"}}
+		}, "pools inside", Fail, "192.168.10.0/23", ""},
+		{"agents that report no subnets", func(in *Input) {
+			for i := range in.Cluster.Reports {
+				in.Cluster.Reports[i].Status.Interfaces[1].Addresses = nil
+			}
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.20.0/28"}}
+		}, "pools inside", Pass, "not checked", ""},
 		{"Cilium L2 announcements", func(in *Input) {
 			in.Peers = []PeerObjects{{Product: "Cilium", Kind: "CiliumL2AnnouncementPolicy", Names: []string{"policy1"}}}
 		}, "other load balancers", Fail, "Cilium CiliumL2AnnouncementPolicy policy1", "herald import"},
@@ -223,5 +242,28 @@ func TestComponentElsewhere(t *testing.T) {
 	c, _ := find(Run(in), "Herald controller")
 	if c.Result != Fail || !strings.Contains(c.Message, "runs in namespace herald-system") || c.Fix != "herald doctor --namespace herald-system" {
 		t.Errorf("%+v", c)
+	}
+}
+
+func TestBlockRange(t *testing.T) {
+	for _, tc := range []struct{ cidr, start, stop, first, last string }{
+		{"192.168.10.72/29", "", "", "192.168.10.72", "192.168.10.79"},
+		{"192.168.10.75/29", "", "", "192.168.10.72", "192.168.10.79"},
+		{"10.0.0.0/8", "", "", "10.0.0.0", "10.255.255.255"},
+		{"fd00::/120", "", "", "fd00::", "fd00::ff"},
+		{"fd00::/116", "", "", "fd00::", "fd00::fff"},
+		{"192.168.10.5/32", "", "", "192.168.10.5", "192.168.10.5"},
+		{"", "192.168.10.75", "192.168.10.78", "192.168.10.75", "192.168.10.78"},
+		{"", "192.168.10.75", "", "192.168.10.75", "192.168.10.75"},
+	} {
+		f, l, ok := blockRange(tc.cidr, tc.start, tc.stop)
+		if !ok || f.String() != tc.first || l.String() != tc.last {
+			t.Errorf("%q %q %q: %s-%s %v, want %s-%s", tc.cidr, tc.start, tc.stop, f, l, ok, tc.first, tc.last)
+		}
+	}
+	for _, bad := range [][3]string{{"nope", "", ""}, {"", "x", ""}, {"", "10.0.0.1", "y"}} {
+		if _, _, ok := blockRange(bad[0], bad[1], bad[2]); ok {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
