@@ -851,7 +851,7 @@ func TestDoctorPermissionsMatchChart(t *testing.T) {
 		}
 	}
 	if g := heraldv1.GroupVersion.Group; g != "herald.dev" {
-		t.Errorf("API group %s: update kube's heraldGroup", g)
+		t.Errorf("API group %s: the chart's roles name herald.dev", g)
 	}
 }
 

@@ -58,11 +58,7 @@ create access reviews (a cluster admin).`,
 			if err != nil {
 				return err
 			}
-			cfg, _, err := loadConfig(f.kubeconfig, f.context, hooks)
-			if err != nil {
-				return err
-			}
-			dc, err := dynamic.NewForConfig(cfg)
+			dc, err := dynamic.NewForConfig(s.cfg)
 			if err != nil {
 				return err
 			}

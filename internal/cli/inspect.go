@@ -131,6 +131,8 @@ func isTerminal(w io.Writer) bool {
 
 // session is one command's connection to the API server.
 type session struct {
+	// cfg is the client configuration the clients were made from.
+	cfg    *rest.Config
 	core   kubernetes.Interface
 	herald rest.Interface
 	// namespace is the kubeconfig context's namespace (default "default").
@@ -169,7 +171,7 @@ func (f *inspectFlags) connect(hooks inspectHooks) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{core: core, herald: herald, namespace: ns, clock: time.Now}
+	s := &session{cfg: cfg, core: core, herald: herald, namespace: ns, clock: time.Now}
 	if hooks.now != nil {
 		s.clock = hooks.now
 	}

@@ -22,6 +22,7 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 
+	"github.com/herald-lb/herald/internal/ipam"
 	"github.com/herald-lb/herald/internal/kube"
 	"github.com/herald-lb/herald/internal/report"
 )
@@ -626,11 +627,12 @@ func checkSubnets(in report.Input) Check {
 	var outside []string
 	for _, p := range in.Pools {
 		for _, b := range p.Spec.Blocks {
-			first, last, ok := blockRange(b.CIDR, b.Start, b.Stop)
-			if !ok {
+			// Every address of the block counts, network and broadcast too.
+			blk, err := ipam.ParseBlock(b.CIDR, b.Start, b.Stop, true)
+			if err != nil {
 				continue // the pool's own conditions say what is wrong with it
 			}
-			if !inside(first, last) {
+			if !inside(blk.First, blk.Last) {
 				what := b.CIDR
 				if what == "" {
 					what = b.Start + "-" + b.Stop
@@ -655,37 +657,4 @@ func checkSubnets(in report.Input) Check {
 	c.Result = Pass
 	c.Message = "every block lies in a subnet of the nodes' LAN (" + strings.Join(names, ", ") + ")"
 	return c
-}
-
-// blockRange is a pool block's first and last address: a CIDR, or a range
-// (start alone is one address).
-func blockRange(cidr, start, stop string) (first, last netip.Addr, ok bool) {
-	if cidr != "" {
-		p, err := netip.ParsePrefix(cidr)
-		if err != nil {
-			return first, last, false
-		}
-		p = p.Masked()
-		first, last = p.Addr(), p.Addr()
-		bits := p.Addr().BitLen() - p.Bits()
-		b := last.AsSlice()
-		for i := len(b) - 1; i >= 0 && bits > 0; i-- {
-			n := min(bits, 8)
-			b[i] |= byte(1<<n - 1)
-			bits -= n
-		}
-		last, _ = netip.AddrFromSlice(b)
-		return first, last, true
-	}
-	f, err := netip.ParseAddr(start)
-	if err != nil {
-		return first, last, false
-	}
-	l := f
-	if stop != "" {
-		if l, err = netip.ParseAddr(stop); err != nil {
-			return first, last, false
-		}
-	}
-	return f.Unmap(), l.Unmap(), true
 }

@@ -244,26 +244,3 @@ func TestComponentElsewhere(t *testing.T) {
 		t.Errorf("%+v", c)
 	}
 }
-
-func TestBlockRange(t *testing.T) {
-	for _, tc := range []struct{ cidr, start, stop, first, last string }{
-		{"192.168.10.72/29", "", "", "192.168.10.72", "192.168.10.79"},
-		{"192.168.10.75/29", "", "", "192.168.10.72", "192.168.10.79"},
-		{"10.0.0.0/8", "", "", "10.0.0.0", "10.255.255.255"},
-		{"fd00::/120", "", "", "fd00::", "fd00::ff"},
-		{"fd00::/116", "", "", "fd00::", "fd00::fff"},
-		{"192.168.10.5/32", "", "", "192.168.10.5", "192.168.10.5"},
-		{"", "192.168.10.75", "192.168.10.78", "192.168.10.75", "192.168.10.78"},
-		{"", "192.168.10.75", "", "192.168.10.75", "192.168.10.75"},
-	} {
-		f, l, ok := blockRange(tc.cidr, tc.start, tc.stop)
-		if !ok || f.String() != tc.first || l.String() != tc.last {
-			t.Errorf("%q %q %q: %s-%s %v, want %s-%s", tc.cidr, tc.start, tc.stop, f, l, ok, tc.first, tc.last)
-		}
-	}
-	for _, bad := range [][3]string{{"nope", "", ""}, {"", "x", ""}, {"", "10.0.0.1", "y"}} {
-		if _, _, ok := blockRange(bad[0], bad[1], bad[2]); ok {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}

@@ -1,6 +1,10 @@
 package kube
 
-import "fmt"
+import (
+	"fmt"
+
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+)
 
 // Permission is one thing a part of Herald must be allowed to do: a verb on
 // a resource (and subresource) of an API group, on one object by name when
@@ -53,17 +57,18 @@ func named(name string, ps []Permission) []Permission {
 // namespace), which it creates when createSecret. The chart's roles grant
 // exactly these (deploy/helm tests both).
 func ControllerPermissions(secret string, createSecret bool) []Permission {
+	herald := heraldv1.GroupVersion.Group
 	var ps []Permission
 	for _, p := range [][]Permission{
 		each("", "services", "", "get", "list", "watch", "patch"),
 		each("", "services", "status", "patch"),
 		each("", "nodes", "", "get", "list", "watch"),
 		each("discovery.k8s.io", "endpointslices", "", "list"),
-		each(heraldGroup, "loadbalancerippools", "", "get", "list", "watch"),
-		each(heraldGroup, "loadbalancerippools", "status", "update"),
-		each(heraldGroup, "l2announcementpolicies", "", "get", "list", "watch"),
-		each(heraldGroup, "l2announcementpolicies", "status", "update"),
-		each(heraldGroup, "heraldnodes", "", "get", "list", "watch"),
+		each(herald, "loadbalancerippools", "", "get", "list", "watch"),
+		each(herald, "loadbalancerippools", "status", "update"),
+		each(herald, "l2announcementpolicies", "", "get", "list", "watch"),
+		each(herald, "l2announcementpolicies", "status", "update"),
+		each(herald, "heraldnodes", "", "get", "list", "watch"),
 		each("", "events", "", "create", "patch"),
 	} {
 		ps = append(ps, p...)
@@ -85,14 +90,15 @@ func ControllerPermissions(secret string, createSecret bool) []Permission {
 // Nodes, policies, its own HeraldNode and its status, Events, and the
 // heartbeat key Secret (secret, in the controller's namespace).
 func AgentPermissions(secret string) []Permission {
+	herald := heraldv1.GroupVersion.Group
 	var ps []Permission
 	for _, p := range [][]Permission{
 		each("", "services", "", "get", "list", "watch"),
 		each("discovery.k8s.io", "endpointslices", "", "get", "list", "watch"),
 		each("", "nodes", "", "get", "list", "watch"),
-		each(heraldGroup, "l2announcementpolicies", "", "get", "list", "watch"),
-		each(heraldGroup, "heraldnodes", "", "get", "create"),
-		each(heraldGroup, "heraldnodes", "status", "patch"),
+		each(herald, "l2announcementpolicies", "", "get", "list", "watch"),
+		each(herald, "heraldnodes", "", "get", "create"),
+		each(herald, "heraldnodes", "status", "patch"),
 		each("", "events", "", "create", "patch"),
 		named(secret, each("", "secrets", "", "get", "list", "watch")),
 	} {
@@ -101,17 +107,14 @@ func AgentPermissions(secret string) []Permission {
 	return ps
 }
 
-// heraldGroup is the API group of Herald's own resources
-// (heraldv1.GroupVersion.Group; a test keeps them equal).
-const heraldGroup = "herald.dev"
-
 // ViewPermissions are what the read-only operator commands (status, pools,
 // services, announcements, explain) read; the chart's <fullname>-view
 // ClusterRole grants exactly these.
 func ViewPermissions() []Permission {
+	herald := heraldv1.GroupVersion.Group
 	var ps []Permission
 	for _, r := range []struct{ group, resource string }{
-		{heraldGroup, "loadbalancerippools"}, {heraldGroup, "l2announcementpolicies"}, {heraldGroup, "heraldnodes"},
+		{herald, "loadbalancerippools"}, {herald, "l2announcementpolicies"}, {herald, "heraldnodes"},
 		{"", "nodes"}, {"", "services"}, {"discovery.k8s.io", "endpointslices"}, {"coordination.k8s.io", "leases"},
 	} {
 		ps = append(ps, each(r.group, r.resource, "", "get", "list", "watch")...)
