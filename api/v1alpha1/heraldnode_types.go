@@ -52,6 +52,13 @@ type NodeInterface struct {
 	// +optional
 	// +listType=atomic
 	Addresses []string `json:"addresses,omitempty"`
+	// Gateways are the next hops of the node's default routes through a
+	// LAN interface (192.168.10.1): the LAN's routers, whose addresses
+	// `herald doctor` keeps out of the pools. Only reported for LAN
+	// interfaces.
+	// +optional
+	// +listType=atomic
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // SegmentPeer is another node's agent heard on a segment.

@@ -83,12 +83,28 @@ func TestIPVSWithoutStrictARP(t *testing.T) {
 		}
 	}
 
-	// The reports carry each LAN interface's subnets (herald doctor's
-	// pool check), without link-local addresses; other interfaces none.
+	// The reports carry each LAN interface's subnets and default gateways
+	// (herald doctor's pool checks), without link-local addresses; other
+	// interfaces none. The client stands in for the LAN's router; a route
+	// that is not a default route is no gateway.
+	for _, n := range nodes {
+		c.lan.IP(n, "route", "add", "default", "via", "192.168.10.10", "dev", "eth0")
+		c.lan.IP(n, "-6", "route", "add", "default", "via", "fd00:10::10", "dev", "eth0")
+		c.lan.IP(n, "route", "add", "10.99.0.0/16", "via", "192.168.10.11", "dev", "eth0")
+	}
+	wantGateways := []string{"192.168.10.10", "fd00:10::10"}
 	for i, n := range nodes {
 		var hn heraldv1.HeraldNode
-		if err := c.cl.Get(context.Background(), client.ObjectKey{Name: n}, &hn); err != nil {
-			t.Fatal(err)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if err := c.cl.Get(context.Background(), client.ObjectKey{Name: n}, &hn); err != nil {
+				t.Fatal(err)
+			}
+			j := slices.IndexFunc(hn.Status.Interfaces, func(ifc heraldv1.NodeInterface) bool { return ifc.Name == "eth0" })
+			if (j >= 0 && slices.Equal(hn.Status.Interfaces[j].Gateways, wantGateways)) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		a := nodeAddrs(i)
 		want := []string{a[0] + "/24", a[1] + "/64"}
@@ -96,8 +112,10 @@ func TestIPVSWithoutStrictARP(t *testing.T) {
 			switch {
 			case ifc.Name == "eth0" && !slices.Equal(ifc.Addresses, want):
 				t.Errorf("node %s reports eth0 with %v, want %v", n, ifc.Addresses, want)
-			case ifc.Name != "eth0" && len(ifc.Addresses) > 0:
-				t.Errorf("node %s reports addresses on %s, which is not its LAN: %v", n, ifc.Name, ifc.Addresses)
+			case ifc.Name == "eth0" && !slices.Equal(ifc.Gateways, wantGateways):
+				t.Errorf("node %s reports eth0's gateways %v, want %v", n, ifc.Gateways, wantGateways)
+			case ifc.Name != "eth0" && (len(ifc.Addresses) > 0 || len(ifc.Gateways) > 0):
+				t.Errorf("node %s reports addresses or gateways on %s, which is not its LAN: %v %v", n, ifc.Name, ifc.Addresses, ifc.Gateways)
 			}
 		}
 	}

@@ -25,6 +25,8 @@ type link struct {
 	Addrs []netip.Addr
 	// Prefixes are Addrs with their prefix lengths.
 	Prefixes []netip.Prefix
+	// Gateways are the next hops of the default routes through the link.
+	Gateways []netip.Addr
 }
 
 // withLAN returns the announce view of links, marking as LAN the
@@ -64,6 +66,10 @@ func listLinks(h *netlink.Handle) ([]link, error) {
 			}
 		}
 	}
+	gateways, err := defaultGateways(h)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]link, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
@@ -85,14 +91,58 @@ func listLinks(h *netlink.Handle) ([]link, error) {
 			MAC:      a.HardwareAddr.String(),
 			Addrs:    ips,
 			Prefixes: pfx,
+			Gateways: gateways[a.Index],
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
+// defaultGateways returns, by link index, the next hops of the default
+// routes of the main table (single or multipath), sorted.
+func defaultGateways(h *netlink.Handle) (map[int][]netip.Addr, error) {
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	out := map[int][]netip.Addr{}
+	add := func(index int, gw net.IP) {
+		if ip, ok := netip.AddrFromSlice(gw); ok && index != 0 && !slices.Contains(out[index], ip.Unmap()) {
+			out[index] = append(out[index], ip.Unmap())
+		}
+	}
+	for _, r := range routes {
+		if !isDefaultRoute(r) {
+			continue
+		}
+		add(r.LinkIndex, r.Gw)
+		for _, nh := range r.MultiPath {
+			add(nh.LinkIndex, nh.Gw)
+		}
+	}
+	for _, gws := range out {
+		slices.SortFunc(gws, netip.Addr.Compare)
+	}
+	return out, nil
+}
+
+// isDefaultRoute reports whether r is a main-table default route (netlink
+// leaves Dst nil for 0.0.0.0/0 and ::/0).
+func isDefaultRoute(r netlink.Route) bool {
+	if r.Table != 0 && r.Table != unix.RT_TABLE_MAIN {
+		return false
+	}
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}
+
 // watchLinks sends the node's links to out now and after every change of a
-// link or an address, until ctx is done. out keeps only the latest list.
+// link, an address or a default route, until ctx is done. (Other routes
+// are left out: CNIs and route daemons rewrite them often, and nothing
+// Herald reports depends on them.) out keeps only the latest list.
 func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []link, log *slog.Logger) error {
 	var h *netlink.Handle
 	var err error
@@ -108,6 +158,7 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []link, log *s
 
 	linkUpdates := make(chan netlink.LinkUpdate, 64)
 	addrUpdates := make(chan netlink.AddrUpdate, 64)
+	routeUpdates := make(chan netlink.RouteUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
 	onErr := func(err error) {
@@ -122,6 +173,10 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []link, log *s
 	aopts := netlink.AddrSubscribeOptions{ErrorCallback: onErr, Namespace: ns}
 	if err := netlink.AddrSubscribeWithOptions(addrUpdates, done, aopts); err != nil {
 		return fmt.Errorf("subscribe to address updates: %w", err)
+	}
+	ropts := netlink.RouteSubscribeOptions{ErrorCallback: onErr, Namespace: ns}
+	if err := netlink.RouteSubscribeWithOptions(routeUpdates, done, ropts); err != nil {
+		return fmt.Errorf("subscribe to route updates: %w", err)
 	}
 	send := func() error {
 		links, err := listLinks(h)
@@ -150,12 +205,20 @@ func watchLinks(ctx context.Context, ns *netns.NsHandle, out chan []link, log *s
 			if !ok {
 				return fmt.Errorf("address subscription closed")
 			}
+		case u, ok := <-routeUpdates:
+			if !ok {
+				return fmt.Errorf("route subscription closed")
+			}
+			if !isDefaultRoute(u.Route) {
+				continue
+			}
 		}
 		// Drain a burst of updates before listing once.
 		for drained := false; !drained; {
 			select {
 			case <-linkUpdates:
 			case <-addrUpdates:
+			case <-routeUpdates:
 			default:
 				drained = true
 			}

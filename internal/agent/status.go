@@ -71,6 +71,9 @@ func (a *Agent) statusSnapshot() nodeReport {
 					ni.Addresses = append(ni.Addresses, p.String())
 				}
 			}
+			for _, g := range l.Gateways {
+				ni.Gateways = append(ni.Gateways, g.String())
+			}
 		}
 		st.Interfaces = append(st.Interfaces, ni)
 	}

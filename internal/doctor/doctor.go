@@ -160,6 +160,7 @@ func Run(in Input) Report {
 	add(checkDataPlane(in.Cluster))
 	add(checkPools(in.Cluster))
 	add(checkSubnets(in.Cluster))
+	add(checkGateways(in.Cluster))
 	add(checkPeers(in.Peers))
 	if c, ok := checkKubePrism(in); ok {
 		add(c)
@@ -656,5 +657,72 @@ func checkSubnets(in report.Input) Check {
 	}
 	c.Result = Pass
 	c.Message = "every block lies in a subnet of the nodes' LAN (" + strings.Join(names, ", ") + ")"
+	return c
+}
+
+// checkGateways: no pool may hold the address of a router of the nodes'
+// LAN (the next hop of a node's default route, as its agent reports it).
+// Herald would hand it to a Service and answer ARP for it, taking the
+// LAN's way out from every host on it.
+func checkGateways(in report.Input) Check {
+	c := Check{Name: "pools clear of the LAN's gateways"}
+	type gateway struct {
+		addr  netip.Addr
+		nodes []string
+	}
+	var gws []gateway
+	for _, r := range in.Reports {
+		for _, i := range r.Status.Interfaces {
+			if !i.LAN {
+				continue
+			}
+			for _, g := range i.Gateways {
+				a, err := netip.ParseAddr(g)
+				if err != nil {
+					continue
+				}
+				k := slices.IndexFunc(gws, func(x gateway) bool { return x.addr == a })
+				if k < 0 {
+					gws = append(gws, gateway{addr: a})
+					k = len(gws) - 1
+				}
+				if !slices.Contains(gws[k].nodes, r.Name) {
+					gws[k].nodes = append(gws[k].nodes, r.Name)
+				}
+			}
+		}
+	}
+	if len(gws) == 0 {
+		c.Result = Pass
+		c.Message = "not checked: no agent reports a default gateway on its LAN"
+		return c
+	}
+	slices.SortFunc(gws, func(a, b gateway) int { return a.addr.Compare(b.addr) })
+	var inside []string
+	for _, p := range in.Pools {
+		for _, b := range p.Spec.Blocks {
+			blk, err := ipam.ParseBlock(b.CIDR, b.Start, b.Stop, true)
+			if err != nil {
+				continue // the pool's own conditions say what is wrong with it
+			}
+			for _, g := range gws {
+				if blk.First.BitLen() == g.addr.BitLen() && blk.First.Compare(g.addr) <= 0 && g.addr.Compare(blk.Last) <= 0 {
+					inside = append(inside, fmt.Sprintf("pool %s holds %s (the default gateway of %s)", p.Name, g.addr, strings.Join(g.nodes, ", ")))
+				}
+			}
+		}
+	}
+	if len(inside) > 0 {
+		c.Result = Fail
+		c.Message = strings.Join(inside, "; ")
+		c.Fix = "take the gateway's address out of the pool (split the block around it, or use a range): Herald would give it to a Service and answer ARP for the LAN's router"
+		return c
+	}
+	names := make([]string, len(gws))
+	for i, g := range gws {
+		names[i] = g.addr.String()
+	}
+	c.Result = Pass
+	c.Message = "no pool holds a default gateway of the nodes (" + strings.Join(names, ", ") + ")"
 	return c
 }

@@ -33,7 +33,8 @@ func healthy() Input {
 		return heraldv1.HeraldNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: heraldv1.HeraldNodeStatus{
 			KeyFingerprints: []string{"3f2a9c1e"},
 			Interfaces: []heraldv1.NodeInterface{{Name: "lo", Up: true, Loopback: true},
-				{Name: "eth0", Up: true, Broadcast: true, LAN: true, Addresses: []string{"192.168.10.216/24", "fd00:10::216/64"}}},
+				{Name: "eth0", Up: true, Broadcast: true, LAN: true, Addresses: []string{"192.168.10.216/24", "fd00:10::216/64"},
+					Gateways: []string{"192.168.10.1", "fd00:10::1"}}},
 			Segments:  []heraldv1.Segment{{Interface: "eth0"}},
 			DataPlane: &heraldv1.NodeDataPlane{Mode: heraldv1.DataPlaneNFTables},
 		}}
@@ -192,6 +193,26 @@ func TestRun(t *testing.T) {
 			}
 			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.20.0/28"}}
 		}, "pools inside", Pass, "not checked", ""},
+		{"gateways outside the pools", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = append(in.Cluster.Pools[0].Spec.Blocks, heraldv1.IPBlock{Start: "192.168.10.2", Stop: "192.168.10.9"},
+				heraldv1.IPBlock{CIDR: "fd00:10::100/120"})
+		}, "pools clear of the LAN's gateways", Pass, "(192.168.10.1, fd00:10::1)", ""},
+		{"a pool holding the IPv4 gateway", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{CIDR: "192.168.10.0/28"}}
+		}, "pools clear of the LAN's gateways", Fail, "pool first-pool holds 192.168.10.1 (the default gateway of node1, node2)", "split the block"},
+		{"a range ending at the IPv6 gateway", func(in *Input) {
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{Start: "fd00:10::0", Stop: "fd00:10::1"}}
+		}, "pools clear of the LAN's gateways", Fail, "holds fd00:10::1", ""},
+		{"a single-address block on one node's gateway", func(in *Input) {
+			in.Cluster.Reports[1].Status.Interfaces[1].Gateways = []string{"192.168.10.254"}
+			in.Cluster.Pools[0].Spec.Blocks = []heraldv1.IPBlock{{Start: "192.168.10.254"}}
+		}, "pools clear of the LAN's gateways", Fail, "holds 192.168.10.254 (the default gateway of node2)", ""},
+		{"a gateway on an interface that is not the LAN", func(in *Input) {
+			for i := range in.Cluster.Reports {
+				in.Cluster.Reports[i].Status.Interfaces[1].Gateways = nil
+				in.Cluster.Reports[i].Status.Interfaces[0].Gateways = []string{"192.168.10.73"}
+			}
+		}, "pools clear of the LAN's gateways", Pass, "not checked", ""},
 		{"Cilium L2 announcements", func(in *Input) {
 			in.Peers = []PeerObjects{{Product: "Cilium", Kind: "CiliumL2AnnouncementPolicy", Names: []string{"policy1"}}}
 		}, "other load balancers", Fail, "Cilium CiliumL2AnnouncementPolicy policy1", "herald import"},
