@@ -120,9 +120,23 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	}
 }
 
-// installHerald installs Herald with helm, the Talos preset and the lab's
-// image (the local herald binary, see Options.Herald), and waits for its
-// Pods.
+// InstallValues are helm's value arguments of the lab's install of the
+// chart in directory chart: the Talos preset, and the metrics on the
+// nodes' LAN addresses (the chart's default is loopback; the lab's LAN is
+// its own, and its end-to-end test scrapes them with Prometheus from the
+// client, as the chart's monitors would). A render with other values
+// rolls the agents.
+func InstallValues(chart string) []string {
+	return []string{
+		"--values", filepath.Join(chart, "values-talos.yaml"),
+		"--set", "controller.metricsAddr=0.0.0.0:9470",
+		"--set", "agent.metricsAddr=0.0.0.0:9471",
+	}
+}
+
+// installHerald installs Herald with helm, the Talos preset, the metrics
+// on the LAN and the lab's image (the local herald binary, see
+// Options.Herald), and waits for its Pods.
 func installHerald(ctx context.Context, s State, chart string, out io.Writer) error {
 	if chart == "" {
 		var err error
@@ -130,10 +144,7 @@ func installHerald(ctx context.Context, s State, chart string, out io.Writer) er
 			return err
 		}
 	}
-	args := []string{"upgrade", "--install", ReleaseName, chart,
-		"--namespace", ReleaseNamespace,
-		"--values", filepath.Join(chart, "values-talos.yaml"),
-	}
+	args := append([]string{"upgrade", "--install", ReleaseName, chart, "--namespace", ReleaseNamespace}, InstallValues(chart)...)
 	args = append(args, "--wait", "--timeout", "5m", "--kubeconfig", s.Kubeconfig)
 	fmt.Fprintf(out, "$ helm %s\n", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, s.Tools.Helm, args...)

@@ -14,12 +14,15 @@ const (
 	promtoolModuleDir = "hack/promtool"
 	// promtoolPackage is Prometheus's rule checker and tester.
 	promtoolPackage = "github.com/prometheus/prometheus/cmd/promtool"
+	// prometheusPackage is the Prometheus server (the lab's end-to-end
+	// test scrapes the lab with it).
+	prometheusPackage = "github.com/prometheus/prometheus/cmd/prometheus"
 	// promqlNamesPackage is the module's own PromQL name lister.
 	promqlNamesPackage = "./cmd/promqlnames"
 	// promRecipeVersion is part of the cache key; bump it when the way
 	// the binaries are built changes in a way the hashed files do not
 	// show.
-	promRecipeVersion = "herald-testenv-promtool/1"
+	promRecipeVersion = "herald-testenv-promtool/2"
 	// promCachePrefix starts the name of the cache directory, next to the
 	// control plane's.
 	promCachePrefix = "promtool-"
@@ -31,14 +34,16 @@ type PromPaths struct {
 	Dir string
 	// Promtool is Prometheus's promtool (check rules, test rules).
 	Promtool string
+	// Prometheus is the Prometheus server of the same version.
+	Prometheus string
 	// PromQLNames parses PromQL expressions with the same Prometheus
 	// module's parser and lists the metric names each selects (see
 	// hack/promtool/cmd/promqlnames).
 	PromQLNames string
 }
 
-// PromTools returns promtool and promqlnames for the Prometheus version
-// pinned in hack/promtool, building them first if the cache does not hold
+// PromTools returns promtool, the Prometheus server and promqlnames for the
+// Prometheus version pinned in hack/promtool, building them first if the cache does not hold
 // them yet.
 //
 // They are built in hack/promtool, a module of its own so that
@@ -48,7 +53,8 @@ type PromPaths struct {
 // go.sum, tools.go and promqlnames' source and the build recipe.
 // Concurrent callers serialize on a file lock and a killed build leaves no
 // partial binary (see Binaries). A cold build takes a few minutes (about
-// four and a half on two cores).
+// six on two cores); the three share most packages, so they are built by
+// one `go build`.
 func PromTools(ctx context.Context) (PromPaths, error) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -61,6 +67,7 @@ func PromTools(ctx context.Context) (PromPaths, error) {
 	return PromPaths{
 		Dir:         dir,
 		Promtool:    filepath.Join(dir, "promtool"),
+		Prometheus:  filepath.Join(dir, "prometheus"),
 		PromQLNames: filepath.Join(dir, "promqlnames"),
 	}, nil
 }
@@ -68,19 +75,19 @@ func PromTools(ctx context.Context) (PromPaths, error) {
 // promToolSet returns how the Prometheus tools are built and cached.
 func promToolSet(root string) toolSet {
 	modDir := filepath.Join(root, promtoolModuleDir)
-	pkgs := []string{promtoolPackage, promqlNamesPackage}
+	pkgs := []string{promtoolPackage, prometheusPackage, promqlNamesPackage}
 	var hashed []hashedFile
 	for _, name := range []string{"go.mod", "go.sum", "tools.go", "cmd/promqlnames/main.go"} {
 		hashed = append(hashed, hashedFile{label: "promtool/" + name, path: filepath.Join(modDir, name)})
 	}
 	return toolSet{
-		what:     "Prometheus tools (promtool and promqlnames)",
+		what:     "Prometheus tools (promtool, prometheus and promqlnames)",
 		prefix:   promCachePrefix,
 		keyLines: []string{promRecipeVersion, runtime.GOOS + "/" + runtime.GOARCH, strings.Join(pkgs, " ")},
 		hashed:   hashed,
-		names:    []string{"promtool", "promqlnames"},
+		names:    []string{"promtool", "prometheus", "promqlnames"},
 		steps: []buildStep{{
-			what: "promtool and promqlnames",
+			what: "promtool, prometheus and promqlnames",
 			dir:  modDir,
 			env:  []string{"GOWORK=off"},
 			args: append([]string{"build", "-o", buildDirArg}, pkgs...),

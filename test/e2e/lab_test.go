@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -20,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/herald-lb/herald/internal/lab"
@@ -168,6 +172,7 @@ func (l *labEnv) labSh() {
 }
 
 func TestTutorial(t *testing.T) {
+	outer := t
 	l := newLab(t, prefix)
 	root := l.root
 
@@ -321,6 +326,44 @@ spec: {interfaces: ["^eth[0-9]+"], loadBalancerIPs: true}
 		})
 	})
 
+	// A real Prometheus on the LAN with the chart's rules; the next
+	// subtest breaks the lab and waits for the alerts.
+	var prom *promLab
+	t.Run("Prometheus scrapes the lab: the chart's alerts are quiet and the dashboard's panels have data", func(t *testing.T) {
+		prom = startPrometheus(t, l, s, outer.Cleanup) // runs until the test ends
+		// Rates need two scrapes in their window.
+		time.Sleep(3 * time.Second)
+		prom.waitQuiet(t)
+		// Panels that show events the tutorial has not had yet (take-overs,
+		// conflicts, deaths, key mismatches) may be empty; the query must
+		// still be valid.
+		mayBeEmpty := []string{"Take-overs", "Take-over latency", "Peer deaths", "Heartbeat key mismatches", "Address conflicts", "ARP/NDP reply latency"}
+		queries := dashboardQueries(t, root)
+		if len(queries) < 10 {
+			t.Fatalf("only %d panels with queries in the dashboard", len(queries))
+		}
+		checked := 0
+		defer func() { t.Logf("Prometheus: %d dashboard queries evaluated on the lab", checked) }()
+		for title, exprs := range queries {
+			for _, q := range exprs {
+				checked++
+				eventually(t, 30*time.Second, "panel "+title+": "+q, func() (bool, string) {
+					n, err := prom.query(q)
+					if err != nil {
+						return false, err.Error()
+					}
+					return n > 0 || slices.Contains(mayBeEmpty, title), fmt.Sprintf("%d series", n)
+				})
+			}
+		}
+	})
+	alert := func(t *testing.T, name string, labels ...string) {
+		t.Helper()
+		if prom != nil {
+			prom.waitAlert(t, name, labels...)
+		}
+	}
+
 	t.Run("herald explain says why, for each way of breaking the lab, and the lab recovers", func(t *testing.T) {
 		explain := func(svc string) string { return l.herald("explain", "svc/"+svc, "-n", "default") }
 		until := func(what, svc string, wants ...string) {
@@ -353,6 +396,7 @@ spec:
 		// No pool: pinned to a pool that does not exist.
 		service("nopool", `herald.dev/pool: missing`)
 		until("NoPool", "nopool", "Service default/nopool: pending", "NoPool")
+		alert(t, "HeraldServicePending")
 		l.kubectl("delete", "svc", "nopool")
 
 		// Out of addresses: the pool has four, nginx and echo hold two.
@@ -368,6 +412,7 @@ spec:
 			}
 			return len(pending) == 1, strings.Join(pending, ",")
 		})
+		alert(t, "HeraldPoolExhausted", "pool=first-pool")
 		l.kubectl("delete", "svc", "full1", "full2", "full3")
 
 		// A requested address another Service holds.
@@ -378,6 +423,7 @@ spec:
 		// No policy selects the Service.
 		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=merge", "-p", `{"spec":{"serviceSelector":{"matchLabels":{"tier":"edge"}}}}`)
 		until("NoPolicy", "nginx", "Service default/nginx: unannounced", "NoPolicy")
+		alert(t, "HeraldServiceNotAnnounced", "reason=NoPolicy")
 		l.kubectl("patch", "l2announcementpolicy", "default-policy", "--type=json", "-p", `[{"op":"remove","path":"/spec/serviceSelector"}]`)
 		announced("nginx")
 
@@ -406,11 +452,71 @@ spec:
 		}
 		service("conflict", `herald.dev/ips: "192.168.10.77"`)
 		until("AddressConflict", "conflict", "AddressConflict")
+		alert(t, "HeraldAddressConflict")
 		if out, err := l.client("ip", "addr", "del", "192.168.10.77/32", "dev", "eth0"); err != nil {
 			t.Fatalf("client: %v\n%s", err, out)
 		}
 		announced("conflict") // the agents probe again and find it free
 		l.kubectl("delete", "svc", "conflict")
+
+		// A node whose agent signs with another heartbeat key (a leftover
+		// of another install): the DaemonSet leaves that node, and an
+		// agent Pod like the DaemonSet's but with its own fixed key runs
+		// there instead.
+		stray := l.kubectl("get", "nodes", "-o", "jsonpath={.items[-1:].metadata.name}")
+		l.kubectl("-n", "herald-system", "create", "secret", "generic", "herald-stray-key",
+			"--from-literal=key=stray-key-of-another-install-0123456789abcdef")
+		var ds appsv1.DaemonSet
+		if err := json.Unmarshal([]byte(l.kubectl("-n", "herald-system", "get", "daemonset", "herald-agent", "-o", "json")), &ds); err != nil {
+			t.Fatal(err)
+		}
+		pod := corev1.Pod{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: "herald-agent-stray", Namespace: "herald-system", Labels: map[string]string{"app": "herald-agent-stray"}},
+			Spec:       *ds.Spec.Template.Spec.DeepCopy(),
+		}
+		pod.Spec.NodeName = stray
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "stray-key",
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "herald-stray-key"}}})
+		c := &pod.Spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "stray-key", MountPath: "/stray", ReadOnly: true})
+		replaced := false
+		for i, a := range c.Args {
+			if strings.HasPrefix(a, "--heartbeat-secret=") {
+				c.Args[i], replaced = "--key-file=/stray/key", true
+			}
+		}
+		if !replaced {
+			t.Fatalf("the agent DaemonSet has no --heartbeat-secret argument: %v", c.Args)
+		}
+		manifest, err := json.Marshal(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.kubectl("-n", "herald-system", "patch", "daemonset", "herald-agent", "--type=merge", "-p",
+			`{"spec":{"template":{"spec":{"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"kubernetes.io/hostname","operator":"NotIn","values":["`+stray+`"]}]}]}}}}}}}`)
+		l.kubectl("-n", "herald-system", "rollout", "status", "daemonset/herald-agent", "--timeout=180s")
+		l.apply(string(manifest), "apply")
+		until("KeyMismatch", "nginx", "KeyMismatch", "node "+stray+" on eth0", "with another heartbeat key")
+		alert(t, "HeraldHeartbeatKeyMismatch", "peer="+stray)
+		out, code := l.heraldExit("doctor")
+		if code != 1 || !strings.Contains(out, "FAIL  heartbeat keys") {
+			t.Errorf("herald doctor with the stray agent: exit %d, want 1 and a FAIL for the keys:\n%s", code, out)
+		}
+		l.kubectl("-n", "herald-system", "delete", "pod", "herald-agent-stray", "--wait")
+		l.kubectl("-n", "herald-system", "delete", "secret", "herald-stray-key")
+		l.kubectl("-n", "herald-system", "patch", "daemonset", "herald-agent", "--type=json", "-p", `[{"op":"remove","path":"/spec/template/spec/affinity"}]`)
+		l.kubectl("-n", "herald-system", "rollout", "status", "daemonset/herald-agent", "--timeout=180s")
+		announced("nginx")
+		eventually(t, 60*time.Second, "no key mismatch left", func() (bool, string) {
+			out := explain("nginx")
+			return !strings.Contains(out, "KeyMismatch"), out
+		})
+		// Fixed, the alerts end; the key mismatch counts increases over
+		// five minutes, so that alert stays a while.
+		if prom != nil {
+			prom.waitQuiet(t, "HeraldHeartbeatKeyMismatch")
+		}
 	})
 
 	t.Run("rules follow endpoints", func(t *testing.T) {
@@ -552,8 +658,8 @@ spec:
 		chart := filepath.Join(root, "deploy", "helm", "herald")
 		render := func() string {
 			// The values the lab installed with: any other would roll the agents.
-			out, err := exec.Command(s.Tools.Helm, "template", "herald", chart, "--namespace", "kube-system",
-				"--values", filepath.Join(chart, "values-talos.yaml")).CombinedOutput()
+			args := append([]string{"template", "herald", chart, "--namespace", "kube-system"}, lab.InstallValues(chart)...)
+			out, err := exec.Command(s.Tools.Helm, args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("helm template: %v\n%s", err, out)
 			}
