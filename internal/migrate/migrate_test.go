@@ -87,6 +87,23 @@ func TestMetalLBLayer2(t *testing.T) {
 	}
 }
 
+// TestMetalLBTutorial: the tutorial's pool and interface, as a MetalLB
+// user writes them, translate whole (the lab's e2e test runs the
+// tutorial on the result).
+func TestMetalLBTutorial(t *testing.T) {
+	res := translateFile(t, MetalLB, "metallb-tutorial.yaml")
+	want := Result{
+		Pools:    []heraldv1.LoadBalancerIPPool{pool("first-pool", false, nil, heraldv1.IPBlock{Start: "192.168.10.75", Stop: "192.168.10.78"})},
+		Policies: []heraldv1.L2AnnouncementPolicy{policy("tutorial", heraldv1.L2AnnouncementPolicySpec{Interfaces: []string{`^eth0$`}})},
+	}
+	if d := cmp.Diff(want, res); d != "" {
+		t.Errorf("translation (-want +got):\n%s", d)
+	}
+	if res.Lost() {
+		t.Error("Lost() for a complete translation")
+	}
+}
+
 // TestMetalLBAdvanced: what has no equivalent is listed, field by field,
 // and objects that would widen (a pool kept for Services that ask, a pool
 // scoped by namespace labels, an advertisement of one pool that serves

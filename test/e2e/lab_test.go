@@ -743,34 +743,44 @@ spec:
 	// Next to last (the last removes the agents): the pool is deleted and
 	// created again, so the Services may come back with their addresses
 	// swapped.
-	t.Run("herald import of the tutorial's Cilium setup, then the tutorial runs on it unchanged", func(t *testing.T) {
+	t.Run("herald import of the tutorial's Cilium and MetalLB setups, then the tutorial runs on each unchanged", func(t *testing.T) {
 		st, err := lab.ReadState(l.dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(filepath.Join(l.root, "bin", "herald"), "import", "--from", "cilium",
-			filepath.Join(l.root, "internal", "migrate", "testdata", "cilium-tutorial.yaml"), "--kubeconfig", st.Kubeconfig)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		manifests, err := cmd.Output()
-		if err != nil || !strings.Contains(stderr.String(), "nothing left out") {
-			t.Fatalf("herald import: %v\n%s\n%s", err, manifests, stderr.String())
+		// importFile translates a peer's manifest, replaces the pool and
+		// policy in place (the policy named drop goes), and checks that
+		// nginx is announced by the new policy and served.
+		importFile := func(from, file, drop, policy string) {
+			t.Helper()
+			cmd := exec.Command(filepath.Join(l.root, "bin", "herald"), "import", "--from", from,
+				filepath.Join(l.root, "internal", "migrate", "testdata", file), "--kubeconfig", st.Kubeconfig)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			manifests, err := cmd.Output()
+			if err != nil || !strings.Contains(stderr.String(), "nothing left out") {
+				t.Fatalf("herald import --from %s: %v\n%s\n%s", from, err, manifests, stderr.String())
+			}
+			l.kubectl("delete", "l2announcementpolicy", drop)
+			l.kubectl("delete", "loadbalancerippool", "first-pool")
+			l.apply(string(manifests), "apply")
+			eventually(t, 60*time.Second, "nginx announced and served through the pool and policy imported from "+from, func() (bool, string) {
+				ip := l.kubectl("get", "svc", "nginx", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+				if ip == "" {
+					return false, "no address"
+				}
+				if out := l.herald("explain", "svc/nginx", "-n", "default"); !strings.Contains(out, "Service default/nginx: announced") ||
+					!strings.Contains(out, policy) {
+					return false, out
+				}
+				out, err := l.client("curl", "-sS", "--max-time", "2", "http://"+ip)
+				return err == nil && strings.Contains(out, "Welcome to nginx!"), ip + ": " + out
+			})
 		}
-		// The tutorial's own pool and policy go; the imported ones come.
-		l.kubectl("delete", "l2announcementpolicy", "default-policy")
-		l.kubectl("delete", "loadbalancerippool", "first-pool")
-		l.apply(string(manifests), "apply")
-		eventually(t, 60*time.Second, "nginx announced and served through the imported pool and policy", func() (bool, string) {
-			ip := l.kubectl("get", "svc", "nginx", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
-			if ip == "" {
-				return false, "no address"
-			}
-			if out := l.herald("explain", "svc/nginx", "-n", "default"); !strings.Contains(out, "Service default/nginx: announced") {
-				return false, out
-			}
-			out, err := l.client("curl", "-sS", "--max-time", "2", "http://"+ip)
-			return err == nil && strings.Contains(out, "Welcome to nginx!"), ip + ": " + out
-		})
+		// The tutorial's own pool and policy go; Cilium's come, then
+		// MetalLB's replace those.
+		importFile("cilium", "cilium-tutorial.yaml", "default-policy", "default-policy")
+		importFile("metallb", "metallb-tutorial.yaml", "default-policy", "tutorial")
 	})
 
 	t.Run("the data plane's table goes with the agents", func(t *testing.T) {

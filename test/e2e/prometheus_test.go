@@ -295,12 +295,3 @@ func dashboardQueries(t *testing.T, root string) map[string][]string {
 	}
 	return out
 }
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
