@@ -161,7 +161,11 @@ func TestSessions(t *testing.T) {
 		{name: "eBGP not connected, no multihop", peer: func(p *Peer) { p.Addr = addr("10.99.0.1") },
 			open: false, reason: NoLocalAddress, wantWords: []string{"BGPPeer tor-a (10.99.0.1, AS 64512)", "192.168.20.0/24 on eth0", "spec.ebgpMultihop"}},
 		{name: "eBGP, the node has no IPv4 subnet",
-			node:   func(n *Node) { n.Interfaces = n.Interfaces[:1]; n.Interfaces[0].Loopback = false; n.Interfaces[0].Up = false },
+			node: func(n *Node) {
+				n.Interfaces = n.Interfaces[:1]
+				n.Interfaces[0].Loopback = false
+				n.Interfaces[0].Up = false
+			},
 			reason: NoLocalAddress, wantWords: []string{"it has no IPv4 subnet"}},
 		{name: "eBGP multihop 1 is no multihop", peer: func(p *Peer) { p.Addr, p.EBGPMultihop = addr("10.99.0.1"), 1 },
 			open: false, reason: NoLocalAddress, wantWords: []string{"ebgpMultihop"}},
