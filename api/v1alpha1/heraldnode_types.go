@@ -251,9 +251,9 @@ type BGPSession struct {
 	LocalAddress string `json:"localAddress,omitempty"`
 	// State is the session's state.
 	State BGPSessionState `json:"state"`
-	// Since is when the session entered State.
-	// +optional
-	Since metav1.Time `json:"since,omitempty"`
+	// Since is when the session entered State (for Established: its
+	// uptime's start).
+	Since metav1.Time `json:"since"`
 	// RoutesAdvertised is the number of prefixes advertised to the peer.
 	// +optional
 	RoutesAdvertised int32 `json:"routesAdvertised,omitempty"`
