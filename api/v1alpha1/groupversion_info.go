@@ -1,5 +1,7 @@
-// Package v1alpha1 holds Herald's API: LoadBalancerIPPool and
-// L2AnnouncementPolicy in the group herald.dev, version v1alpha1.
+// Package v1alpha1 holds Herald's API in the group herald.dev, version
+// v1alpha1: LoadBalancerIPPool, L2AnnouncementPolicy, HeraldNode (each
+// agent's report), and for BGP BGPPeer, BGPAdvertisement and
+// BGPNodeOverride.
 //
 // +kubebuilder:object:generate=true
 // +groupName=herald.dev
@@ -20,6 +22,9 @@ func AddToScheme(s *runtime.Scheme) error {
 		&LoadBalancerIPPool{}, &LoadBalancerIPPoolList{},
 		&L2AnnouncementPolicy{}, &L2AnnouncementPolicyList{},
 		&HeraldNode{}, &HeraldNodeList{},
+		&BGPPeer{}, &BGPPeerList{},
+		&BGPAdvertisement{}, &BGPAdvertisementList{},
+		&BGPNodeOverride{}, &BGPNodeOverrideList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

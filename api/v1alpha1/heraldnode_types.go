@@ -198,6 +198,87 @@ type HeraldNodeStatus struct {
 	// DataPlane is what forwards load-balancer traffic on the node.
 	// +optional
 	DataPlane *NodeDataPlane `json:"dataPlane,omitempty"`
+	// BGP is the node's BGP speaker: its sessions with the BGPPeers that
+	// select it. Absent when no BGPPeer selects the node.
+	// +optional
+	BGP *NodeBGP `json:"bgp,omitempty"`
+}
+
+// BGPSessionState is the state of a BGP session (RFC 4271 §8.2.2).
+// +kubebuilder:validation:Enum=Idle;Connect;Active;OpenSent;OpenConfirm;Established
+type BGPSessionState string
+
+// BGP session states.
+const (
+	BGPSessionIdle        BGPSessionState = "Idle"
+	BGPSessionConnect     BGPSessionState = "Connect"
+	BGPSessionActive      BGPSessionState = "Active"
+	BGPSessionOpenSent    BGPSessionState = "OpenSent"
+	BGPSessionOpenConfirm BGPSessionState = "OpenConfirm"
+	// BGPSessionEstablished: the session is up and routes are exchanged.
+	BGPSessionEstablished BGPSessionState = "Established"
+)
+
+// BFDState is the state of a BFD session (RFC 5880 §4.1).
+// +kubebuilder:validation:Enum=AdminDown;Down;Init;Up
+type BFDState string
+
+// BFD session states.
+const (
+	BFDAdminDown BFDState = "AdminDown"
+	BFDDown      BFDState = "Down"
+	BFDInit      BFDState = "Init"
+	BFDUp        BFDState = "Up"
+)
+
+// BGPSession is this node's session with one BGPPeer.
+type BGPSession struct {
+	// Peer is the BGPPeer's name.
+	Peer string `json:"peer"`
+	// Address is the peer's address.
+	// +optional
+	Address string `json:"address,omitempty"`
+	// PeerASN is the peer's AS number.
+	// +optional
+	PeerASN int64 `json:"peerASN,omitempty"`
+	// LocalASN is this node's AS number in the session (the BGPPeer's, or
+	// the node's BGPNodeOverride's).
+	// +optional
+	LocalASN int64 `json:"localASN,omitempty"`
+	// LocalAddress is the address the node speaks from, the next hop of
+	// its routes.
+	// +optional
+	LocalAddress string `json:"localAddress,omitempty"`
+	// State is the session's state.
+	State BGPSessionState `json:"state"`
+	// Since is when the session entered State (for Established: its
+	// uptime's start).
+	Since metav1.Time `json:"since"`
+	// RoutesAdvertised is the number of prefixes advertised to the peer.
+	// +optional
+	RoutesAdvertised int32 `json:"routesAdvertised,omitempty"`
+	// BFDState is the state of the session's BFD; absent when the BGPPeer
+	// does not turn BFD on.
+	// +optional
+	BFDState BFDState `json:"bfdState,omitempty"`
+	// LastError is the last reason the session went down or could not be
+	// established (a NOTIFICATION received or sent, a connection error),
+	// kept until the session is established again.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+}
+
+// NodeBGP is a node's BGP speaker.
+type NodeBGP struct {
+	// RouterID is the node's BGP identifier.
+	// +optional
+	RouterID string `json:"routerID,omitempty"`
+	// Sessions are the node's sessions, one per BGPPeer that selects the
+	// node, sorted by peer name.
+	// +optional
+	// +listType=map
+	// +listMapKey=peer
+	Sessions []BGPSession `json:"sessions,omitempty"`
 }
 
 // HeraldNode is the report of the Herald agent on one node (same name as

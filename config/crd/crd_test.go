@@ -7,7 +7,8 @@ func TestDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"heraldnodes.herald.dev", "l2announcementpolicies.herald.dev", "loadbalancerippools.herald.dev"}
+	want := []string{"bgpadvertisements.herald.dev", "bgpnodeoverrides.herald.dev", "bgppeers.herald.dev",
+		"heraldnodes.herald.dev", "l2announcementpolicies.herald.dev", "loadbalancerippools.herald.dev"}
 	if len(defs) != len(want) {
 		t.Fatalf("%d CRDs, want %d", len(defs), len(want))
 	}

@@ -220,7 +220,8 @@ func TestLint(t *testing.T) {
 
 func TestCRDsIncluded(t *testing.T) {
 	o := mustRender(t, "herald-system", nil, nil)
-	for _, name := range []string{"loadbalancerippools.herald.dev", "l2announcementpolicies.herald.dev"} {
+	for _, name := range []string{"loadbalancerippools.herald.dev", "l2announcementpolicies.herald.dev", "heraldnodes.herald.dev",
+		"bgppeers.herald.dev", "bgpadvertisements.herald.dev", "bgpnodeoverrides.herald.dev"} {
 		if o.find("CustomResourceDefinition", name) == nil {
 			t.Errorf("rendered chart has no CRD %s", name)
 		}
@@ -708,6 +709,9 @@ func wantRBAC(secret string, create bool) []role {
 			grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
 			grants("", "nodes", "get", "list", "watch"),
 			grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+			grants("herald.dev", "bgppeers", "get", "list", "watch"),
+			grants("herald.dev", "bgpadvertisements", "get", "list", "watch"),
+			grants("herald.dev", "bgpnodeoverrides", "get", "list", "watch"),
 			grants("herald.dev", "heraldnodes", "get", "create"),
 			grants("herald.dev", "heraldnodes/status", "patch"),
 			grants("", "events", "create", "patch"),

@@ -87,8 +87,9 @@ func ControllerPermissions(secret string, createSecret bool) []Permission {
 }
 
 // AgentPermissions are what `herald agent` needs: Services, EndpointSlices,
-// Nodes, policies, its own HeraldNode and its status, Events, and the
-// heartbeat key Secret (secret, in the controller's namespace).
+// Nodes, policies, the BGP peers, advertisements and node overrides, its own
+// HeraldNode and its status, Events, and the heartbeat key Secret (secret,
+// in the controller's namespace).
 func AgentPermissions(secret string) []Permission {
 	herald := heraldv1.GroupVersion.Group
 	var ps []Permission
@@ -97,6 +98,9 @@ func AgentPermissions(secret string) []Permission {
 		each("discovery.k8s.io", "endpointslices", "", "get", "list", "watch"),
 		each("", "nodes", "", "get", "list", "watch"),
 		each(herald, "l2announcementpolicies", "", "get", "list", "watch"),
+		each(herald, "bgppeers", "", "get", "list", "watch"),
+		each(herald, "bgpadvertisements", "", "get", "list", "watch"),
+		each(herald, "bgpnodeoverrides", "", "get", "list", "watch"),
 		each(herald, "heraldnodes", "", "get", "create"),
 		each(herald, "heraldnodes", "status", "patch"),
 		each("", "events", "", "create", "patch"),
