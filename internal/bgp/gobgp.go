@@ -28,8 +28,9 @@ func apiFamily(a netip.Addr) *api.Family {
 	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 }
 
-// peerToAPI builds GoBGP's neighbor configuration from a normalized peer.
-func peerToAPI(p Peer) *api.Peer {
+// peerToAPI builds GoBGP's neighbor configuration from a normalized peer;
+// with bfd false it leaves BFD out even if the peer has it (see armBFD).
+func peerToAPI(p Peer, bfd bool) *api.Peer {
 	seconds := func(d time.Duration) uint64 { return uint64(d / time.Second) }
 	ap := &api.Peer{
 		Conf: &api.PeerConf{
@@ -68,7 +69,7 @@ func peerToAPI(p Peer) *api.Peer {
 			RestartTime: uint32(p.GracefulRestart.RestartTime / time.Second),
 		}
 	}
-	if p.BFD != nil {
+	if p.BFD != nil && bfd {
 		ap.Bfd = &api.BfdPeerConfig{
 			Enabled:                  true,
 			DesiredMinimumTxInterval: uint32(p.BFD.MinTx.Microseconds()),

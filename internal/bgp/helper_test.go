@@ -150,7 +150,11 @@ func startSpeaker(t testing.TB, name, ns string, cfg bgp.Config) *speakerProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgJSON, err := json.Marshal(helperConfig{Config: cfg, LogLevel: slog.LevelInfo})
+	level := slog.LevelInfo
+	if os.Getenv("HERALD_BGP_TEST_DEBUG") != "" {
+		level = slog.LevelDebug // GoBGP's debug logs in failed tests' output
+	}
+	cfgJSON, err := json.Marshal(helperConfig{Config: cfg, LogLevel: level})
 	if err != nil {
 		t.Fatal(err)
 	}

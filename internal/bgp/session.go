@@ -48,12 +48,14 @@ type Session struct {
 	// advertises to the peer (0 unless Established), as GoBGP computes
 	// them after the export policy.
 	RoutesAdvertised int
-	// LastError is why the session last failed, in words: the reason it
-	// went down (e.g. "notification-received open-message-error
-	// bad-peer-as", "hold-timer-expired") or the last failed connection
-	// attempt (e.g. "dial tcp 192.0.2.1:179: i/o timeout", which is what a
-	// wrong TCP MD5 password looks like, as the peer drops unsigned or
-	// badly signed segments silently). Cleared when the session is
+	// LastError is why the session last failed, in GoBGP's words: the
+	// reason it went down ("hold-timer-expired", "notification-received
+	// code 6(cease) subcode 2(administrative shutdown)"), a NOTIFICATION
+	// while opening ("notification-sent code 2(open) subcode 2(bad peer
+	// as)" when the peer's OPEN has another AS than Peer.PeerASN), or the
+	// last failed connection attempt ("dial tcp …: i/o timeout", which is
+	// what a wrong TCP MD5 password looks like: the peer's kernel drops the
+	// badly signed SYNs silently). Cleared when the session is
 	// established.
 	LastError string
 	// BFD is the BFD session's state; BFDDisabled without BFD.

@@ -81,6 +81,7 @@ type Speaker struct {
 	routes  map[netip.Prefix]Route
 	ids     map[netip.Addr]uint32 // export mark of each peer address, see export.go
 	nextID  uint32
+	armed   map[netip.Addr]bool // peers whose BFD runs in GoBGP, see armBFD
 
 	// track holds what the speaker learnt about the sessions from GoBGP's
 	// events and logs; it has its own lock because GoBGP's goroutines
@@ -119,10 +120,11 @@ func New(cfg Config) (*Speaker, error) {
 		routes:  map[netip.Prefix]Route{},
 		ids:     map[netip.Addr]uint32{},
 		nextID:  1,
+		armed:   map[netip.Addr]bool{},
 		changes: make(chan struct{}, 1),
 	}
 	s.track.init(s.signal)
-	hook := &logHook{inner: log.Handler(), note: s.track.dialFailed}
+	hook := &logHook{inner: log.Handler(), note: s.track.failed}
 	s.srv = server.NewBgpServer(server.LoggerOption(slog.New(hook), nil))
 	return s, nil
 }
@@ -235,6 +237,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 			continue
 		}
 		delete(s.peers, a)
+		delete(s.armed, a)
 		s.track.remove(a)
 		s.log.Info("BGP peer removed", "peer", a)
 	}
@@ -259,7 +262,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 	}
 	for _, p := range added {
 		s.track.add(p.Address, p.BFD != nil)
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(p)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(p, false)}); err != nil {
 			s.track.remove(p.Address)
 			errs = append(errs, fmt.Errorf("add peer %s: %w", p.Address, err))
 			continue
@@ -275,8 +278,9 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 			continue
 		}
 		delete(s.peers, p.Address)
+		delete(s.armed, p.Address)
 		s.track.add(p.Address, p.BFD != nil)
-		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(p)}); err != nil {
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(p, false)}); err != nil {
 			s.track.remove(p.Address)
 			errs = append(errs, fmt.Errorf("reconfigure peer %s: %w", p.Address, err))
 			continue
@@ -285,9 +289,14 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 		s.log.Info("BGP peer reconfigured", "peer", p.Address)
 	}
 	for _, p := range d.UpdateBFD {
-		if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: peerToAPI(p)}); err != nil {
-			errs = append(errs, fmt.Errorf("update BFD of peer %s: %w", p.Address, err))
-			continue
+		// A running BFD session is changed or stopped at once; a new
+		// one waits for armBFD like any other.
+		if s.armed[p.Address] {
+			if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: peerToAPI(p, p.BFD != nil)}); err != nil {
+				errs = append(errs, fmt.Errorf("update BFD of peer %s: %w", p.Address, err))
+				continue
+			}
+			s.armed[p.Address] = p.BFD != nil
 		}
 		s.peers[p.Address] = p
 		s.track.setBFD(p.Address, p.BFD != nil)
@@ -496,6 +505,7 @@ func (s *Speaker) pollBFD(ctx context.Context) {
 		if !s.track.anyBFD() {
 			continue
 		}
+		s.armBFD(ctx)
 		states := map[netip.Addr]BFDState{}
 		s.srv.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
 			if a, err := netip.ParseAddr(addr); err == nil && st != nil {
@@ -503,6 +513,47 @@ func (s *Speaker) pollBFD(ctx context.Context) {
 			}
 		})
 		s.track.bfdStates(states)
+	}
+}
+
+// bfdArmDelay is how long a BGP session must have been established before
+// the speaker starts its BFD session.
+//
+// GoBGP v4.8.0 starts BFD with the peer and, when a BFD session that never
+// came up expires, resets the BGP session all the same (RFC 5882 §3.2 only
+// asks that for sessions that were up). FRR's bgpd creates its BFD session
+// without a local address and, once the BGP session is established,
+// replaces it with one bound to the session's addresses and a new
+// discriminator; GoBGP, bound to the old discriminator by then, drops the
+// new session's packets, expires after the detection time and resets a
+// healthy BGP session. Starting BFD only once BGP is established avoids
+// both: FRR's session is final by then. BFD guards established sessions
+// only anyway: it makes their failure fast.
+const bfdArmDelay = time.Second
+
+// armBFD starts GoBGP's BFD session of each BFD peer whose BGP session has
+// been established for bfdArmDelay, and stops it for those whose session
+// went down (it starts again with the next session, as FRR's may be
+// replaced again). GoBGP changes BFD in place, without touching the BGP
+// session.
+func (s *Speaker) armBFD(ctx context.Context) {
+	up := s.track.established(bfdArmDelay)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	for a, p := range s.peers {
+		want := p.BFD != nil && up[a]
+		if want == s.armed[a] {
+			continue
+		}
+		if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: peerToAPI(p, want)}); err != nil {
+			s.log.Warn("BFD not updated", "peer", a, "start", want, "err", err)
+			continue
+		}
+		s.armed[a] = want
+		s.log.Debug("BFD session", "peer", a, "running", want)
 	}
 }
 
@@ -514,8 +565,8 @@ func (s *Speaker) pollBFD(ctx context.Context) {
 // nothing.
 func (s *Speaker) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.started || s.stopped {
+		s.mu.Unlock()
 		return nil
 	}
 	s.stopped = true
@@ -539,6 +590,9 @@ func (s *Speaker) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("stop BGP server: %w", ctx.Err()))
 	}
 	s.cancel()
+	s.mu.Unlock()
+	// Outside mu: pollBFD may be waiting for it, to find the speaker
+	// stopped.
 	s.wg.Wait()
 	s.log.Info("BGP speaker stopped")
 	return errors.Join(errs...)

@@ -115,7 +115,10 @@ func (t *tracker) update(a netip.Addr, state SessionState, reason api.PeerState_
 			tr.lastError = ""
 			changed = true
 		}
-	case reason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED &&
+	// A reason comes with the fall to Idle; the way up again (Idle to
+	// Active: "idle-hold-timer-expired") is no failure and must not hide
+	// the one before it.
+	case state == StateIdle && reason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED &&
 		reason != api.PeerState_DISCONNECT_REASON_DECONFIGURED && msg != "":
 		if tr.lastError != msg {
 			tr.lastError = msg
@@ -125,8 +128,25 @@ func (t *tracker) update(a netip.Addr, state SessionState, reason api.PeerState_
 	return changed
 }
 
-// dialFailed is the log hook's callback: a failed TCP connection attempt.
-func (t *tracker) dialFailed(peer, err string) {
+// established returns the peers with BFD whose sessions have been
+// established for at least d.
+func (t *tracker) established(d time.Duration) map[netip.Addr]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[netip.Addr]bool{}
+	for a, tr := range t.sessions {
+		if tr.hasBFD && tr.state == StateEstablished && t.now().Sub(tr.since) >= d {
+			out[a] = true
+		}
+	}
+	return out
+}
+
+// failed is the log hook's callback: a failure GoBGP only logs (a failed
+// connection attempt, a NOTIFICATION while opening). It does not replace
+// anything while the session is established: the state event that ends
+// it brings its own reason.
+func (t *tracker) failed(peer, err string) {
 	a, perr := netip.ParseAddr(peer)
 	if perr != nil {
 		return
