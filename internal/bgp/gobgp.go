@@ -28,6 +28,10 @@ func apiFamily(a netip.Addr) *api.Family {
 	return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 }
 
+// idleHoldAfterReset is the Idle wait, in seconds, after the speaker reset
+// a session (see peerToAPI).
+const idleHoldAfterReset = 5
+
 // peerToAPI builds GoBGP's neighbor configuration from a normalized peer;
 // with bfd false it leaves BFD out even if the peer has it (see armBFD).
 func peerToAPI(p Peer, bfd bool) *api.Peer {
@@ -46,6 +50,12 @@ func peerToAPI(p Peer, bfd bool) *api.Peer {
 			HoldTime:          seconds(p.HoldTime),
 			KeepaliveInterval: seconds(p.KeepaliveTime),
 			ConnectRetry:      seconds(p.ConnectRetry),
+			// After a reset by the speaker itself, which is what a BFD
+			// session going down does, GoBGP waits this long in Idle
+			// before it dials again: by default 30 s, during which a
+			// node back from a short outage would stay unreachable. 5 s
+			// is GoBGP's wait after any other failure.
+			IdleHoldTimeAfterReset: idleHoldAfterReset,
 		}},
 		Transport: &api.Transport{
 			RemotePort: uint32(p.Port),

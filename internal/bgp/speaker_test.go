@@ -338,44 +338,76 @@ func TestBFDWithFRR(t *testing.T) {
 	lan := newLAN(t)
 	r := startRouter(t, lan, routerConfig(
 		fmt.Sprintf("neighbor %s remote-as %d", node1V4, nodeASN),
-		fmt.Sprintf("neighbor %s bfd", node1V4),
+		fmt.Sprintf("neighbor %s bfd profile fast", node1V4),
 		"address-family ipv4 unicast",
 		fmt.Sprintf(" neighbor %s activate", node1V4),
 		"exit-address-family",
-	)+"debug bfd peer\ndebug bfd network\nlog stdout debugging\nbfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n  detect-multiplier 3\n !\n!\n", true)
+	)+"debug bfd peer\nlog stdout debugging\nbfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n  detect-multiplier 3\n !\n!\n", true)
 	rv := routerView{t: t, r: r}
 	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
 	peer := nodePeer(routerV4, routerASN)
 	peer.BFD = &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
 	sp.setPeers(peer)
+	vip := netip.MustParsePrefix("10.96.0.70/32")
+	sp.setRoutes(bgp.Route{Prefix: vip})
 	waitEstablished(t, sp, rv, node1V4)
-
-	eventually(t, 20*time.Second, "BFD up on both sides", func() (bool, string) {
-		s := sp.session()
-		bps, err := r.BFDPeers(ctx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		up := false
-		for _, b := range bps {
-			up = up || (b.Peer == node1V4.String() && b.Status == "up")
-		}
-		return s.BFD == bgp.BFDUp && up, fmt.Sprintf("speaker %+v, router %+v", s, bps)
-	})
+	waitBFDUp := func(what string) {
+		t.Helper()
+		eventually(t, 20*time.Second, what, func() (bool, string) {
+			s := sp.session()
+			bps, err := r.BFDPeers(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := false
+			for _, b := range bps {
+				up = up || (b.Peer == node1V4.String() && b.Status == "up")
+			}
+			return s.BFD == bgp.BFDUp && up, fmt.Sprintf("speaker %+v, router %+v", s, bps)
+		})
+	}
+	waitBFDUp("BFD up on both sides")
 	// The speaker reported the change.
 	resp := sp.must(request{Op: "wait-change", Timeout: 3 * time.Second})
 	if len(resp.Sessions) != 1 || resp.Sessions[0].BFD != bgp.BFDUp {
 		t.Errorf("sessions after a change: %+v", resp.Sessions)
 	}
+	waitFIB(t, lan, vip, 10*time.Second, node1V4)
 
-	// BFD off on the speaker only: the session stays up (updated in
-	// place), the router's BFD session goes down.
+	// The node's link goes down: BFD (3 × 300 ms) takes the route out of
+	// the router's FIB long before the 9 s hold time would.
+	lan.IP("node1", "link", "set", "eth0", "down")
+	down := time.Now()
+	waitFIB(t, lan, vip, 3*time.Second)
+	t.Logf("route gone from the router's FIB %v after the link went down", time.Since(down).Round(10*time.Millisecond))
+	eventually(t, 5*time.Second, "speaker's session down", func() (bool, string) {
+		s := sp.session()
+		return s.State != bgp.StateEstablished && strings.HasSuffix(s.LastError, "BFD is down"), fmt.Sprintf("%+v", s)
+	})
+	t.Logf("speaker after the link went down: %+v", sp.session())
+
+	// Back up: the session returns without waiting GoBGP's default 30 s
+	// after a reset, and BFD comes up again with it.
+	lan.IP("node1", "link", "set", "eth0", "up")
+	waitEstablished(t, sp, rv, node1V4)
+	waitBFDUp("BFD up again after the link came back")
+	waitFIB(t, lan, vip, 10*time.Second, node1V4)
+
+	// BFD off on both sides. GoBGP v4.8.0 takes the AdminDown FRR
+	// sends when its BFD session is deconfigured for a failure and resets
+	// the BGP session once (RFC 5882 §3.2 says it should not); the
+	// session then comes back without BFD and stays up for longer than a
+	// detection time.
+	if _, err := r.VTY(ctx(t), "configure terminal", fmt.Sprintf("router bgp %d", routerASN), fmt.Sprintf("no neighbor %s bfd", node1V4)); err != nil {
+		t.Fatal(err)
+	}
 	peer.BFD = nil
 	sp.setPeers(peer)
-	eventually(t, 10*time.Second, "BFD gone from the speaker", func() (bool, string) {
-		s := sp.session()
-		return s.BFD == bgp.BFDDisabled && s.State == bgp.StateEstablished, fmt.Sprintf("%+v", s)
-	})
+	s := waitEstablished(t, sp, rv, node1V4)
+	time.Sleep(3 * time.Second)
+	if after := sp.session(); after.BFD != bgp.BFDDisabled || after.State != bgp.StateEstablished || !after.Since.Equal(s.Since) {
+		t.Errorf("after BFD was turned off: %+v, then %+v: want one established session without BFD", s, after)
+	}
 }
 
 func mustCommunities(t *testing.T, ss ...string) []bgp.Community {

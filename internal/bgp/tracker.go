@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,7 +121,10 @@ func (t *tracker) update(a netip.Addr, state SessionState, reason api.PeerState_
 	// the one before it.
 	case state == StateIdle && reason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED &&
 		reason != api.PeerState_DISCONNECT_REASON_DECONFIGURED && msg != "":
-		if tr.lastError != msg {
+		// The log hook may have noted the same NOTIFICATION a moment
+		// before, with the words that came with it ("…: BFD is down");
+		// the event's text is that without them.
+		if tr.lastError != msg && !strings.HasPrefix(tr.lastError, msg+": ") {
 			tr.lastError = msg
 			changed = true
 		}
@@ -143,9 +147,10 @@ func (t *tracker) established(d time.Duration) map[netip.Addr]bool {
 }
 
 // failed is the log hook's callback: a failure GoBGP only logs (a failed
-// connection attempt, a NOTIFICATION while opening). It does not replace
-// anything while the session is established: the state event that ends
-// it brings its own reason.
+// connection attempt, a NOTIFICATION while opening), or the words that
+// came with a NOTIFICATION that ends an established session (the state
+// event that follows keeps them). Nothing else replaces the error of an
+// established session.
 func (t *tracker) failed(peer, err string) {
 	a, perr := netip.ParseAddr(peer)
 	if perr != nil {
@@ -153,7 +158,7 @@ func (t *tracker) failed(peer, err string) {
 	}
 	t.mu.Lock()
 	changed := false
-	if tr, ok := t.sessions[a]; ok && tr.state != StateEstablished && tr.lastError != err {
+	if tr, ok := t.sessions[a]; ok && (tr.state != StateEstablished || strings.HasPrefix(err, "notification-")) && tr.lastError != err {
 		tr.lastError = err
 		changed = true
 	}

@@ -91,13 +91,25 @@ func TestTrackerFailedAndBFD(t *testing.T) {
 	if got, _ := tr.get(a); got.lastError != "dial tcp 192.0.2.1:179: connect: connection refused" || signals != 1 {
 		t.Errorf("after a dial failure: %+v, %d signals", got, signals)
 	}
-	// While established, logs do not replace anything.
+	// While established, only a NOTIFICATION is noted, and the event
+	// that follows keeps its words.
 	tr.update(a, StateEstablished, 0, "", t0)
 	signals = 0
-	tr.failed(a.String(), "notification-received code 6(cease) subcode 2(administrative shutdown)")
+	tr.failed(a.String(), "dial tcp 192.0.2.1:179: connect: connection refused")
 	if got, _ := tr.get(a); got.lastError != "" || signals != 0 {
 		t.Errorf("established: %+v, %d signals", got, signals)
 	}
+	tr.failed(a.String(), "notification-sent code 6(cease) subcode 4(administrative reset): BFD is down")
+	if !tr.update(a, StateIdle, api.PeerState_DISCONNECT_REASON_NOTIFICATION_SENT, "notification-sent code 6(cease) subcode 4(administrative reset)", t0) {
+		t.Error("the fall to Idle changed nothing")
+	}
+	// (update reports changes to peerEvent, which signals; failed signals
+	// itself.)
+	if got, _ := tr.get(a); got.lastError != "notification-sent code 6(cease) subcode 4(administrative reset): BFD is down" || signals != 1 {
+		t.Errorf("after a NOTIFICATION: %+v, %d signals", got, signals)
+	}
+	tr.update(a, StateEstablished, 0, "", t0)
+	signals = 0
 
 	// BFD: a peer GoBGP does not list is down; changes signal once.
 	if got, _ := tr.get(a); got.bfd != BFDDown {
