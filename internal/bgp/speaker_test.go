@@ -129,12 +129,25 @@ func TestECMPTwoNodes(t *testing.T) {
 		addr netip.Addr
 	}{{"node1", node1V4}, {"node2", node2V4}} {
 		sp := startSpeaker(t, n.role, lan.Namespace(n.role), bgp.Config{RouterID: n.addr, ASN: nodeASN})
-		sp.setPeers(nodePeer(routerV4, routerASN))
+		p := nodePeer(routerV4, routerASN)
+		// Node 2 also sets its source address and graceful restart,
+		// which must reach the router.
+		if n.role == "node2" {
+			p.LocalAddress = n.addr
+			p.GracefulRestart = bgp.GracefulRestart{Enabled: true, RestartTime: 60 * time.Second}
+		}
+		sp.setPeers(p)
 		sp.setRoutes(bgp.Route{Prefix: vip})
 		sps = append(sps, sp)
 	}
 	waitEstablished(t, sps[0], rv, node1V4)
 	waitEstablished(t, sps[1], rv, node2V4)
+	if n := rv.neighbor(node1V4); n.GracefulRestart.RemoteMode == "Restart" {
+		t.Errorf("node 1 announced graceful restart: %+v", n)
+	}
+	if n := rv.neighbor(node2V4); n.GracefulRestart.RemoteMode != "Restart" {
+		t.Errorf("node 2's graceful restart did not reach the router: %+v", n)
+	}
 
 	// Both paths in the router's table, both next hops in its kernel:
 	// one ECMP route.

@@ -15,6 +15,13 @@ type Neighbor struct {
 	// LastNotificationReason is FRR's text for the last NOTIFICATION
 	// sent or received.
 	LastNotificationReason string `json:"lastNotificationReason"`
+	// GracefulRestart tells what the neighbor announced: RemoteMode is
+	// "Restart" when it sent the graceful restart capability.
+	GracefulRestart struct {
+		RemoteMode string `json:"remoteGrMode"`
+	} `json:"gracefulRestartInfo"`
+	// Host is the neighbor's end of the TCP connection.
+	Host string `json:"hostForeign"`
 }
 
 // Neighbors returns the BGP neighbors by address.
