@@ -61,6 +61,15 @@ type GracefulRestart struct {
 // BFD configures a BFD session. Intervals are in microsecond precision on
 // the wire; zero values take GoBGP's defaults (1 s intervals,
 // multiplier 3).
+//
+// What GoBGP v4.8.0's BFD does: single-hop sessions only (TTL 255, RFC
+// 5881), no echo mode, no authentication; it listens on UDP port 3784 on
+// every address of the node while some peer has BFD; it transmits at
+// MinTx whatever the peer asks for. The speaker starts it once the BGP
+// session is established (see bfdArmDelay). A BFD AdminDown from the peer
+// (a router whose BFD session is deconfigured) resets the BGP session
+// once: GoBGP treats it as a failure, which RFC 5882 §3.2 says it should
+// not.
 type BFD struct {
 	// MinTx is the desired minimum transmit interval.
 	MinTx time.Duration
