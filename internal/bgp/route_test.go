@@ -1,0 +1,257 @@
+package bgp
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
+
+var (
+	pfx  = netip.MustParsePrefix
+	addr = netip.MustParseAddr
+)
+
+func u32(v uint32) *uint32 { return &v }
+
+func TestRouteNormalize(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      Route
+		want    Route
+		wantErr string
+	}{
+		{name: "host route", in: Route{Prefix: pfx("10.0.0.1/32")}, want: Route{Prefix: pfx("10.0.0.1/32")}},
+		{name: "IPv6 host route", in: Route{Prefix: pfx("fd00::1/128")}, want: Route{Prefix: pfx("fd00::1/128")}},
+		{name: "aggregate", in: Route{Prefix: pfx("10.0.0.0/24")}, want: Route{Prefix: pfx("10.0.0.0/24")}},
+		{
+			name: "sorted, without duplicates, empty as nil",
+			in: Route{
+				Prefix:           pfx("10.0.0.1/32"),
+				Communities:      []Community{3, 1, 3, 2},
+				LargeCommunities: []LargeCommunity{{2, 0, 0}, {1, 5, 0}, {1, 2, 9}, {1, 2, 9}},
+				Peers:            []netip.Addr{addr("192.0.2.2"), addr("192.0.2.1"), addr("192.0.2.2")},
+			},
+			want: Route{
+				Prefix:           pfx("10.0.0.1/32"),
+				Communities:      []Community{1, 2, 3},
+				LargeCommunities: []LargeCommunity{{1, 2, 9}, {1, 5, 0}, {2, 0, 0}},
+				Peers:            []netip.Addr{addr("192.0.2.1"), addr("192.0.2.2")},
+			},
+		},
+		{name: "empty slices", in: Route{Prefix: pfx("10.0.0.1/32"), Communities: []Community{}, Peers: []netip.Addr{}}, want: Route{Prefix: pfx("10.0.0.1/32")}},
+		{name: "next hop", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("192.0.2.1")}, want: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("192.0.2.1")}},
+		{name: "local pref", in: Route{Prefix: pfx("10.0.0.1/32"), LocalPref: u32(200)}, want: Route{Prefix: pfx("10.0.0.1/32"), LocalPref: u32(200)}},
+		{name: "no prefix", in: Route{}, wantErr: "without a valid prefix"},
+		{name: "host bits", in: Route{Prefix: pfx("10.0.0.1/24")}, wantErr: "did you mean 10.0.0.0/24"},
+		{name: "mapped", in: Route{Prefix: pfx("::ffff:10.0.0.1/128")}, wantErr: "IPv4-mapped"},
+		{name: "next hop family", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("fd00::1")}, wantErr: "not of the prefix's address family"},
+		{name: "next hop family v6", in: Route{Prefix: pfx("fd00::1/128"), NextHop: addr("192.0.2.1")}, wantErr: "not of the prefix's address family"},
+		{name: "next hop unspecified", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("0.0.0.0")}, wantErr: "not a unicast address"},
+		{name: "next hop multicast", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("224.0.0.1")}, wantErr: "not a unicast address"},
+		{name: "next hop zone", in: Route{Prefix: pfx("fd00::1/128"), NextHop: addr("fe80::1%eth0")}, wantErr: "not a unicast address"},
+		{name: "reserved large community", in: Route{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{reservedASN, 0, 0}}}, wantErr: "reserved"},
+		{name: "invalid peer", in: Route{Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{{}}}, wantErr: "invalid peer address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.in.normalize()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("normalize() = %+v, %v; want error containing %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+				t.Errorf("normalize() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRouteNormalizeCopiesLocalPref(t *testing.T) {
+	lp := uint32(100)
+	r, err := Route{Prefix: pfx("10.0.0.1/32"), LocalPref: &lp}.normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp = 5
+	if *r.LocalPref != 100 {
+		t.Errorf("the normalized route follows the caller's pointer: %d", *r.LocalPref)
+	}
+}
+
+func TestRouteTable(t *testing.T) {
+	a, b := addr("192.0.2.1"), addr("192.0.2.2")
+	for _, tc := range []struct {
+		name    string
+		in      []Route
+		want    map[netip.Prefix]Route
+		wantErr string
+	}{
+		{name: "none", want: map[netip.Prefix]Route{}},
+		{
+			name: "merged peers",
+			in:   []Route{{Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{b}}, {Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{a, b}}},
+			want: map[netip.Prefix]Route{pfx("10.0.0.1/32"): {Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{a, b}}},
+		},
+		{
+			name: "every peer wins",
+			in:   []Route{{Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{b}}, {Prefix: pfx("10.0.0.1/32")}},
+			want: map[netip.Prefix]Route{pfx("10.0.0.1/32"): {Prefix: pfx("10.0.0.1/32")}},
+		},
+		{
+			name: "identical twice",
+			in:   []Route{{Prefix: pfx("10.0.0.1/32"), Communities: []Community{1}}, {Prefix: pfx("10.0.0.1/32"), Communities: []Community{1, 1}}},
+			want: map[netip.Prefix]Route{pfx("10.0.0.1/32"): {Prefix: pfx("10.0.0.1/32"), Communities: []Community{1}}},
+		},
+		{
+			name: "two prefixes",
+			in:   []Route{{Prefix: pfx("10.0.0.1/32")}, {Prefix: pfx("10.0.0.0/24")}},
+			want: map[netip.Prefix]Route{pfx("10.0.0.1/32"): {Prefix: pfx("10.0.0.1/32")}, pfx("10.0.0.0/24"): {Prefix: pfx("10.0.0.0/24")}},
+		},
+		{
+			name:    "different attributes",
+			in:      []Route{{Prefix: pfx("10.0.0.1/32"), Communities: []Community{1}}, {Prefix: pfx("10.0.0.1/32"), Communities: []Community{2}}},
+			wantErr: "twice with different attributes",
+		},
+		{
+			name:    "different local pref",
+			in:      []Route{{Prefix: pfx("10.0.0.1/32"), LocalPref: u32(1)}, {Prefix: pfx("10.0.0.1/32")}},
+			wantErr: "twice with different attributes",
+		},
+		{name: "invalid", in: []Route{{Prefix: pfx("10.0.0.1/32")}, {}}, wantErr: "without a valid prefix"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := routeTable(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("routeTable() = %+v, %v; want error containing %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+				t.Errorf("routeTable() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDiffRoutes(t *testing.T) {
+	r1 := Route{Prefix: pfx("10.0.0.1/32")}
+	r2 := Route{Prefix: pfx("10.0.0.2/32")}
+	r2c := Route{Prefix: pfx("10.0.0.2/32"), Communities: []Community{7}}
+	r2p := Route{Prefix: pfx("10.0.0.2/32"), Peers: []netip.Addr{addr("192.0.2.1")}}
+	r2lp := Route{Prefix: pfx("10.0.0.2/32"), LocalPref: u32(5)}
+	r2lp2 := Route{Prefix: pfx("10.0.0.2/32"), LocalPref: u32(6)}
+	r3 := Route{Prefix: pfx("fd00::3/128")}
+	table := func(rs ...Route) map[netip.Prefix]Route {
+		m := map[netip.Prefix]Route{}
+		for _, r := range rs {
+			m[r.Prefix] = r
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name         string
+		cur, desired map[netip.Prefix]Route
+		want         routeDiff
+	}{
+		{name: "nothing", cur: table(), desired: table()},
+		{name: "unchanged", cur: table(r1, r2), desired: table(r1, r2)},
+		{name: "add", cur: table(r1), desired: table(r3, r1, r2), want: routeDiff{Put: []Route{r2, r3}}},
+		{name: "withdraw", cur: table(r1, r2, r3), desired: table(r2), want: routeDiff{Withdraw: []netip.Prefix{r1.Prefix, r3.Prefix}}},
+		{name: "communities changed", cur: table(r1, r2), desired: table(r1, r2c), want: routeDiff{Put: []Route{r2c}}},
+		{name: "peers changed", cur: table(r2), desired: table(r2p), want: routeDiff{Put: []Route{r2p}}},
+		{name: "local pref set", cur: table(r2), desired: table(r2lp), want: routeDiff{Put: []Route{r2lp}}},
+		{name: "local pref changed", cur: table(r2lp), desired: table(r2lp2), want: routeDiff{Put: []Route{r2lp2}}},
+		{name: "local pref same value, other pointer", cur: table(r2lp), desired: table(Route{Prefix: r2lp.Prefix, LocalPref: u32(5)})},
+		{name: "everything", cur: table(r1, r2), desired: table(r2c, r3), want: routeDiff{Put: []Route{r2c, r3}, Withdraw: []netip.Prefix{r1.Prefix}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := diffRoutes(tc.cur, tc.desired)
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+				t.Errorf("diffRoutes() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRouteToPath(t *testing.T) {
+	marks := []LargeCommunity{{reservedASN, tagAll, 0}}
+	for _, tc := range []struct {
+		name    string
+		r       Route
+		family  bgppkt.Family
+		nexthop string
+		attrs   []bgppkt.BGPAttrType
+	}{
+		{
+			name: "IPv4, session's address", r: Route{Prefix: pfx("10.0.0.1/32")},
+			family: bgppkt.RF_IPv4_UC, nexthop: "0.0.0.0",
+			attrs: []bgppkt.BGPAttrType{bgppkt.BGP_ATTR_TYPE_ORIGIN, bgppkt.BGP_ATTR_TYPE_NEXT_HOP, bgppkt.BGP_ATTR_TYPE_LARGE_COMMUNITY},
+		},
+		{
+			name: "IPv6, explicit next hop, all attributes",
+			r: Route{Prefix: pfx("fd00::1/128"), NextHop: addr("fd00::a"), Communities: []Community{1},
+				LargeCommunities: []LargeCommunity{{1, 2, 3}}, LocalPref: u32(7)},
+			family: bgppkt.RF_IPv6_UC, nexthop: "fd00::a",
+			attrs: []bgppkt.BGPAttrType{bgppkt.BGP_ATTR_TYPE_ORIGIN, bgppkt.BGP_ATTR_TYPE_MP_REACH_NLRI, bgppkt.BGP_ATTR_TYPE_COMMUNITIES,
+				bgppkt.BGP_ATTR_TYPE_LARGE_COMMUNITY, bgppkt.BGP_ATTR_TYPE_LOCAL_PREF},
+		},
+		{
+			name: "IPv6, session's address", r: Route{Prefix: pfx("fd00::/64")},
+			family: bgppkt.RF_IPv6_UC, nexthop: "::",
+			attrs: []bgppkt.BGPAttrType{bgppkt.BGP_ATTR_TYPE_ORIGIN, bgppkt.BGP_ATTR_TYPE_MP_REACH_NLRI, bgppkt.BGP_ATTR_TYPE_LARGE_COMMUNITY},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := tc.r.normalize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := routeToPath(r, marks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Family != tc.family || p.Nlri.String() != tc.r.Prefix.String() {
+				t.Errorf("family %v, NLRI %v; want %v, %v", p.Family, p.Nlri, tc.family, tc.r.Prefix)
+			}
+			var types []bgppkt.BGPAttrType
+			for _, a := range p.Attrs {
+				types = append(types, a.GetType())
+				switch a := a.(type) {
+				case *bgppkt.PathAttributeNextHop:
+					if a.Value.String() != tc.nexthop {
+						t.Errorf("next hop %v, want %s", a.Value, tc.nexthop)
+					}
+				case *bgppkt.PathAttributeMpReachNLRI:
+					if a.Nexthop.String() != tc.nexthop {
+						t.Errorf("MP_REACH next hop %v, want %s", a.Nexthop, tc.nexthop)
+					}
+				case *bgppkt.PathAttributeLargeCommunities:
+					// the route's own, then the marks
+					want := len(tc.r.LargeCommunities) + len(marks)
+					if len(a.Values) != want || a.Values[len(a.Values)-1].ASN != reservedASN {
+						t.Errorf("large communities %v: want the route's and the marks", a.Values)
+					}
+				case *bgppkt.PathAttributeLocalPref:
+					if a.Value != *tc.r.LocalPref {
+						t.Errorf("local pref %d", a.Value)
+					}
+				}
+			}
+			if diff := cmp.Diff(tc.attrs, types); diff != "" {
+				t.Errorf("attributes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
