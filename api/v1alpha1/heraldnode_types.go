@@ -279,6 +279,21 @@ type NodeBGP struct {
 	// +listType=map
 	// +listMapKey=peer
 	Sessions []BGPSession `json:"sessions,omitempty"`
+	// Advertised are the load-balancer addresses the node advertises, each
+	// with the peers whose sessions are established and that receive it
+	// (in a host route or an aggregate holding it), sorted by address.
+	// +optional
+	// +listType=atomic
+	Advertised []BGPAdvertised `json:"advertised,omitempty"`
+}
+
+// BGPAdvertised is one address a node advertises by BGP.
+type BGPAdvertised struct {
+	// Address is the load-balancer address.
+	Address string `json:"address"`
+	// Peers are the BGPPeers (names) that receive it from this node.
+	// +listType=atomic
+	Peers []string `json:"peers"`
 }
 
 // HeraldNode is the report of the Herald agent on one node (same name as

@@ -676,7 +676,7 @@ type role struct {
 // wantRBAC is the RBAC each part gets, rendered with release name herald:
 // exactly what it uses (an extra verb fails). secret is the heartbeat key
 // Secret's name; create is false with heartbeat.existingSecret.
-func wantRBAC(secret string, create bool) []role {
+func wantRBAC(secret string, create bool, passwords ...string) []role {
 	controllerSecret := [][]rule{grantsOn("", "secrets", secret, "get")}
 	if create {
 		// It watches the Secret to create it again when it is deleted;
@@ -687,7 +687,7 @@ func wantRBAC(secret string, create bool) []role {
 			grants("", "secrets", "create"),
 		}
 	}
-	return []role{
+	roles := []role{
 		{"ClusterRole", "herald-controller", "herald-controller", [][]rule{
 			grants("", "services", "get", "list", "watch", "patch"),
 			grants("", "services/status", "patch"),
@@ -709,6 +709,7 @@ func wantRBAC(secret string, create bool) []role {
 			grants("discovery.k8s.io", "endpointslices", "get", "list", "watch"),
 			grants("", "nodes", "get", "list", "watch"),
 			grants("herald.dev", "l2announcementpolicies", "get", "list", "watch"),
+			grants("herald.dev", "loadbalancerippools", "get", "list", "watch"),
 			grants("herald.dev", "bgppeers", "get", "list", "watch"),
 			grants("herald.dev", "bgpadvertisements", "get", "list", "watch"),
 			grants("herald.dev", "bgpnodeoverrides", "get", "list", "watch"),
@@ -722,6 +723,16 @@ func wantRBAC(secret string, create bool) []role {
 			grantsOn("", "secrets", secret, "get", "list", "watch"),
 		}},
 	}
+	// BGPPeers' password Secrets, each by name (chart value
+	// bgp.passwordSecrets): only when there are some.
+	if len(passwords) > 0 {
+		var rules [][]rule
+		for _, p := range passwords {
+			rules = append(rules, grantsOn("", "secrets", p, "get", "list", "watch"))
+		}
+		roles = append(roles, role{"Role", "herald-agent-bgp-passwords", "herald-agent", rules})
+	}
+	return roles
 }
 
 // defaultRBAC is wantRBAC for the chart's default values.
@@ -739,6 +750,9 @@ func TestRBACRules(t *testing.T) {
 		{"secretName", nil, map[string]any{"heartbeat": map[string]any{"secretName": "hb"}}, wantRBAC("hb", true)},
 		// A Secret the user manages: no create verb at all.
 		{"existingSecret", nil, map[string]any{"heartbeat": map[string]any{"existingSecret": "my-key"}}, wantRBAC("my-key", false)},
+		// BGP passwords: the agent may read those Secrets, by name.
+		{"bgp passwords", nil, map[string]any{"bgp": map[string]any{"passwordSecrets": []any{"tor-password", "spine-password"}}},
+			wantRBAC("herald-heartbeat-key", true, "tor-password", "spine-password")},
 	} {
 		o := mustRender(t, "herald-system", tc.files, tc.set)
 		// Plus the unbound view ClusterRole (TestViewClusterRole).
@@ -824,18 +838,19 @@ func TestRBACRules(t *testing.T) {
 // grant the chart has nor asks for one it lacks.
 func TestDoctorPermissionsMatchChart(t *testing.T) {
 	for _, tc := range []struct {
-		secret string
-		create bool
-	}{{"herald-heartbeat-key", true}, {"my-key", false}} {
+		secret    string
+		create    bool
+		passwords []string
+	}{{"herald-heartbeat-key", true, nil}, {"my-key", false, []string{"tor-password"}}} {
 		want := map[string][]rule{}
-		for _, r := range wantRBAC(tc.secret, tc.create) {
+		for _, r := range wantRBAC(tc.secret, tc.create, tc.passwords...) {
 			for _, rs := range r.rules {
 				want[r.subject] = append(want[r.subject], rs...)
 			}
 		}
 		for subject, ps := range map[string][]kube.Permission{
 			"herald-controller": kube.ControllerPermissions(tc.secret, tc.create),
-			"herald-agent":      kube.AgentPermissions(tc.secret),
+			"herald-agent":      kube.AgentPermissions(tc.secret, tc.passwords...),
 		} {
 			var got []rule
 			for _, p := range ps {

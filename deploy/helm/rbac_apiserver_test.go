@@ -416,9 +416,14 @@ func TestRBACOnAPIServer(t *testing.T) {
 				_, err := agent.CoreV1().Events("default").Create(ctx, event("agent"), metav1.CreateOptions{})
 				return err
 			}, true},
+			// BGP advertisements select by pool labels: the agent reads
+			// pools, and changes none.
 			{"agent lists pools", func() error {
 				_, err := dyn["herald-agent"].Resource(pools).List(ctx, metav1.ListOptions{})
 				return err
+			}, true},
+			{"agent deletes a pool", func() error {
+				return dyn["herald-agent"].Resource(pools).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 			}, false},
 			{"agent creates a pod", func() error {
 				_, err := agent.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{

@@ -105,6 +105,9 @@ type Options struct {
 	// every address again anyway, which catches a lost wake-up (default
 	// 30 s).
 	IdleCheck time.Duration
+	// Namespace is Herald's namespace, where BGPPeers' password Secrets
+	// are (default herald-system).
+	Namespace string
 	// Version is reported in the HeraldNode status.
 	Version string
 	// NetNS, when set, is the network namespace holding the node's links;
@@ -145,6 +148,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Namespace == "" {
+		o.Namespace = "herald-system"
 	}
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
@@ -218,6 +224,11 @@ type Agent struct {
 
 	conflictsMu  sync.Mutex
 	newConflicts []l2.Conflict
+
+	// bgp runs the BGP speaker beside the L2 loop; bgpChanged tells the
+	// loop that its status changed.
+	bgp        *bgpRunner
+	bgpChanged chan struct{}
 }
 
 // keyUpdate is a new set of heartbeat keys, or why there is none.
@@ -309,6 +320,8 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		startFailed:    map[string]time.Time{},
 		incarnation:    uint64(time.Now().UnixNano()),
 	}
+	a.bgpChanged = make(chan struct{}, 1)
+	a.bgp = newBGPRunner(a)
 	a.status = newStatusWriter(cl, recorder, opts.NodeName, opts.StatusDelay, log)
 	a.prober = newProber(opts.NetNS, opts.Probe, a.probed)
 	return a, nil
@@ -421,6 +434,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("informer caches did not sync")
 	}
 	a.health.synced()
+	// BGP has its own lifetime: on a stop it withdraws its routes while
+	// the L2 loop hands its addresses over, and Run waits for both.
+	if a.opts.NetNS != nil {
+		a.log.Info("BGP is off: the agent does not run in the node's network namespace (the speaker's sockets would not be the node's)")
+	} else {
+		wg.Go(func() { a.bgp.run(ctx) })
+	}
 	a.restoreConflicts(ctx)
 	wg.Go(func() { a.status.run(bg) })
 	if err := a.openDataplane(); err != nil {
@@ -470,6 +490,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.leave()
 			return fmt.Errorf("watching links: %w", err)
 		case a.linkList = <-a.links:
+			a.bgp.setLinks(a.linkList)
 			linksKnown = true
 			a.kernelARPDue = true
 			a.pending.everything()
@@ -506,6 +527,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		case reply := <-a.pings:
 			close(reply)
 			continue
+		case <-a.bgpChanged:
+			a.statusDirty = true
 		}
 		if !linksKnown {
 			continue // deciding without the node's links would report false problems

@@ -58,6 +58,7 @@ func (a *Agent) statusSnapshot() nodeReport {
 	if a.keys != nil {
 		st.KeyFingerprints = a.keys.Fingerprints()
 	}
+	st.BGP = a.bgp.snapshot()
 	for i, l := range a.linkList {
 		ni := heraldv1.NodeInterface{
 			Name: l.Name, MAC: l.MAC, Up: l.Up, Broadcast: l.Broadcast, Loopback: l.Loopback, Enslaved: l.Enslaved,

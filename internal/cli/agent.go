@@ -55,6 +55,7 @@ for 6 heartbeats (300 ms by default) loses its addresses there.`,
 			if opts.NodeName == "" {
 				opts.NodeName = os.Getenv("NODE_NAME")
 			}
+			opts.Namespace = os.Getenv("POD_NAMESPACE")
 			switch {
 			case keyFile != "":
 				// A fixed key: never reloaded. For running by hand and for

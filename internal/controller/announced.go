@@ -39,6 +39,8 @@ type announceIndex struct {
 	// every IPv4 load-balancer address (kube-proxy IPVS without
 	// strictARP).
 	kernelARP []string
+	// advertisers are the nodes that advertise each address by BGP.
+	advertisers map[netip.Addr][]announce.Advertiser
 }
 
 // buildIndex indexes the reports of the agents on nodes.
@@ -48,6 +50,8 @@ func buildIndex(reports []heraldv1.HeraldNode, nodes []corev1.Node) *announceInd
 		answerers: map[netip.Addr][]announce.Answerer{},
 		conflicts: map[netip.Addr][]announce.AddrConflict{},
 		excluded:  map[netip.Addr]string{},
+
+		advertisers: map[netip.Addr][]announce.Advertiser{},
 	}
 	notReady := map[string]bool{}
 	for _, n := range nodes {
@@ -86,6 +90,7 @@ func buildIndex(reports []heraldv1.HeraldNode, nodes []corev1.Node) *announceInd
 			}
 			idx.answerers[ip.Unmap()] = append(idx.answerers[ip.Unmap()], ans)
 		}
+		kube.IndexBGPAdvertisers(idx.advertisers, hn.Name, st.BGP, notReady[hn.Name])
 		for _, c := range st.Conflicts {
 			ip, err := netip.ParseAddr(c.Address)
 			if err != nil {
@@ -133,7 +138,7 @@ func (r *reconciler) summarize(ctx context.Context, svc *corev1.Service, addrs [
 	var input *verdictInput
 	for _, addr := range addrs {
 		var verdicts []announce.NodeVerdict
-		if len(idx.answerers[addr]) == 0 {
+		if len(idx.answerers[addr]) == 0 && len(idx.advertisers[addr]) == 0 {
 			if input == nil {
 				in, err := r.verdictInput(ctx, svc)
 				if err != nil {
@@ -144,7 +149,7 @@ func (r *reconciler) summarize(ctx context.Context, svc *corev1.Service, addrs [
 			verdicts = input.verdicts(idx, addr)
 		}
 		sum := announce.Summarize(addr, idx.answerers[addr], idx.conflicts[addr], verdicts, idx.keys)
-		out = append(out, announce.WithKernelARP(sum, idx.kernelARP))
+		out = append(out, announce.WithBGP(announce.WithKernelARP(sum, idx.kernelARP), idx.advertisers[addr]))
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
+	"github.com/herald-lb/herald/internal/announce"
 	"github.com/herald-lb/herald/internal/bgpplan"
 	"github.com/herald-lb/herald/internal/ipam"
 )
@@ -356,4 +357,30 @@ func BGPService(svc *corev1.Service, defaultClass, localReady bool, pools *PoolI
 		view.Addrs = append(view.Addrs, bgpplan.Address{Addr: a, Pool: name, PoolLabels: l})
 	}
 	return view, len(view.Addrs) > 0
+}
+
+// IndexBGPAdvertisers adds what node advertises by BGP (its HeraldNode's
+// status.bgp: addresses and the peers of established sessions that get
+// them) to advertisers, by address, for announce.WithBGP. notReady: the
+// Node is known not to be Ready.
+func IndexBGPAdvertisers(advertisers map[netip.Addr][]announce.Advertiser, node string, st *heraldv1.NodeBGP, notReady bool) {
+	if st == nil {
+		return
+	}
+	peers := map[string]announce.BGPPeerRef{}
+	for _, s := range st.Sessions {
+		a, _ := netip.ParseAddr(s.Address)
+		peers[s.Peer] = announce.BGPPeerRef{Name: s.Peer, Addr: a, ASN: uint32(s.PeerASN)}
+	}
+	for _, adv := range st.Advertised {
+		ip, err := netip.ParseAddr(adv.Address)
+		if err != nil {
+			continue
+		}
+		a := announce.Advertiser{Node: node, NotReady: notReady}
+		for _, p := range adv.Peers {
+			a.Peers = append(a.Peers, peers[p])
+		}
+		advertisers[ip.Unmap()] = append(advertisers[ip.Unmap()], a)
+	}
 }

@@ -87,10 +87,12 @@ func ControllerPermissions(secret string, createSecret bool) []Permission {
 }
 
 // AgentPermissions are what `herald agent` needs: Services, EndpointSlices,
-// Nodes, policies, the BGP peers, advertisements and node overrides, its own
-// HeraldNode and its status, Events, and the heartbeat key Secret (secret,
-// in the controller's namespace).
-func AgentPermissions(secret string) []Permission {
+// Nodes, policies, pools (BGP advertisements select by pool), the BGP
+// peers, advertisements and node overrides, its own HeraldNode and its
+// status, Events, the heartbeat key Secret (secret, in the controller's
+// namespace) and the BGPPeers' password Secrets there (the chart's
+// bgp.passwordSecrets), each by name.
+func AgentPermissions(secret string, passwordSecrets ...string) []Permission {
 	herald := heraldv1.GroupVersion.Group
 	var ps []Permission
 	for _, p := range [][]Permission{
@@ -98,6 +100,7 @@ func AgentPermissions(secret string) []Permission {
 		each("discovery.k8s.io", "endpointslices", "", "get", "list", "watch"),
 		each("", "nodes", "", "get", "list", "watch"),
 		each(herald, "l2announcementpolicies", "", "get", "list", "watch"),
+		each(herald, "loadbalancerippools", "", "get", "list", "watch"),
 		each(herald, "bgppeers", "", "get", "list", "watch"),
 		each(herald, "bgpadvertisements", "", "get", "list", "watch"),
 		each(herald, "bgpnodeoverrides", "", "get", "list", "watch"),
@@ -107,6 +110,9 @@ func AgentPermissions(secret string) []Permission {
 		named(secret, each("", "secrets", "", "get", "list", "watch")),
 	} {
 		ps = append(ps, p...)
+	}
+	for _, name := range passwordSecrets {
+		ps = append(ps, named(name, each("", "secrets", "", "get", "list", "watch"))...)
 	}
 	return ps
 }

@@ -52,6 +52,9 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err != nil {
 		return err
 	}
+	if opts.BGP {
+		topo.AddRouter()
+	}
 	_, herald, err := opts.binaries()
 	if err != nil {
 		return err
@@ -144,9 +147,23 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		return err
 	}
 	wg.Go(func() { keeper.keep(runCtx, log) })
+	routerDir := ""
+	if topo.Router != nil {
+		log.Info("lab: starting the router (FRR)", "netns", topo.Router.NetNS)
+		router, err := startRouter(ctx, topo)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := router.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}()
+		routerDir = router.Dir()
+	}
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
-		Proxy: opts.Proxy, Registry: rn.pushAddr, Containerd: rn.sockets, Ctr: rn.ctr,
+		Proxy: opts.Proxy, Registry: rn.pushAddr, Containerd: rn.sockets, Ctr: rn.ctr, RouterDir: routerDir,
 	}); err != nil {
 		return err
 	}

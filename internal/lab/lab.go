@@ -64,6 +64,10 @@ type Options struct {
 	// IPv6 adds IPv6 addresses (fd00:10::/64) to the LAN and makes Pods
 	// dual-stack.
 	IPv6 bool
+	// BGP adds a router to the LAN (the nodes' default gateway, running
+	// FRR as every node's BGP peer) and a client behind it in another
+	// subnet (Topology.Router, Topology.Far).
+	BGP bool
 	// Lab is the herald-lab binary that runs the daemon; empty means this
 	// executable, which is right for the herald-lab command and wrong for a
 	// test binary.
@@ -172,6 +176,9 @@ type State struct {
 	Registry string `json:"registry"`
 	// Containerd is each node's containerd socket, by node name.
 	Containerd map[string]string `json:"containerd"`
+	// RouterDir is the FRR directory of the lab's router (--bgp): vtysh
+	// --vty_socket RouterDir talks to it (herald-lab vtysh).
+	RouterDir string `json:"routerDir,omitempty"`
 	// Ctr is containerd's client.
 	Ctr string `json:"ctr"`
 }

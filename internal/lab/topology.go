@@ -33,6 +33,52 @@ type Topology struct {
 	Nodes []Host
 	// Client is the LAN client.
 	Client Host
+	// Router is the LAN's router (`herald-lab up --bgp`; nil without):
+	// on the LAN like a host, the nodes' default gateway, and the BGP
+	// peer of every node (FRR, AS RouterASN). Behind it, on a subnet of
+	// its own, is Far.
+	Router *Host `json:",omitempty"`
+	// Far is a client behind the router, in another subnet
+	// (192.168.20.0/24): it reaches load-balancer addresses only through
+	// the routes the router learns by BGP.
+	Far *Host `json:",omitempty"`
+}
+
+// The BGP lab's numbers: the router's and the nodes' AS numbers (private,
+// RFC 6996: eBGP between the router and the nodes), the far subnet and the
+// router's and far client's hosts in it, the router's host on the LAN.
+const (
+	RouterASN  = 64512
+	NodeASN    = 64513
+	farV4Text  = "192.168.20.0/24"
+	farV6Text  = "fd00:20::/64"
+	routerHost = 1
+	farHost    = 10
+)
+
+func farV4() netip.Prefix { return netip.MustParsePrefix(farV4Text) }
+func farV6() netip.Prefix { return netip.MustParsePrefix(farV6Text) }
+
+// RouterUplink returns the router's addresses on the far subnet (IPv6
+// invalid in an IPv4-only lab).
+func (t Topology) RouterUplink() (v4, v6 netip.Prefix) {
+	v4 = netip.PrefixFrom(addrIn(farV4(), routerHost), farV4().Bits())
+	if t.Client.IPv6.IsValid() {
+		v6 = netip.PrefixFrom(addrIn(farV6(), routerHost), farV6().Bits())
+	}
+	return v4, v6
+}
+
+// AddRouter adds the router at 192.168.10.1 (fd00:10::1) and the far
+// client at 192.168.20.10 (fd00:20::10) behind it.
+func (t *Topology) AddRouter() {
+	r := Host{Name: "router", NetNS: t.Prefix + "router", IPv4: addrIn(lanV4(), routerHost)}
+	f := Host{Name: "far", NetNS: t.Prefix + "far", IPv4: addrIn(farV4(), farHost)}
+	if t.Client.IPv6.IsValid() {
+		r.IPv6 = addrIn(lanV6(), routerHost)
+		f.IPv6 = addrIn(farV6(), 0x10)
+	}
+	t.Router, t.Far = &r, &f
 }
 
 // The tutorial's LAN: nodes from 192.168.10.215, the client at .10.
@@ -84,12 +130,23 @@ func addrIn(p netip.Prefix, n int) netip.Addr {
 	return a
 }
 
-// Hosts returns the nodes and the client.
-func (t Topology) Hosts() []Host { return append(append([]Host(nil), t.Nodes...), t.Client) }
+// Hosts returns the hosts on the LAN: the nodes, the client and the
+// router if there is one.
+func (t Topology) Hosts() []Host {
+	hosts := append(append([]Host(nil), t.Nodes...), t.Client)
+	if t.Router != nil {
+		hosts = append(hosts, *t.Router)
+	}
+	return hosts
+}
 
-// Node returns the named node or client.
+// Node returns the named node, client, router or far client.
 func (t Topology) Node(name string) (Host, bool) {
-	for _, h := range t.Hosts() {
+	all := t.Hosts()
+	if t.Far != nil {
+		all = append(all, *t.Far)
+	}
+	for _, h := range all {
 		if h.Name == name {
 			return h, true
 		}
@@ -121,10 +178,54 @@ func (t Topology) Create() error {
 		}
 		steps = append(steps, []string{"-n", h.NetNS, "link", "set", "eth0", "up"})
 	}
+	steps = append(steps, t.routerSteps()...)
 	for _, args := range steps {
 		if _, err := labnet.IP(args...); err != nil {
 			return fmt.Errorf("lab network: %w", err)
 		}
 	}
+	if t.Router != nil {
+		for _, k := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
+			if _, err := labnet.IP("netns", "exec", t.Router.NetNS, "sysctl", "-qw", k); err != nil {
+				return fmt.Errorf("lab network: router: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// routerSteps are the `ip` commands that wire the far client to the router
+// and make the router every node's default gateway; none without a router.
+func (t Topology) routerSteps() [][]string {
+	if t.Router == nil || t.Far == nil {
+		return nil
+	}
+	r, f := t.Router, t.Far
+	up4, up6 := t.RouterUplink()
+	steps := [][]string{
+		{"netns", "add", f.NetNS},
+		{"-n", r.NetNS, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", f.NetNS},
+		{"-n", f.NetNS, "link", "set", "lo", "up"},
+		{"-n", r.NetNS, "addr", "add", up4.String(), "dev", "eth1"},
+		{"-n", f.NetNS, "addr", "add", netip.PrefixFrom(f.IPv4, farV4().Bits()).String(), "dev", "eth0"},
+	}
+	if up6.IsValid() {
+		steps = append(steps,
+			[]string{"-n", r.NetNS, "addr", "add", up6.String(), "dev", "eth1", "nodad"},
+			[]string{"-n", f.NetNS, "addr", "add", netip.PrefixFrom(f.IPv6, farV6().Bits()).String(), "dev", "eth0", "nodad"})
+	}
+	steps = append(steps,
+		[]string{"-n", r.NetNS, "link", "set", "eth1", "up"},
+		[]string{"-n", f.NetNS, "link", "set", "eth0", "up"},
+		[]string{"-n", f.NetNS, "route", "add", "default", "via", up4.Addr().String()})
+	if up6.IsValid() {
+		steps = append(steps, []string{"-n", f.NetNS, "-6", "route", "add", "default", "via", up6.Addr().String()})
+	}
+	for _, n := range t.Nodes {
+		steps = append(steps, []string{"-n", n.NetNS, "route", "add", "default", "via", r.IPv4.String()})
+		if r.IPv6.IsValid() {
+			steps = append(steps, []string{"-n", n.NetNS, "-6", "route", "add", "default", "via", r.IPv6.String()})
+		}
+	}
+	return steps
 }

@@ -52,3 +52,47 @@ func TestAddrIn(t *testing.T) {
 		}
 	}
 }
+
+func TestAddRouter(t *testing.T) {
+	topo, err := NewTopology("hl-", 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo.Router != nil || topo.Far != nil || len(topo.routerSteps()) != 0 {
+		t.Fatal("a lab without --bgp has a router")
+	}
+	topo.AddRouter()
+	r, ok := topo.Node("router")
+	if !ok || r.NetNS != "hl-router" || r.IPv4.String() != "192.168.10.1" || r.IPv6.String() != "fd00:10::1" {
+		t.Errorf("router %+v %v", r, ok)
+	}
+	f, ok := topo.Node("far")
+	if !ok || f.NetNS != "hl-far" || f.IPv4.String() != "192.168.20.10" || f.IPv6.String() != "fd00:20::10" {
+		t.Errorf("far client %+v %v", f, ok)
+	}
+	hosts := topo.Hosts()
+	if len(hosts) != 4 || hosts[3].Name != "router" {
+		t.Errorf("LAN hosts %+v: want the nodes, the client and the router (not the far client)", hosts)
+	}
+	v4, v6 := topo.RouterUplink()
+	if v4.String() != "192.168.20.1/24" || v6.String() != "fd00:20::1/64" {
+		t.Errorf("uplink %s %s", v4, v6)
+	}
+	var gateways int
+	for _, s := range topo.routerSteps() {
+		if len(s) > 3 && s[len(s)-2] == "via" && (s[len(s)-1] == "192.168.10.1" || s[len(s)-1] == "fd00:10::1") {
+			gateways++
+		}
+	}
+	if gateways != 4 {
+		t.Errorf("%d default routes via the router, want one per node and family (4)", gateways)
+	}
+	v4only, _ := NewTopology("x-", 1, false)
+	v4only.AddRouter()
+	if v4only.Router.IPv6.IsValid() || v4only.Far.IPv6.IsValid() {
+		t.Errorf("IPv4-only lab with IPv6 router addresses: %+v %+v", v4only.Router, v4only.Far)
+	}
+	if _, v6 := v4only.RouterUplink(); v6.IsValid() {
+		t.Errorf("IPv4-only uplink %s", v6)
+	}
+}

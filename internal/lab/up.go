@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/herald-lb/herald/internal/frr"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
 )
@@ -42,9 +43,10 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	if _, ok := daemonPID(opts.Dir); ok {
 		if s, err := ReadState(opts.Dir); err == nil {
 			fmt.Fprintf(out, "The lab in %s is already up (daemon pid %d).\n", opts.Dir, s.PID)
-			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 || s.Proxy != opts.Proxy {
-				fmt.Fprintf(out, "It has %d nodes (IPv6: %v, proxy: %s), not what was asked; `herald-lab down` first to change that.\n",
-					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid(), s.Proxy)
+			if len(s.Topology.Nodes) != opts.Nodes || s.Topology.Client.IPv6.IsValid() != opts.IPv6 || s.Proxy != opts.Proxy ||
+				(s.Topology.Router != nil) != opts.BGP {
+				fmt.Fprintf(out, "It has %d nodes (IPv6: %v, proxy: %s, BGP: %v), not what was asked; `herald-lab down` first to change that.\n",
+					len(s.Topology.Nodes), s.Topology.Client.IPv6.IsValid(), s.Proxy, s.Topology.Router != nil)
 			}
 			return s, installHerald(ctx, s, chart, out)
 		}
@@ -85,6 +87,9 @@ func Up(ctx context.Context, opts Options, chart string, out io.Writer) (State, 
 	}
 	defer logf.Close()
 	args := []string{"daemon", "--dir", opts.Dir, "--prefix", opts.Prefix, "--nodes", strconv.Itoa(opts.Nodes), "--herald", herald}
+	if opts.BGP {
+		args = append(args, "--bgp")
+	}
 	if opts.IPv6 {
 		args = append(args, "--ipv6")
 	}
@@ -206,6 +211,11 @@ func Down(opts Options, out io.Writer) error {
 	var errs []error
 	// Containers of real nodes and their shims outlive a killed daemon.
 	if err := removeRealNodes(opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	// A killed daemon's router (FRR) outlives it too; routers of labs
+	// whose daemons still run are left alone.
+	if err := frr.RemoveLeftovers(frrBase); err != nil {
 		errs = append(errs, err)
 	}
 	if err := labnet.RemoveNamespaces(opts.Prefix); err != nil {

@@ -66,6 +66,7 @@ Try: herald-lab kubectl get nodes -o wide
 	}
 	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
 	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
+	up.Flags().BoolVar(&opts.BGP, "bgp", false, "a router on the LAN (192.168.10.1, FRR, AS 64512: every node's BGP peer and default gateway) and a client behind it (192.168.20.10: herald-lab node far -- …)")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	// up and daemon share opts: a flag's default is written when it is
@@ -89,6 +90,7 @@ Try: herald-lab kubectl get nodes -o wide
 	}
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
+	daemon.Flags().BoolVar(&opts.BGP, "bgp", false, "a BGP router on the LAN and a client behind it")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image")
 	daemon.Flags().StringVar(&opts.Proxy, "proxy", proxy, proxyHelp)
@@ -140,6 +142,22 @@ Try: herald-lab kubectl get nodes -o wide
 			return lab.ExecIn(s, args[0], args[1:])
 		},
 	}
+	vtysh := &cobra.Command{
+		Use:                "vtysh [ARG...]",
+		Short:              "Run FRR's vtysh on the lab's router (herald-lab up --bgp), e.g. vtysh -c 'show bgp summary'",
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			dir := envOr("HERALD_LAB_DIR", lab.DefaultDir)
+			if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
+				dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
+			}
+			s, err := lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			return lab.Vtysh(s, args)
+		},
+	}
 	kubectl := &cobra.Command{
 		Use:                "kubectl [ARG...]",
 		Short:              "Run kubectl with the lab's kubeconfig",
@@ -183,7 +201,7 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, registryCmd, version)
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, vtysh, registryCmd, version)
 	return cmd
 }
 

@@ -250,6 +250,11 @@ func Explain(in Input, namespace, name string) Explanation {
 		judged = []netip.Addr{netip.IPv4Unspecified()}
 	}
 	idx := indexReports(in.Reports, in.Nodes)
+	advertisers := map[netip.Addr][]announce.Advertiser{}
+	notReady := notReadyNodes(in.Nodes)
+	for _, hn := range in.Reports {
+		kube.IndexBGPAdvertisers(advertisers, hn.Name, hn.Status.BGP, notReady[hn.Name])
+	}
 	for _, a := range judged {
 		verdicts := explainNodes(in, svc, a, ready)
 		for _, v := range verdicts {
@@ -296,7 +301,7 @@ func Explain(in Input, namespace, name string) Explanation {
 				}
 			}
 		}
-		sum := announce.WithKernelARP(announce.Summarize(a, answerers, conflicts, verdicts, nil), kernelARPNodes(in))
+		sum := announce.WithBGP(announce.WithKernelARP(announce.Summarize(a, answerers, conflicts, verdicts, nil), kernelARPNodes(in)), advertisers[a])
 		ea.Reason, ea.Message = string(sum.Reason), sum.Message
 		e.Addresses = append(e.Addresses, ea)
 		if !sum.Answered || sum.Reason != announce.Announced {
