@@ -35,6 +35,10 @@ const (
 	// heard on a segment signs its heartbeats with other keys; the message
 	// names it and both sides' key fingerprints.
 	EventKeyMismatch = "KeyMismatch"
+	// EventBGPSessionDown is recorded on a BGPPeer when this node's
+	// session with it is not established and says why (the NOTIFICATION,
+	// the connection error, the password Secret it cannot read).
+	EventBGPSessionDown = "BGPSessionDown"
 )
 
 // fieldManager owns the HeraldNode status the agent applies.
@@ -180,12 +184,14 @@ type statusWriter struct {
 	problems map[string]string
 	// mismatches already reported as Events (iface/node/theirs/ours).
 	mismatches map[string]bool
+	// bgpErrors already reported as Events (peer/state/error).
+	bgpErrors map[string]bool
 	created    bool
 }
 
 func newStatusWriter(cl client.Client, recorder record.EventRecorder, node string, delay time.Duration, log *slog.Logger) *statusWriter {
 	return &statusWriter{client: cl, recorder: recorder, node: node, delay: delay, log: log, kick: make(chan struct{}, 1),
-		problems: map[string]string{}, mismatches: map[string]bool{}}
+		problems: map[string]string{}, mismatches: map[string]bool{}, bgpErrors: map[string]bool{}}
 }
 
 // update hands the writer the current report.
@@ -265,6 +271,7 @@ func (w *statusWriter) sync(ctx context.Context) error {
 		return err
 	}
 	w.reportMismatches(ctx, want.mismatches)
+	w.reportBGP(ctx, want.status.BGP)
 	if written != nil && reflect.DeepEqual(*written, want.status) {
 		return nil
 	}
@@ -354,6 +361,36 @@ func (w *statusWriter) reportMismatches(ctx context.Context, ms []mismatch) {
 		w.recorder.Eventf(ref, corev1.EventTypeWarning, EventKeyMismatch, "%s", msg)
 	}
 	w.mismatches = current
+}
+
+// reportBGP records a Warning Event on a BGPPeer for each new reason why
+// this node's session with it is down (a NOTIFICATION, a connection that
+// fails, a password it cannot read), once per distinct reason: `kubectl
+// describe bgppeer` then shows what every node says.
+func (w *statusWriter) reportBGP(ctx context.Context, st *heraldv1.NodeBGP) {
+	current := map[string]bool{}
+	if st != nil {
+		for _, s := range st.Sessions {
+			if s.LastError == "" || s.State == heraldv1.BGPSessionEstablished {
+				continue
+			}
+			k := s.Peer + "/" + s.LastError
+			current[k] = true
+			if w.bgpErrors[k] {
+				continue
+			}
+			w.log.Warn("BGP session down", "peer", s.Peer, "address", s.Address, "state", s.State, "err", s.LastError)
+			ref := &heraldv1.BGPPeer{}
+			if err := w.client.Get(ctx, client.ObjectKey{Name: s.Peer}, ref); err != nil {
+				delete(current, k) // reported on the next change
+				continue
+			}
+			ref.SetGroupVersionKind(heraldv1.GroupVersion.WithKind("BGPPeer"))
+			w.recorder.Eventf(ref, corev1.EventTypeWarning, EventBGPSessionDown, "node %s: session with %s (AS %d) is %s: %s",
+				w.node, s.Address, s.PeerASN, s.State, s.LastError)
+		}
+	}
+	w.bgpErrors = current
 }
 
 // reportProblems records an Event on each policy that selects this node but

@@ -66,7 +66,8 @@ Try: herald-lab kubectl get nodes -o wide
 	}
 	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
 	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
-	up.Flags().BoolVar(&opts.BGP, "bgp", false, "a router on the LAN (192.168.10.1, FRR, AS 64512: every node's BGP peer and default gateway) and a client behind it (192.168.20.10: herald-lab node far -- …)")
+	bgpDefault := envOr("HERALD_LAB_BGP", "") == "true"
+	up.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a router on the LAN (192.168.10.1, FRR, AS 64512: every node's BGP peer and default gateway) and a client behind it (192.168.20.10: herald-lab node far -- …) ($HERALD_LAB_BGP=true)")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	// up and daemon share opts: a flag's default is written when it is
@@ -90,7 +91,7 @@ Try: herald-lab kubectl get nodes -o wide
 	}
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
-	daemon.Flags().BoolVar(&opts.BGP, "bgp", false, "a BGP router on the LAN and a client behind it")
+	daemon.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a BGP router on the LAN and a client behind it")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image")
 	daemon.Flags().StringVar(&opts.Proxy, "proxy", proxy, proxyHelp)

@@ -479,10 +479,25 @@ type AnnouncementRow struct {
 	Conflict string `json:"conflict,omitempty"`
 }
 
+// AdvertisementRow is one address a node advertises by BGP.
+type AdvertisementRow struct {
+	Address string `json:"address"`
+	Node    string `json:"node"`
+	// Peers are the BGPPeers whose established sessions carry it, each as
+	// "name (address, AS n)".
+	Peers []string `json:"peers"`
+	// Services are the Services holding the address (namespace/name).
+	Services []string `json:"services"`
+	// Stale: the node is not Ready, so its report may be out of date.
+	Stale bool `json:"stale,omitempty"`
+}
+
 // AnnouncementsReport is herald announcements.
 type AnnouncementsReport struct {
 	Announcements []AnnouncementRow `json:"announcements"`
-	Problems      []Problem         `json:"problems"`
+	// Advertisements are the addresses advertised by BGP, per node.
+	Advertisements []AdvertisementRow `json:"advertisements,omitempty"`
+	Problems       []Problem          `json:"problems"`
 }
 
 // Announcements reports every announced address (one row per answering
@@ -546,6 +561,33 @@ func Announcements(in Input) AnnouncementsReport {
 			r.Announcements = append(r.Announcements, row)
 		}
 	}
+	notReady := notReadyNodes(in.Nodes)
+	for _, hn := range in.Reports {
+		adv := map[netip.Addr][]announce.Advertiser{}
+		kube.IndexBGPAdvertisers(adv, hn.Name, hn.Status.BGP, notReady[hn.Name])
+		for a, advs := range adv {
+			for _, x := range advs {
+				row := AdvertisementRow{Address: a.String(), Node: x.Node, Peers: []string{}, Services: slices.Clone(holders[a]), Stale: x.NotReady}
+				for _, p := range x.Peers {
+					row.Peers = append(row.Peers, p.String())
+				}
+				if row.Services == nil {
+					row.Services = []string{}
+				}
+				sort.Strings(row.Services)
+				r.Advertisements = append(r.Advertisements, row)
+			}
+		}
+	}
+	sort.Slice(r.Advertisements, func(i, j int) bool {
+		x, y := r.Advertisements[i], r.Advertisements[j]
+		if x.Address != y.Address {
+			ax, _ := netip.ParseAddr(x.Address)
+			ay, _ := netip.ParseAddr(y.Address)
+			return ax.Less(ay)
+		}
+		return x.Node < y.Node
+	})
 	sort.Slice(r.Announcements, func(i, j int) bool {
 		x, y := r.Announcements[i], r.Announcements[j]
 		if x.Address != y.Address {
@@ -635,6 +677,9 @@ type Agent struct {
 	// DataPlane is what forwards load-balancer traffic on the node, as its
 	// agent found it (nil from agents older than the field).
 	DataPlane *heraldv1.NodeDataPlane `json:"dataPlane,omitempty"`
+	// BGP is the node's BGP speaker: its sessions and what it advertises
+	// (nil when no BGPPeer selects the node).
+	BGP *heraldv1.NodeBGP `json:"bgp,omitempty"`
 }
 
 // AgentSegment is one announcing interface of an agent.
@@ -666,7 +711,8 @@ func Status(in Input) StatusReport {
 		reported[hn.Name] = true
 		ag := Agent{Node: hn.Name, Version: hn.Status.AgentVersion, KeyFingerprints: slices.Clone(hn.Status.KeyFingerprints),
 			KeyError: hn.Status.KeyError, ExcludedByLabel: hn.Status.ExcludedByLabel, Segments: []AgentSegment{},
-			Addresses: len(hn.Status.Announcements), Reported: reportTime(hn), DataPlane: hn.Status.DataPlane.DeepCopy()}
+			Addresses: len(hn.Status.Announcements), Reported: reportTime(hn), DataPlane: hn.Status.DataPlane.DeepCopy(),
+			BGP: hn.Status.BGP.DeepCopy()}
 		if ag.KeyFingerprints == nil {
 			ag.KeyFingerprints = []string{}
 		}
@@ -689,6 +735,17 @@ func Status(in Input) StatusReport {
 				Message: fmt.Sprintf("kube-proxy runs in IPVS mode without strictARP: the node's kernel answers ARP on %s for every IPv4 "+
 					"load-balancer address (they are on kube-ipvs0 and arp_ignore is 0), beside Herald's one owner; "+
 					"set ipvs.strictARP: true in kube-proxy's configuration", strings.Join(dp.KernelARPInterfaces, ", "))})
+		}
+		if b := ag.BGP; b != nil {
+			for _, ss := range b.Sessions {
+				if ss.State != heraldv1.BGPSessionEstablished {
+					msg := fmt.Sprintf("session with BGPPeer %s (%s, AS %d) is %s", ss.Peer, ss.Address, ss.PeerASN, ss.State)
+					if ss.LastError != "" {
+						msg += ": " + ss.LastError
+					}
+					r.Problems = append(r.Problems, Problem{Kind: "Node", Name: hn.Name, Reason: "BGPSessionDown", Message: msg})
+				}
+			}
 		}
 		r.Agents = append(r.Agents, ag)
 	}

@@ -2,6 +2,8 @@ package report
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -770,5 +772,79 @@ web         web5      -     pending: OutOfIPs
 	}
 	if first, _, _ := strings.Cut(b.String(), "\n"); first != "Controller: no leader (Lease herald-system/herald-controller)" {
 		t.Errorf("without a Lease: %q", first)
+	}
+}
+
+// TestBGPReports: herald status lists every node's BGP sessions and makes
+// a session that is not established a problem; herald announcements lists
+// the addresses advertised by BGP, per node, with the peers and Services.
+func TestBGPReports(t *testing.T) {
+	now := t0.Add(time.Hour)
+	bgpStatus := func(state heraldv1.BGPSessionState, lastError string, advertised ...string) func(*heraldv1.HeraldNode) {
+		return func(hn *heraldv1.HeraldNode) {
+			b := &heraldv1.NodeBGP{RouterID: "192.168.10.215", Sessions: []heraldv1.BGPSession{{
+				Peer: "tor", Address: "192.168.10.1", PeerASN: 64512, LocalASN: 64513, LocalAddress: "192.168.10.215",
+				State: state, Since: metav1.NewTime(t0), RoutesAdvertised: int32(len(advertised)), BFDState: heraldv1.BFDUp, LastError: lastError,
+			}}}
+			for _, a := range advertised {
+				b.Advertised = append(b.Advertised, heraldv1.BGPAdvertised{Address: a, Peers: []string{"tor"}})
+			}
+			hn.Status.BGP = b
+		}
+	}
+	in := Input{Now: now, DefaultClass: true, LeaseNS: "herald-system", LeaseName: "herald-controller",
+		Leases: []coordinationv1.Lease{lease("c1", now)},
+		Reports: []heraldv1.HeraldNode{
+			hnode("node1", bgpStatus(heraldv1.BGPSessionEstablished, "", "192.168.30.1")),
+			hnode("node2", bgpStatus(heraldv1.BGPSessionActive, "notification-sent code 2(open) subcode 2(bad peer as)")),
+			hnode("node3", bgpStatus(heraldv1.BGPSessionEstablished, "", "192.168.30.1")),
+		},
+		Nodes:    []corev1.Node{node("node1", true, nil), node("node2", true, nil), node("node3", false, nil)},
+		Services: []corev1.Service{svc("default", "web", ingress("192.168.30.1"))},
+	}
+	st := Status(in)
+	var down []string
+	for _, p := range st.Problems {
+		if p.Reason == "BGPSessionDown" {
+			down = append(down, p.Name+": "+p.Message)
+		}
+	}
+	if want := []string{"node2: session with BGPPeer tor (192.168.10.1, AS 64512) is Active: notification-sent code 2(open) subcode 2(bad peer as)"}; !slices.Equal(down, want) {
+		t.Errorf("BGP problems %q, want %q", down, want)
+	}
+	var b bytes.Buffer
+	if err := WriteStatus(&b, st, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"BGP sessions:\nNODE    PEER   ADDRESS        AS      LOCAL                     STATE         SINCE   ROUTES   BFD   LAST ERROR\n",
+		"node1   tor    192.168.10.1   64512   192.168.10.215 AS 64513   Established   60m     1        Up    -\n",
+		"node2   tor    192.168.10.1   64512   192.168.10.215 AS 64513   Active        60m     0        Up    notification-sent code 2(open) subcode 2(bad peer as)\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+
+	an := Announcements(in)
+	var rows []string
+	for _, r := range an.Advertisements {
+		rows = append(rows, fmt.Sprintf("%s %s %v %v %v", r.Address, r.Node, r.Peers, r.Services, r.Stale))
+	}
+	want := []string{
+		"192.168.30.1 node1 [tor (192.168.10.1, AS 64512)] [default/web] false",
+		"192.168.30.1 node3 [tor (192.168.10.1, AS 64512)] [default/web] true",
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("advertisements\n%q\nwant\n%q", rows, want)
+	}
+	b.Reset()
+	if err := WriteAnnouncements(&b, an, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "Advertised by BGP:\nADDRESS        NODE    PEERS                          SERVICES      NOTE\n"+
+		"192.168.30.1   node1   tor (192.168.10.1, AS 64512)   default/web   -\n"+
+		"192.168.30.1   node3   tor (192.168.10.1, AS 64512)   default/web   stale report (node not Ready)\n") {
+		t.Errorf("announcements table:\n%s", b.String())
 	}
 }

@@ -138,6 +138,22 @@ func WriteAnnouncements(w io.Writer, r AnnouncementsReport, now time.Time) error
 		}
 		row(tw, append(cells, age(now, a.Since), list(a.Peers), list(a.Services), strings.Join(notes, "; "))...)
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Advertisements) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nAdvertised by BGP:\n")
+	tw = newTable(w)
+	row(tw, "ADDRESS", "NODE", "PEERS", "SERVICES", "NOTE")
+	for _, a := range r.Advertisements {
+		note := ""
+		if a.Stale {
+			note = "stale report (node not Ready)"
+		}
+		row(tw, a.Address, a.Node, list(a.Peers), list(a.Services), note)
+	}
 	return tw.Flush()
 }
 
@@ -202,6 +218,10 @@ func WriteStatus(w io.Writer, r StatusReport, now time.Time) error {
 		return err
 	}
 
+	if err := writeBGPSessions(w, r.Agents, now); err != nil {
+		return err
+	}
+
 	fmt.Fprintf(w, "\nPools:\n")
 	if err := WritePools(w, PoolsReport{Pools: r.Pools}); err != nil {
 		return err
@@ -239,4 +259,32 @@ func WriteProblems(w io.Writer, ps []Problem) error {
 		}
 	}
 	return nil
+}
+
+// writeBGPSessions prints every node's BGP sessions, if any node has one.
+func writeBGPSessions(w io.Writer, agents []Agent, now time.Time) error {
+	has := false
+	for _, a := range agents {
+		has = has || (a.BGP != nil && len(a.BGP.Sessions) > 0)
+	}
+	if !has {
+		return nil
+	}
+	fmt.Fprintf(w, "\nBGP sessions:\n")
+	tw := newTable(w)
+	row(tw, "NODE", "PEER", "ADDRESS", "AS", "LOCAL", "STATE", "SINCE", "ROUTES", "BFD", "LAST ERROR")
+	for _, a := range agents {
+		if a.BGP == nil {
+			continue
+		}
+		for _, s := range a.BGP.Sessions {
+			local := fmt.Sprintf("%s AS %d", s.LocalAddress, s.LocalASN)
+			if s.LocalAddress == "" {
+				local = ""
+			}
+			row(tw, a.Node, s.Peer, s.Address, fmt.Sprint(s.PeerASN), local, string(s.State), age(now, s.Since.Time),
+				fmt.Sprint(s.RoutesAdvertised), string(s.BFDState), s.LastError)
+		}
+	}
+	return tw.Flush()
 }
