@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/herald-lb/herald/internal/bgp/community"
 )
 
 // Route is one prefix the speaker advertises.
@@ -65,7 +67,7 @@ func (r Route) normalize() (Route, error) {
 		}
 	}
 	for _, lc := range r.LargeCommunities {
-		if err := lc.validate(); err != nil {
+		if err := lc.Validate(); err != nil {
 			return Route{}, fmt.Errorf("route %s: %w", r.Prefix, err)
 		}
 	}
@@ -75,8 +77,8 @@ func (r Route) normalize() (Route, error) {
 		}
 	}
 	out := r
-	out.Communities = sortedUnique(r.Communities, func(a, b Community) int { return cmpUint(uint32(a), uint32(b)) })
-	out.LargeCommunities = sortedUnique(r.LargeCommunities, compareLarge)
+	out.Communities = sortedUnique(r.Communities, community.Compare)
+	out.LargeCommunities = sortedUnique(r.LargeCommunities, community.CompareLarge)
 	out.Peers = sortedUnique(r.Peers, func(a, b netip.Addr) int { return a.Compare(b) })
 	if r.LocalPref != nil {
 		v := *r.LocalPref

@@ -32,13 +32,13 @@ func TestRouteNormalize(t *testing.T) {
 			in: Route{
 				Prefix:           pfx("10.0.0.1/32"),
 				Communities:      []Community{3, 1, 3, 2},
-				LargeCommunities: []LargeCommunity{{2, 0, 0}, {1, 5, 0}, {1, 2, 9}, {1, 2, 9}},
+				LargeCommunities: []LargeCommunity{{Global: 2, Local1: 0, Local2: 0}, {Global: 1, Local1: 5, Local2: 0}, {Global: 1, Local1: 2, Local2: 9}, {Global: 1, Local1: 2, Local2: 9}},
 				Peers:            []netip.Addr{addr("192.0.2.2"), addr("192.0.2.1"), addr("192.0.2.2")},
 			},
 			want: Route{
 				Prefix:           pfx("10.0.0.1/32"),
 				Communities:      []Community{1, 2, 3},
-				LargeCommunities: []LargeCommunity{{1, 2, 9}, {1, 5, 0}, {2, 0, 0}},
+				LargeCommunities: []LargeCommunity{{Global: 1, Local1: 2, Local2: 9}, {Global: 1, Local1: 5, Local2: 0}, {Global: 2, Local1: 0, Local2: 0}},
 				Peers:            []netip.Addr{addr("192.0.2.1"), addr("192.0.2.2")},
 			},
 		},
@@ -53,7 +53,7 @@ func TestRouteNormalize(t *testing.T) {
 		{name: "next hop unspecified", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("0.0.0.0")}, wantErr: "not a unicast address"},
 		{name: "next hop multicast", in: Route{Prefix: pfx("10.0.0.1/32"), NextHop: addr("224.0.0.1")}, wantErr: "not a unicast address"},
 		{name: "next hop zone", in: Route{Prefix: pfx("fd00::1/128"), NextHop: addr("fe80::1%eth0")}, wantErr: "not a unicast address"},
-		{name: "reserved large community", in: Route{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{reservedASN, 0, 0}}}, wantErr: "reserved"},
+		{name: "reserved large community", in: Route{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{Global: reservedASN, Local1: 0, Local2: 0}}}, wantErr: "reserved"},
 		{name: "invalid peer", in: Route{Prefix: pfx("10.0.0.1/32"), Peers: []netip.Addr{{}}}, wantErr: "invalid peer address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,7 +186,7 @@ func TestDiffRoutes(t *testing.T) {
 }
 
 func TestRouteToPath(t *testing.T) {
-	marks := []LargeCommunity{{reservedASN, tagAll, 0}}
+	marks := []LargeCommunity{{Global: reservedASN, Local1: tagAll, Local2: 0}}
 	for _, tc := range []struct {
 		name    string
 		r       Route
@@ -202,7 +202,7 @@ func TestRouteToPath(t *testing.T) {
 		{
 			name: "IPv6, explicit next hop, all attributes",
 			r: Route{Prefix: pfx("fd00::1/128"), NextHop: addr("fd00::a"), Communities: []Community{1},
-				LargeCommunities: []LargeCommunity{{1, 2, 3}}, LocalPref: u32(7)},
+				LargeCommunities: []LargeCommunity{{Global: 1, Local1: 2, Local2: 3}}, LocalPref: u32(7)},
 			family: bgppkt.RF_IPv6_UC, nexthop: "fd00::a",
 			attrs: []bgppkt.BGPAttrType{bgppkt.BGP_ATTR_TYPE_ORIGIN, bgppkt.BGP_ATTR_TYPE_MP_REACH_NLRI, bgppkt.BGP_ATTR_TYPE_COMMUNITIES,
 				bgppkt.BGP_ATTR_TYPE_LARGE_COMMUNITY, bgppkt.BGP_ATTR_TYPE_LOCAL_PREF},

@@ -164,7 +164,7 @@ func TestSpeakerBookkeeping(t *testing.T) {
 	// peer not configured yet (its mark number is given now).
 	drain(s)
 	routes := []Route{
-		{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{1, 2, 3}}},
+		{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{Global: 1, Local1: 2, Local2: 3}}},
 		{Prefix: pfx("10.0.0.2/32"), Peers: []netip.Addr{addr("127.0.0.2")}},
 		{Prefix: pfx("fd00::3/128"), Peers: []netip.Addr{addr("::1")}},
 	}
