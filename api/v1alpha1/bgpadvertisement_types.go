@@ -16,11 +16,15 @@ import (
 type BGPCommunity string
 
 // BGPLargeCommunity is a BGP large community (RFC 8092): three numbers
-// from 0 to 4294967295, such as 64512:1:100.
+// from 0 to 4294967295, such as 64512:1:100. The global administrator (the
+// first number) may not be 4294967295: RFC 7300 reserves that AS, and
+// Herald's BGP speaker uses it for marks of its own that it strips before a
+// route leaves the node.
 //
 // +kubebuilder:validation:MinLength=5
 // +kubebuilder:validation:MaxLength=32
 // +kubebuilder:validation:XValidation:rule="self.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$') && self.split(':').all(p, int(p) <= 4294967295)",message="a large community is three numbers from 0 to 4294967295, such as 64512:1:100"
+// +kubebuilder:validation:XValidation:rule="!self.startsWith('4294967295:')",message="the global administrator 4294967295 is reserved (RFC 7300) and used by Herald's BGP speaker for its own marks"
 type BGPLargeCommunity string
 
 // BGPAdvertisementSpec says which Service addresses the selected nodes

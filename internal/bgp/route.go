@@ -5,15 +5,24 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+
+	"github.com/herald-lb/herald/internal/bgp/community"
 )
 
-// Route is one prefix the speaker advertises.
+// Route is one prefix the speaker advertises, with its attributes, to some
+// peers or to all.
 //
-// A prefix is advertised with one set of attributes: the speaker keeps one
-// path per prefix (GoBGP's RIB holds one locally originated path per
-// prefix), so per-peer attributes for the same prefix are not expressible.
-// Routes with the same prefix and the same attributes are merged (their
-// peers joined); the same prefix with different attributes is an error.
+// One prefix may be given in several routes. Routes of one prefix with the
+// same attributes are merged (their peers joined; a route for every peer
+// takes in the others). Routes of one prefix with different attributes
+// must name their peers, and no peer twice: each peer then receives the
+// prefix with exactly the attributes of its route (say local-pref only
+// towards iBGP peers, or other communities for another router). A prefix
+// for every peer with different attributes for some, or one peer given the
+// same prefix with two sets of attributes, is an error. How GoBGP, which
+// keeps one path per prefix, sends each peer its own attributes is in
+// export.go.
 type Route struct {
 	// Prefix is a host route (/32, /128) or an aggregate. It must be
 	// masked (no host bits set) and not IPv4-mapped IPv6.
@@ -65,7 +74,7 @@ func (r Route) normalize() (Route, error) {
 		}
 	}
 	for _, lc := range r.LargeCommunities {
-		if err := lc.validate(); err != nil {
+		if err := lc.Validate(); err != nil {
 			return Route{}, fmt.Errorf("route %s: %w", r.Prefix, err)
 		}
 	}
@@ -75,8 +84,8 @@ func (r Route) normalize() (Route, error) {
 		}
 	}
 	out := r
-	out.Communities = sortedUnique(r.Communities, func(a, b Community) int { return cmpUint(uint32(a), uint32(b)) })
-	out.LargeCommunities = sortedUnique(r.LargeCommunities, compareLarge)
+	out.Communities = sortedUnique(r.Communities, community.Compare)
+	out.LargeCommunities = sortedUnique(r.LargeCommunities, community.CompareLarge)
 	out.Peers = sortedUnique(r.Peers, func(a, b netip.Addr) int { return a.Compare(b) })
 	if r.LocalPref != nil {
 		v := *r.LocalPref
@@ -114,48 +123,114 @@ func routeEqual(a, b Route) bool {
 	return sameAttributes(a, b) && slices.Equal(a.Peers, b.Peers)
 }
 
-// routeTable validates and normalizes routes and indexes them by prefix,
-// merging routes that differ only in their peers.
-func routeTable(routes []Route) (map[netip.Prefix]Route, error) {
-	out := make(map[netip.Prefix]Route, len(routes))
+// routeTable validates and normalizes routes and indexes them by prefix.
+// The routes of one prefix with the same attributes are merged (their
+// peers joined, nil, every peer, taking in any other); those left must
+// name disjoint peers. Each prefix's routes are sorted by their first
+// peer.
+func routeTable(routes []Route) (map[netip.Prefix][]Route, error) {
+	out := make(map[netip.Prefix][]Route, len(routes))
 	for _, r := range routes {
 		n, err := r.normalize()
 		if err != nil {
 			return nil, err
 		}
-		old, dup := out[n.Prefix]
-		if !dup {
-			out[n.Prefix] = n
+		rs := out[n.Prefix]
+		i := slices.IndexFunc(rs, func(o Route) bool { return sameAttributes(o, n) })
+		if i < 0 {
+			out[n.Prefix] = append(rs, n)
 			continue
 		}
-		if !sameAttributes(old, n) {
-			return nil, fmt.Errorf("route %s is given twice with different attributes; a prefix is advertised with one set of attributes to all its peers", n.Prefix)
-		}
-		if old.Peers == nil || n.Peers == nil {
-			old.Peers = nil // one of them goes to every peer
+		if rs[i].Peers == nil || n.Peers == nil {
+			rs[i].Peers = nil // one of them goes to every peer
 		} else {
-			old.Peers = sortedUnique(append(old.Peers, n.Peers...), func(a, b netip.Addr) int { return a.Compare(b) })
+			rs[i].Peers = sortedUnique(append(slices.Clone(rs[i].Peers), n.Peers...), func(a, b netip.Addr) int { return a.Compare(b) })
 		}
-		out[n.Prefix] = old
+	}
+	for p, rs := range out {
+		if len(rs) == 1 {
+			continue
+		}
+		if err := checkDisjoint(rs); err != nil {
+			return nil, fmt.Errorf("route %s: %w", p, err)
+		}
+		slices.SortFunc(rs, func(a, b Route) int { return a.Peers[0].Compare(b.Peers[0]) })
 	}
 	return out, nil
 }
 
+// checkDisjoint refuses routes of one prefix with different attributes
+// whose peers overlap.
+func checkDisjoint(rs []Route) error {
+	owner := map[netip.Addr]int{}
+	for i, r := range rs {
+		if r.Peers == nil {
+			o := rs[0]
+			if i == 0 {
+				o = rs[1]
+			}
+			if o.Peers == nil {
+				return fmt.Errorf("given for every peer twice with different attributes: %s, and %s", r.describeAttributes(), o.describeAttributes())
+			}
+			return fmt.Errorf("given for every peer with %s, and with %s for %s: a route with attributes of its own for some peers must name the other peers too",
+				r.describeAttributes(), o.describeAttributes(), joinAddrs(o.Peers))
+		}
+		for _, p := range r.Peers {
+			if j, dup := owner[p]; dup {
+				return fmt.Errorf("given to peer %s twice with different attributes: %s, and %s", p, rs[j].describeAttributes(), r.describeAttributes())
+			}
+			owner[p] = i
+		}
+	}
+	return nil
+}
+
+// describeAttributes names a route's attributes for error messages.
+func (r Route) describeAttributes() string {
+	var parts []string
+	if len(r.Communities) > 0 {
+		parts = append(parts, "communities "+joinStrings(r.Communities))
+	}
+	if len(r.LargeCommunities) > 0 {
+		parts = append(parts, "large communities "+joinStrings(r.LargeCommunities))
+	}
+	if r.LocalPref != nil {
+		parts = append(parts, fmt.Sprintf("local-pref %d", *r.LocalPref))
+	}
+	if r.NextHop.IsValid() {
+		parts = append(parts, "next hop "+r.NextHop.String())
+	}
+	if len(parts) == 0 {
+		return "no attributes"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func joinStrings[T fmt.Stringer](s []T) string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = v.String()
+	}
+	return strings.Join(out, " ")
+}
+
+func joinAddrs(s []netip.Addr) string { return joinStrings(s) }
+
 // routeDiff is what turns the current routes into the desired ones.
 type routeDiff struct {
-	// Put are routes to add or replace (new prefixes, or changed
-	// attributes or peers), sorted by prefix.
-	Put []Route
+	// Put are the prefixes to advertise or advertise again (new, or
+	// changed in attributes or peers), sorted.
+	Put []netip.Prefix
 	// Withdraw are prefixes no longer desired, sorted.
 	Withdraw []netip.Prefix
 }
 
-// diffRoutes compares normalized route tables.
-func diffRoutes(current, desired map[netip.Prefix]Route) routeDiff {
+// diffRoutes compares route tables made by routeTable.
+func diffRoutes(current, desired map[netip.Prefix][]Route) routeDiff {
 	var d routeDiff
-	for p, r := range desired {
-		if old, ok := current[p]; !ok || !routeEqual(old, r) {
-			d.Put = append(d.Put, r)
+	for p, rs := range desired {
+		if old, ok := current[p]; !ok || !slices.EqualFunc(old, rs, routeEqual) {
+			d.Put = append(d.Put, p)
 		}
 	}
 	for p := range current {
@@ -163,7 +238,7 @@ func diffRoutes(current, desired map[netip.Prefix]Route) routeDiff {
 			d.Withdraw = append(d.Withdraw, p)
 		}
 	}
-	slices.SortFunc(d.Put, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(d.Put, comparePrefix)
 	slices.SortFunc(d.Withdraw, comparePrefix)
 	return d
 }

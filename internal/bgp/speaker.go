@@ -21,10 +21,12 @@
 package bgp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -78,10 +80,17 @@ type Speaker struct {
 	started bool
 	stopped bool
 	peers   map[netip.Addr]Peer
-	routes  map[netip.Prefix]Route
-	ids     map[netip.Addr]uint32 // export mark of each peer address, see export.go
+	routes  map[netip.Prefix][]Route // as routeTable gives them
+	ids     map[netip.Addr]uint32    // export mark of each peer address, see export.go
 	nextID  uint32
-	armed   map[netip.Addr]bool // peers whose BFD runs in GoBGP, see armBFD
+	// attrs numbers the attribute sets of the prefixes given in several
+	// routes, nextAttrs is the next number (export.go).
+	attrs     map[string]uint32
+	nextAttrs uint32
+	// stmts are the attribute sets' export statements installed, with
+	// the attributes each sets.
+	stmts map[attrsPair]Route
+	armed map[netip.Addr]bool // peers whose BFD runs in GoBGP, see armBFD
 
 	// track holds what the speaker learnt about the sessions from GoBGP's
 	// events and logs; it has its own lock because GoBGP's goroutines
@@ -114,14 +123,17 @@ func New(cfg Config) (*Speaker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Speaker{
-		cfg:     cfg,
-		log:     log,
-		peers:   map[netip.Addr]Peer{},
-		routes:  map[netip.Prefix]Route{},
-		ids:     map[netip.Addr]uint32{},
-		nextID:  1,
-		armed:   map[netip.Addr]bool{},
-		changes: make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       log,
+		peers:     map[netip.Addr]Peer{},
+		routes:    map[netip.Prefix][]Route{},
+		ids:       map[netip.Addr]uint32{},
+		nextID:    1,
+		attrs:     map[string]uint32{},
+		stmts:     map[attrsPair]Route{},
+		nextAttrs: firstAttrsTag,
+		armed:     map[netip.Addr]bool{},
+		changes:   make(chan struct{}, 1),
 	}
 	s.track.init(s.signal)
 	hook := &logHook{inner: log.Handler(), note: s.track.failed}
@@ -180,7 +192,7 @@ func (s *Speaker) setupPolicies(ctx context.Context) error {
 			return fmt.Errorf("add policy %s: %w", p.Name, err)
 		}
 	}
-	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: exportAssignment(nil)}); err != nil {
+	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: exportAssignment(nil, nil)}); err != nil {
 		return fmt.Errorf("assign export policy: %w", err)
 	}
 	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: importAssignment()}); err != nil {
@@ -251,7 +263,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 		}
 		added = append(added, p)
 	}
-	if err := s.assignExport(ctx, added); err != nil {
+	if err := s.assignExport(ctx, added, s.stmtList(nil)); err != nil {
 		errs = append(errs, err)
 		added = nil
 	}
@@ -324,8 +336,9 @@ func (s *Speaker) addExport(ctx context.Context, a netip.Addr) error {
 }
 
 // assignExport sets the global export policy list to the statements of
-// the configured peers plus extra, then the stripping of the marks.
-func (s *Speaker) assignExport(ctx context.Context, extra []Peer) error {
+// the configured peers plus extra, then the attribute sets' statements
+// stmts, then the stripping of the marks.
+func (s *Speaker) assignExport(ctx context.Context, extra []Peer, stmts []attrsPair) error {
 	var addrs []netip.Addr
 	for a := range s.peers {
 		addrs = append(addrs, a)
@@ -338,10 +351,28 @@ func (s *Speaker) assignExport(ctx context.Context, extra []Peer) error {
 	for i, a := range addrs {
 		ids[i] = s.peerID(a)
 	}
-	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: exportAssignment(ids)}); err != nil {
+	names := make([]string, len(stmts))
+	for i, st := range stmts {
+		names[i] = attrsPolicyName(st.attrs, s.peerID(st.peer))
+	}
+	if err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: exportAssignment(ids, names)}); err != nil {
 		return fmt.Errorf("assign export policies: %w", err)
 	}
 	return nil
+}
+
+// stmtList returns the installed attribute statements plus extra, less
+// those in drop, in a stable order.
+func (s *Speaker) stmtList(extra []attrsPair, drop ...map[attrsPair]bool) []attrsPair {
+	out := slices.Collect(maps.Keys(s.stmts))
+	out = append(out, extra...)
+	if len(drop) > 0 {
+		out = slices.DeleteFunc(out, func(st attrsPair) bool { return drop[0][st] })
+	}
+	slices.SortFunc(out, func(a, b attrsPair) int {
+		return cmp.Or(cmp.Compare(a.attrs, b.attrs), a.peer.Compare(b.peer))
+	})
+	return slices.Compact(out)
 }
 
 // deleteExport removes a removed peer's statement and sets. Failures only
@@ -361,9 +392,11 @@ func (s *Speaker) deleteExport(ctx context.Context, a netip.Addr) {
 }
 
 // SetRoutes makes the advertised routes exactly routes: new and changed
-// ones are (re-)advertised, missing ones withdrawn, unchanged ones left
-// alone. Invalid input changes nothing. If GoBGP refuses some, the others
-// are still applied and the error names what failed.
+// prefixes are (re-)advertised, missing ones withdrawn, unchanged ones left
+// alone. A prefix may be given several times with different attributes for
+// disjoint peers (see Route). Invalid input changes nothing. If GoBGP
+// refuses some, the others are still applied and the error names what
+// failed.
 func (s *Speaker) SetRoutes(ctx context.Context, routes []Route) error {
 	desired, err := routeTable(routes)
 	if err != nil {
@@ -377,35 +410,50 @@ func (s *Speaker) SetRoutes(ctx context.Context, routes []Route) error {
 	d := diffRoutes(s.routes, desired)
 	var errs []error
 	if len(d.Put) > 0 {
+		// The statements of the new paths' attribute sets first.
+		need := map[attrsPair]Route{}
+		for _, pfx := range d.Put {
+			s.stmtsOf(desired[pfx], need)
+		}
+		failed, err := s.addStatements(ctx, need)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		paths := make([]*apiutil.Path, 0, len(d.Put))
-		put := make([]Route, 0, len(d.Put))
-		for _, r := range d.Put {
-			p, err := routeToPath(r, routeMarks(r, s.peerID))
+		put := make([]netip.Prefix, 0, len(d.Put))
+		for _, pfx := range d.Put {
+			rs := desired[pfx]
+			if s.missesStatement(rs, failed) {
+				errs = append(errs, fmt.Errorf("advertise %s: the export statements of its attributes are missing", pfx))
+				continue
+			}
+			p, err := s.pathOf(rs)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			paths = append(paths, p)
-			put = append(put, r)
+			put = append(put, pfx)
 		}
-		resps, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: paths})
-		if err != nil && len(resps) != len(put) {
-			errs = append(errs, fmt.Errorf("advertise %d routes: %w", len(put), err))
-		} else {
-			for i, r := range put {
-				if resps[i].Error != nil {
-					errs = append(errs, fmt.Errorf("advertise %s: %w", r.Prefix, resps[i].Error))
-					continue
+		if len(paths) > 0 {
+			resps, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: paths})
+			if err != nil && len(resps) != len(put) {
+				errs = append(errs, fmt.Errorf("advertise %d routes: %w", len(put), err))
+			} else {
+				for i, pfx := range put {
+					if resps[i].Error != nil {
+						errs = append(errs, fmt.Errorf("advertise %s: %w", pfx, resps[i].Error))
+						continue
+					}
+					s.routes[pfx] = desired[pfx]
 				}
-				s.routes[r.Prefix] = r
 			}
 		}
 	}
 	if len(d.Withdraw) > 0 {
 		paths := make([]*apiutil.Path, 0, len(d.Withdraw))
 		for _, pfx := range d.Withdraw {
-			r := s.routes[pfx]
-			p, err := routeToPath(r, routeMarks(r, s.peerID))
+			p, err := s.pathOf(s.routes[pfx])
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -421,11 +469,165 @@ func (s *Speaker) SetRoutes(ctx context.Context, routes []Route) error {
 			}
 		}
 	}
+	s.pruneStatements(ctx)
 	if len(d.Put) > 0 || len(d.Withdraw) > 0 {
-		s.log.Debug("BGP routes updated", "advertised", len(d.Put), "withdrawn", len(d.Withdraw), "total", len(s.routes))
+		s.log.Debug("BGP routes updated", "advertised", len(d.Put), "withdrawn", len(d.Withdraw), "total", len(s.routes), "attributeStatements", len(s.stmts))
 		s.signal() // the peers' advertised counts changed
 	}
 	return errors.Join(errs...)
+}
+
+// pathOf builds the path of a prefix's routes (export.go): the route's
+// attributes when there is one, none (LOCAL_PREF 0) when there are
+// several, and the marks.
+func (s *Speaker) pathOf(rs []Route) (*apiutil.Path, error) {
+	marks := routeMarks(rs, s.peerID, s.attrsID)
+	if len(rs) == 1 {
+		return routeToPath(rs[0], marks)
+	}
+	zero := uint32(0)
+	return routeToPath(Route{Prefix: rs[0].Prefix, LocalPref: &zero}, marks)
+}
+
+// attrsID returns the number of a route's attribute set, assigning one on
+// first use.
+func (s *Speaker) attrsID(r Route) uint32 {
+	k := attrsKey(r)
+	id, ok := s.attrs[k]
+	if !ok {
+		id = s.nextAttrs
+		s.nextAttrs++
+		s.attrs[k] = id
+	}
+	return id
+}
+
+// stmtsOf adds to out the attribute statements a prefix's routes need:
+// none for one route, one per route and peer for several.
+func (s *Speaker) stmtsOf(rs []Route, out map[attrsPair]Route) {
+	if len(rs) < 2 {
+		return
+	}
+	for _, r := range rs {
+		a := s.attrsID(r)
+		for _, p := range r.Peers {
+			out[attrsPair{attrs: a, peer: p}] = r
+		}
+	}
+}
+
+// missesStatement reports whether a statement a prefix's routes need is
+// among failed.
+func (s *Speaker) missesStatement(rs []Route, failed map[attrsPair]bool) bool {
+	if len(failed) == 0 {
+		return false
+	}
+	need := map[attrsPair]Route{}
+	s.stmtsOf(rs, need)
+	for st := range need {
+		if failed[st] {
+			return true
+		}
+	}
+	return false
+}
+
+// addStatements installs the attribute statements of need that are not
+// installed yet, and returns those it could not install.
+func (s *Speaker) addStatements(ctx context.Context, need map[attrsPair]Route) (map[attrsPair]bool, error) {
+	failed := map[attrsPair]bool{}
+	var errs []error
+	var added []attrsPair
+	for st, r := range need {
+		if _, ok := s.stmts[st]; ok {
+			continue
+		}
+		if err := s.addAttrsExport(ctx, st, r); err != nil {
+			errs = append(errs, err)
+			failed[st] = true
+			continue
+		}
+		added = append(added, st)
+	}
+	if len(added) == 0 {
+		return failed, errors.Join(errs...)
+	}
+	if err := s.assignExport(ctx, nil, s.stmtList(added)); err != nil {
+		for _, st := range added {
+			failed[st] = true
+		}
+		return failed, errors.Join(append(errs, err)...)
+	}
+	for _, st := range added {
+		s.stmts[st] = need[st]
+	}
+	return failed, errors.Join(errs...)
+}
+
+// addAttrsExport creates one attribute set's statement towards one peer.
+func (s *Speaker) addAttrsExport(ctx context.Context, st attrsPair, r Route) error {
+	id := s.peerID(st.peer)
+	neighbors, marks := attrsExportSets(st.peer, st.attrs, id)
+	for _, set := range []*api.DefinedSet{neighbors, marks} {
+		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: set, Replace: true}); err != nil {
+			return fmt.Errorf("add export statement of attributes %s for peer %s: %w", r.describeAttributes(), st.peer, err)
+		}
+	}
+	// A policy left by an earlier failed attempt is replaced.
+	_ = s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: attrsPolicyName(st.attrs, id)}, All: true})
+	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: attrsExportPolicy(r, st.attrs, id)}); err != nil {
+		return fmt.Errorf("add export statement of attributes %s for peer %s: %w", r.describeAttributes(), st.peer, err)
+	}
+	return nil
+}
+
+// pruneStatements removes the attribute statements no advertised path
+// needs any more, and forgets the numbers of attribute sets no statement
+// uses. Failures only leave unused statements behind (removed on a later
+// call), so they are logged, not returned.
+func (s *Speaker) pruneStatements(ctx context.Context) {
+	need := map[attrsPair]Route{}
+	for _, rs := range s.routes {
+		s.stmtsOf(rs, need)
+	}
+	unused := map[attrsPair]bool{}
+	for st := range s.stmts {
+		if _, ok := need[st]; !ok {
+			unused[st] = true
+		}
+	}
+	if len(unused) > 0 {
+		if err := s.assignExport(ctx, nil, s.stmtList(nil, unused)); err != nil {
+			s.log.Warn("unused export statements not removed", "statements", len(unused), "err", err)
+		} else {
+			for st := range unused {
+				delete(s.stmts, st)
+				s.deleteAttrsExport(ctx, st)
+			}
+		}
+	}
+	used := map[uint32]bool{}
+	for st := range s.stmts {
+		used[st.attrs] = true
+	}
+	for st := range need {
+		used[st.attrs] = true
+	}
+	maps.DeleteFunc(s.attrs, func(_ string, id uint32) bool { return !used[id] })
+}
+
+// deleteAttrsExport removes one attribute statement and its sets.
+func (s *Speaker) deleteAttrsExport(ctx context.Context, st attrsPair) {
+	id := s.peerID(st.peer)
+	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: attrsPolicyName(st.attrs, id)}, All: true}); err != nil {
+		s.log.Debug("delete export statement", "peer", st.peer, "attrs", st.attrs, "err", err)
+	}
+	neighbors, marks := attrsExportSets(st.peer, st.attrs, id)
+	for _, set := range []*api.DefinedSet{neighbors, marks} {
+		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: set, All: true}); err != nil {
+			s.log.Debug("delete export set", "peer", st.peer, "attrs", st.attrs, "err", err)
+		}
+	}
 }
 
 // Sessions returns the state of every configured peer's session, sorted by

@@ -3,8 +3,10 @@ package bgp
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +166,7 @@ func TestSpeakerBookkeeping(t *testing.T) {
 	// peer not configured yet (its mark number is given now).
 	drain(s)
 	routes := []Route{
-		{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{1, 2, 3}}},
+		{Prefix: pfx("10.0.0.1/32"), LargeCommunities: []LargeCommunity{{Global: 1, Local1: 2, Local2: 3}}},
 		{Prefix: pfx("10.0.0.2/32"), Peers: []netip.Addr{addr("127.0.0.2")}},
 		{Prefix: pfx("fd00::3/128"), Peers: []netip.Addr{addr("::1")}},
 	}
@@ -269,4 +271,157 @@ func mapsEqual(a, b map[string][]string) bool {
 		}
 	}
 	return true
+}
+
+// policyActions returns the actions of each attribute set's export
+// statement, by policy name, in a short form.
+func policyActions(t *testing.T, s *Speaker) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.srv.ListPolicy(context.Background(), &api.ListPolicyRequest{}, func(p *api.Policy) {
+		if !strings.HasPrefix(p.Name, attrsName) {
+			return
+		}
+		var parts []string
+		for _, st := range p.Statements {
+			a := st.Actions
+			if a.Community != nil {
+				parts = append(parts, "communities "+strings.Join(a.Community.Communities, " "))
+			}
+			if a.LargeCommunity != nil {
+				parts = append(parts, "large "+strings.Join(a.LargeCommunity.Communities, " "))
+			}
+			if a.LocalPref != nil {
+				parts = append(parts, "local-pref "+strconv.FormatUint(uint64(a.LocalPref.Value), 10))
+			}
+			if a.Nexthop != nil {
+				parts = append(parts, "next hop "+a.Nexthop.Address)
+			}
+			if a.RouteAction != api.RouteAction_ROUTE_ACTION_UNSPECIFIED {
+				parts = append(parts, "route action "+a.RouteAction.String())
+			}
+		}
+		out[p.Name] = strings.Join(parts, ", ")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestSpeakerPerPeerAttributes(t *testing.T) {
+	s := startLocal(t)
+	ctx := context.Background()
+	a, b := addr("127.0.0.1"), addr("127.0.0.2")
+	if err := s.SetPeers(ctx, []Peer{localPeer("127.0.0.1"), localPeer("127.0.0.2")}); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2, p3 := pfx("10.0.0.1/32"), pfx("10.0.0.2/32"), pfx("10.0.0.3/32")
+	ibgp := func(p netip.Prefix) Route {
+		return Route{Prefix: p, Communities: []Community{1<<16 | 1}, LocalPref: u32(200), Peers: []netip.Addr{a}}
+	}
+	routes := []Route{
+		// p1: its own attributes for each peer.
+		ibgp(p1),
+		{Prefix: p1, Communities: []Community{2<<16 | 2}, LargeCommunities: []LargeCommunity{{Global: 64512, Local1: 1, Local2: 2}}, Peers: []netip.Addr{b}},
+		// p2: the same for both, given per peer (merged into one path
+		// with its attributes).
+		{Prefix: p2, Communities: []Community{9}, Peers: []netip.Addr{a}},
+		{Prefix: p2, Communities: []Community{9}, Peers: []netip.Addr{b}},
+		// p3: a's attributes are p1's for a (the same statement), b's
+		// have a next hop and local-pref 0.
+		ibgp(p3),
+		{Prefix: p3, NextHop: addr("192.0.2.7"), LocalPref: u32(0), Peers: []netip.Addr{b}},
+	}
+	if err := s.SetRoutes(ctx, routes); err != nil {
+		t.Fatal(err)
+	}
+	// Attribute sets numbered from 2 in the order of the prefixes and
+	// their routes (by first peer): p1's for a is 2, p1's for b 3, p3's
+	// for b 4. Peer a has id 1, b has 2.
+	want := map[string][]string{
+		"10.0.0.1/32": {"4294967295:2:1", "4294967295:3:2"},
+		"10.0.0.2/32": {"4294967295:1:1", "4294967295:1:2"},
+		"10.0.0.3/32": {"4294967295:2:1", "4294967295:4:2"},
+	}
+	if got := ribPaths(t, s); !mapsEqual(got, want) {
+		t.Errorf("RIB %v, want %v", got, want)
+	}
+	wantPolicies := []string{"herald-peer-1", "herald-peer-2", "herald-attrs-2-peer-1", "herald-attrs-3-peer-2", "herald-attrs-4-peer-2", stripName}
+	if got := exportPolicies(t, s); !slices.Equal(got, wantPolicies) {
+		t.Errorf("export policies %v, want %v", got, wantPolicies)
+	}
+	wantActions := map[string]string{
+		"herald-attrs-2-peer-1": "communities 1:1, local-pref 200",
+		"herald-attrs-3-peer-2": "communities 2:2, large 64512:1:2, local-pref 100", // none: GoBGP's default for iBGP, as a path without one
+		"herald-attrs-4-peer-2": "next hop 192.0.2.7",                               // local-pref 0: the path's own
+	}
+	if got := policyActions(t, s); !maps.Equal(got, wantActions) {
+		t.Errorf("attribute statements %v, want %v", got, wantActions)
+	}
+
+	// Overlapping peers: refused, nothing changes.
+	bad := append(slices.Clone(routes), Route{Prefix: p1, Communities: []Community{5}, Peers: []netip.Addr{b}})
+	if err := s.SetRoutes(ctx, bad); err == nil || !strings.Contains(err.Error(), "given to peer 127.0.0.2 twice with different attributes") {
+		t.Errorf("overlapping peers: %v", err)
+	}
+	if got := ribPaths(t, s); !mapsEqual(got, want) {
+		t.Errorf("RIB after refused routes %v, want %v", got, want)
+	}
+
+	// b's attributes of p1 change: a new set (5), the old one's statement
+	// goes; p3 is not touched.
+	drain(s)
+	routes[1].Communities = []Community{3<<16 | 3}
+	if err := s.SetRoutes(ctx, routes); err != nil {
+		t.Fatal(err)
+	}
+	want["10.0.0.1/32"] = []string{"4294967295:2:1", "4294967295:5:2"}
+	if got := ribPaths(t, s); !mapsEqual(got, want) {
+		t.Errorf("RIB %v, want %v", got, want)
+	}
+	wantPolicies = []string{"herald-peer-1", "herald-peer-2", "herald-attrs-2-peer-1", "herald-attrs-4-peer-2", "herald-attrs-5-peer-2", stripName}
+	if got := exportPolicies(t, s); !slices.Equal(got, wantPolicies) {
+		t.Errorf("export policies %v, want %v", got, wantPolicies)
+	}
+	if got := policyActions(t, s); len(got) != 3 || got["herald-attrs-5-peer-2"] != "communities 3:3, large 64512:1:2, local-pref 100" {
+		t.Errorf("attribute statements %v", got)
+	}
+
+	// p1 becomes one route for both peers, p3 goes: every attribute
+	// statement goes, and the numbers are forgotten.
+	if err := s.SetRoutes(ctx, []Route{{Prefix: p1, Peers: []netip.Addr{a, b}}, routes[2], routes[3]}); err != nil {
+		t.Fatal(err)
+	}
+	want = map[string][]string{
+		"10.0.0.1/32": {"4294967295:1:1", "4294967295:1:2"},
+		"10.0.0.2/32": {"4294967295:1:1", "4294967295:1:2"},
+	}
+	if got := ribPaths(t, s); !mapsEqual(got, want) {
+		t.Errorf("RIB %v, want %v", got, want)
+	}
+	if got, want := exportPolicies(t, s), []string{"herald-peer-1", "herald-peer-2", stripName}; !slices.Equal(got, want) {
+		t.Errorf("export policies %v, want %v", got, want)
+	}
+	if got := policyActions(t, s); len(got) != 0 {
+		t.Errorf("attribute statements left: %v", got)
+	}
+	s.mu.Lock()
+	n, m := len(s.attrs), len(s.stmts)
+	s.mu.Unlock()
+	if n != 0 || m != 0 {
+		t.Errorf("%d attribute numbers and %d statements kept", n, m)
+	}
+
+	// Removing a peer keeps the statements of routes that name it (they
+	// are the routes', not the peers').
+	if err := s.SetRoutes(ctx, routes); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPeers(ctx, []Peer{localPeer("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := exportPolicies(t, s), []string{"herald-peer-1", "herald-attrs-6-peer-1", "herald-attrs-7-peer-2", "herald-attrs-8-peer-2", stripName}; !slices.Equal(got, want) {
+		t.Errorf("export policies %v, want %v", got, want)
+	}
 }

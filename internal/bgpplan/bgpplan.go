@@ -94,6 +94,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/herald-lb/herald/internal/bgp/community"
 )
 
 // Selector matches a set of labels; nil matches everything.
@@ -753,7 +755,7 @@ func (p *Planner) route(s Session, pfx netip.Prefix, acc *routeAcc) Route {
 	r.Advertisements = slices.Compact(r.Advertisements)
 	slices.Sort(r.Communities)
 	r.Communities = slices.Compact(r.Communities)
-	slices.SortFunc(r.LargeCommunities, compareLarge)
+	slices.SortFunc(r.LargeCommunities, community.CompareLarge)
 	r.LargeCommunities = slices.Compact(r.LargeCommunities)
 	sort.Strings(acc.services)
 	r.Services = slices.Compact(acc.services)

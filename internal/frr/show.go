@@ -22,6 +22,10 @@ type Neighbor struct {
 	} `json:"gracefulRestartInfo"`
 	// Host is the neighbor's end of the TCP connection.
 	Host string `json:"hostForeign"`
+	// MessageStats counts the messages of the session.
+	MessageStats struct {
+		UpdatesRecv uint64 `json:"updatesRecv"`
+	} `json:"messageStats"`
 }
 
 // Neighbors returns the BGP neighbors by address.
@@ -53,6 +57,7 @@ type Path struct {
 		Scope string `json:"scope"`
 	} `json:"nexthops"`
 	Peer struct {
+		// PeerID is the neighbor's address.
 		PeerID string `json:"peerId"`
 	} `json:"peer"`
 }
