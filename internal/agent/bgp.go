@@ -398,21 +398,15 @@ func (r *bgpRunner) apply(ctx context.Context, plan bgpplan.Plan) error {
 }
 
 // speakerRoutes turns the plan's routes, per session, into the speaker's:
-// one route per prefix and peer, the next hop left to each session (its
-// local address, which is the plan's next hop). The speaker merges equal
-// ones.
+// one route per prefix and peer with that peer's attributes, the next hop
+// left to each session (its local address, which is the plan's next hop).
+// The speaker merges equal ones and sends each peer its own.
 func speakerRoutes(sessions []bgpplan.Session) []bgp.Route {
 	var out []bgp.Route
 	for _, s := range sessions {
 		for _, rt := range s.Routes {
-			br := bgp.Route{Prefix: rt.Prefix, LocalPref: rt.LocalPref, Peers: []netip.Addr{s.Peer.Addr}}
-			for _, c := range rt.Communities {
-				br.Communities = append(br.Communities, bgp.Community(c))
-			}
-			for _, c := range rt.LargeCommunities {
-				br.LargeCommunities = append(br.LargeCommunities, bgp.LargeCommunity{Global: c.Global, Local1: c.Local1, Local2: c.Local2})
-			}
-			out = append(out, br)
+			out = append(out, bgp.Route{Prefix: rt.Prefix, LocalPref: rt.LocalPref, Peers: []netip.Addr{s.Peer.Addr},
+				Communities: rt.Communities, LargeCommunities: rt.LargeCommunities})
 		}
 	}
 	return out
