@@ -22,8 +22,10 @@ const (
 	// hold time.
 	DefaultHoldTimeSeconds = 90
 	// DefaultConnectRetrySeconds is the connect-retry time when
-	// connectRetryTime is not set.
-	DefaultConnectRetrySeconds = 120
+	// connectRetryTime is not set: 10 s, as FRR's datacenter profile
+	// (RFC 4271's 120 s would make a session wait two minutes after a
+	// router restarts, and bound each connection attempt to as long).
+	DefaultConnectRetrySeconds = 10
 	// DefaultGracefulRestartSeconds is the restart time a peer is asked
 	// to keep the routes for when gracefulRestart sets none.
 	DefaultGracefulRestartSeconds = 120
@@ -168,7 +170,7 @@ type BGPPeerSpec struct {
 	KeepaliveTime *metav1.Duration `json:"keepaliveTime,omitempty"`
 	// ConnectRetryTime is how long to wait before trying again to open a
 	// session that could not be established, in whole seconds from 1s to
-	// 65535s. Unset means 120s.
+	// 65535s; each attempt also gives up after it. Unset means 10s.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32

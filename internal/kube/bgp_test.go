@@ -40,7 +40,7 @@ func TestBGPPeerView(t *testing.T) {
 	want := func(mod func(*bgpplan.Peer)) bgpplan.Peer {
 		v := bgpplan.Peer{Name: "tor-a", Labels: map[string]string{"rack": "a"}, Addr: netip.MustParseAddr("192.168.20.1"), Port: 179,
 			PeerASN: 64512, LocalASN: 64513, SelectsNode: true,
-			HoldTime: 90 * time.Second, KeepaliveTime: 30 * time.Second, ConnectRetryTime: 120 * time.Second}
+			HoldTime: 90 * time.Second, KeepaliveTime: 30 * time.Second, ConnectRetryTime: 10 * time.Second}
 		if mod != nil {
 			mod(&v)
 		}
