@@ -120,7 +120,7 @@ func gatherDoctor(ctx context.Context, s *session, dc dynamic.Interface, namespa
 	// none to read (the CRD check says so).
 	k := kinds{nodes: true, services: true, lease: true, leaseNS: namespace, leaseName: leaseName}
 	if crdsServed {
-		k.pools, k.policies, k.reports = true, true, true
+		k.pools, k.policies, k.reports, k.bgpAdvertisements = true, true, true, true
 	}
 	if in.Cluster, err = s.load(ctx, k, defaultClass); err != nil {
 		return in, err

@@ -210,6 +210,9 @@ func listError(resource string, err error) error {
 // kinds are what a command lists; each is one LIST.
 type kinds struct {
 	pools, policies, reports, nodes, services, lease bool
+	// bgpAdvertisements: BGP advertisements (doctor: pools they select
+	// need not be on the LAN).
+	bgpAdvertisements bool
 	// servicesNamespace is the namespace of the Services; empty: all.
 	servicesNamespace string
 	// endpointSlices lists the EndpointSlices of endpointsNamespace.
@@ -241,6 +244,13 @@ func (s *session) load(ctx context.Context, k kinds, defaultClass bool) (report.
 			return in, err
 		}
 		in.Reports = l.Items
+	}
+	if k.bgpAdvertisements {
+		var l heraldv1.BGPAdvertisementList
+		if err := s.listHerald(ctx, "bgpadvertisements", &l); err != nil {
+			return in, err
+		}
+		in.BGPAdvertisements = l.Items
 	}
 	if k.nodes {
 		l, err := s.core.CoreV1().Nodes().List(ctx, metav1.ListOptions{})

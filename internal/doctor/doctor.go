@@ -21,6 +21,10 @@ import (
 	"strings"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	heraldv1 "github.com/herald-lb/herald/api/v1alpha1"
 
 	"github.com/herald-lb/herald/internal/ipam"
 	"github.com/herald-lb/herald/internal/kube"
@@ -625,8 +629,13 @@ func checkSubnets(in report.Input) Check {
 		}
 		return false
 	}
-	var outside []string
+	var outside, routed []string
 	for _, p := range in.Pools {
+		if ad := advertisedBy(in.BGPAdvertisements, p); ad != "" {
+			// Routers learn its addresses by BGP: no need for the LAN.
+			routed = append(routed, fmt.Sprintf("%s (BGPAdvertisement %s)", p.Name, ad))
+			continue
+		}
 		for _, b := range p.Spec.Blocks {
 			// Every address of the block counts, network and broadcast too.
 			blk, err := ipam.ParseBlock(b.CIDR, b.Start, b.Stop, true)
@@ -657,7 +666,35 @@ func checkSubnets(in report.Input) Check {
 	}
 	c.Result = Pass
 	c.Message = "every block lies in a subnet of the nodes' LAN (" + strings.Join(names, ", ") + ")"
+	if len(routed) > 0 {
+		c.Message = "every block of the pools announced on the LAN lies in a subnet of the nodes' LAN (" + strings.Join(names, ", ") +
+			"); advertised by BGP instead: " + strings.Join(routed, ", ")
+	}
 	return c
+}
+
+// advertisedBy names the first BGPAdvertisement (by name) whose
+// poolSelector selects pool p, or "".
+func advertisedBy(ads []heraldv1.BGPAdvertisement, p heraldv1.LoadBalancerIPPool) string {
+	var names []string
+	for _, a := range ads {
+		sel := labels.Everything()
+		if a.Spec.PoolSelector != nil {
+			s, err := metav1.LabelSelectorAsSelector(a.Spec.PoolSelector)
+			if err != nil {
+				continue
+			}
+			sel = s
+		}
+		if sel.Matches(labels.Set(p.Labels)) {
+			names = append(names, a.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return names[0]
 }
 
 // checkGateways: no pool may hold the address of a router of the nodes'

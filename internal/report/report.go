@@ -52,6 +52,9 @@ type Input struct {
 	Leases         []coordinationv1.Lease
 	LeaseNS        string
 	LeaseName      string
+	// BGPAdvertisements are read by doctor only (a pool they advertise
+	// need not lie in the nodes' LAN).
+	BGPAdvertisements []heraldv1.BGPAdvertisement
 }
 
 // Problem is one thing that is wrong; any problem makes a command exit 1.
