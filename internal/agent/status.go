@@ -186,7 +186,7 @@ type statusWriter struct {
 	mismatches map[string]bool
 	// bgpErrors already reported as Events (peer/state/error).
 	bgpErrors map[string]bool
-	created    bool
+	created   bool
 }
 
 func newStatusWriter(cl client.Client, recorder record.EventRecorder, node string, delay time.Duration, log *slog.Logger) *statusWriter {
