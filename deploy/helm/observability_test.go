@@ -370,7 +370,7 @@ func TestPrometheusRules(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"HeraldPoolExhausted", "HeraldPoolNearlyFull", "HeraldServicePending", "HeraldServiceNotAnnounced",
-		"HeraldAddressConflict", "HeraldHeartbeatKeyMismatch", "HeraldAgentMissing", "HeraldControllerNoLeader"} {
+		"HeraldAddressConflict", "HeraldHeartbeatKeyMismatch", "HeraldAgentMissing", "HeraldBGPSessionDown", "HeraldControllerNoLeader"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("no alert %s (alerts: %v)", want, alerts)
 		}

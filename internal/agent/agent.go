@@ -229,6 +229,7 @@ type Agent struct {
 	// loop that its status changed.
 	bgp        *bgpRunner
 	bgpChanged chan struct{}
+	bgpMet     *bgpMetrics
 }
 
 // keyUpdate is a new set of heartbeat keys, or why there is none.
@@ -294,6 +295,10 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	bgpMet, err := newBGPMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger.With("component", "agent", "node", opts.NodeName)
 	a := &Agent{
 		met:            met,
@@ -321,6 +326,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 		incarnation:    uint64(time.Now().UnixNano()),
 	}
 	a.bgpChanged = make(chan struct{}, 1)
+	a.bgpMet = bgpMet
 	a.bgp = newBGPRunner(a)
 	a.status = newStatusWriter(cl, recorder, opts.NodeName, opts.StatusDelay, log)
 	a.prober = newProber(opts.NetNS, opts.Probe, a.probed)

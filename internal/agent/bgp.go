@@ -88,10 +88,12 @@ func (r *bgpRunner) snapshot() *heraldv1.NodeBGP {
 
 func (r *bgpRunner) setStatus(s *heraldv1.NodeBGP) {
 	r.mu.Lock()
-	same := equalNodeBGP(r.status, s)
+	old := r.status
+	same := equalNodeBGP(old, s)
 	r.status = s
 	r.mu.Unlock()
 	if !same {
+		r.a.bgpMet.observe(old, s)
 		signal(r.a.bgpChanged)
 	}
 }

@@ -337,7 +337,8 @@ spec: {interfaces: ["^eth[0-9]+"], loadBalancerIPs: true}
 		// Panels that show events the tutorial has not had yet (take-overs,
 		// conflicts, deaths, key mismatches) may be empty; the query must
 		// still be valid.
-		mayBeEmpty := []string{"Take-overs", "Take-over latency", "Peer deaths", "Heartbeat key mismatches", "Address conflicts", "ARP/NDP reply latency"}
+		mayBeEmpty := []string{"Take-overs", "Take-over latency", "Peer deaths", "Heartbeat key mismatches", "Address conflicts", "ARP/NDP reply latency",
+			"BGP sessions", "BGP routes advertised"} // the tutorial has no BGPPeer
 		queries := dashboardQueries(t, root)
 		if len(queries) < 10 {
 			t.Fatalf("only %d panels with queries in the dashboard", len(queries))
