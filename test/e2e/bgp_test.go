@@ -49,22 +49,7 @@ func TestBGPLab(t *testing.T) {
 		allNodes = append(allNodes, n.IPv4.String())
 	}
 	slices.Sort(allNodes)
-	// nextHops returns the next hops of the router's kernel route to addr.
-	nextHops := func(addr string) []string {
-		out, err := labnet.IP("-n", router, "-4", "route", "show", addr+"/32")
-		if err != nil {
-			return nil
-		}
-		var hops []string
-		f := strings.Fields(out)
-		for i := range f {
-			if f[i] == "via" && i+1 < len(f) {
-				hops = append(hops, f[i+1])
-			}
-		}
-		slices.Sort(hops)
-		return hops
-	}
+	nextHops := func(addr string) []string { return routerNextHops(router, "-4", addr+"/32") }
 	service := func(name, selector string, port, target int, extra string) {
 		t.Helper()
 		l.apply(fmt.Sprintf(`apiVersion: v1
@@ -319,4 +304,23 @@ spec:
 			return slices.Equal(nextHops(web), allNodes), fmt.Sprint(nextHops(web))
 		})
 	})
+}
+
+// routerNextHops returns the next hops, sorted, of the kernel route to
+// prefix in the router's namespace (family "-4" or "-6"); none when there
+// is no route.
+func routerNextHops(netns, family, prefix string) []string {
+	out, err := labnet.IP("-n", netns, family, "route", "show", prefix)
+	if err != nil {
+		return nil
+	}
+	var hops []string
+	f := strings.Fields(out)
+	for i := range f {
+		if f[i] == "via" && i+1 < len(f) {
+			hops = append(hops, f[i+1])
+		}
+	}
+	slices.Sort(hops)
+	return hops
 }

@@ -822,17 +822,20 @@ func allEqual(lines string) bool {
 	return first != ""
 }
 
-// TestIPv6Lab runs a dual-stack lab (--ipv6): a Service with addresses of
-// both families from one pool, announced with ARP and NDP, and curl over
-// IPv6 from the LAN client reaching an IPv6 Pod address.
+// TestIPv6Lab runs a dual-stack lab (--ipv6, with the BGP router): a
+// Service with addresses of both families from one pool, announced with
+// ARP and NDP, and curl over IPv6 from the LAN client reaching an IPv6 Pod
+// address; then a dual-stack Service in a routed pool, advertised over an
+// IPv4 and an IPv6 session to the router, reached from the far client
+// over both.
 func TestIPv6Lab(t *testing.T) {
 	l := newLab(t, "hle2e6-")
 	root := l.root
 	if out, err := exec.Command("make", "-C", root, "-s", "build").CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
-	if out, err := l.lab("up", "--ipv6", "--nodes", "2"); err != nil {
-		t.Fatalf("herald-lab up --ipv6: %v\n%s", err, out)
+	if out, err := l.lab("up", "--ipv6", "--bgp", "--nodes", "2"); err != nil {
+		t.Fatalf("herald-lab up --ipv6 --bgp: %v\n%s", err, out)
 	}
 	pool := filepath.Join(t.TempDir(), "pool.yaml")
 	if err := os.WriteFile(pool, []byte(`apiVersion: herald.dev/v1alpha1
@@ -869,6 +872,85 @@ spec:
 	if out, err := l.client("ip", "-6", "neigh", "show", "fd00:10::75"); err != nil || !strings.Contains(out, "lladdr") {
 		t.Errorf("the client has no NDP entry for fd00:10::75: %v %s", err, out)
 	}
+
+	t.Run("BGP over IPv4 and IPv6 sessions: a dual-stack routed Service from the far client", func(t *testing.T) {
+		s, err := lab.ReadState(l.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.apply(`apiVersion: herald.dev/v1alpha1
+kind: LoadBalancerIPPool
+metadata:
+  name: routed-pool
+  labels: {advertise: bgp}
+spec:
+  blocks: [{cidr: 192.168.30.0/28}, {cidr: "fd00:30::/124"}]
+  serviceSelector: {matchLabels: {network: routed}}
+---
+apiVersion: herald.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec: {address: 192.168.10.1, peerASN: 64512, localASN: 64513}
+---
+apiVersion: herald.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor6}
+spec: {address: "fd00:10::1", peerASN: 64512, localASN: 64513}
+---
+apiVersion: herald.dev/v1alpha1
+kind: BGPAdvertisement
+metadata: {name: routed}
+spec:
+  poolSelector: {matchLabels: {advertise: bgp}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {network: routed}
+  annotations: {herald.dev/pool: routed-pool}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: nginx}
+  ports: [{port: 80}]
+`, "apply")
+		var v4, v6 string
+		eventually(t, 30*time.Second, "web gets an address of each family from routed-pool", func() (bool, string) {
+			out := l.kubectl("get", "svc", "web", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+			f := strings.Fields(out)
+			if len(f) != 2 {
+				return false, out
+			}
+			v4, v6 = f[0], f[1]
+			return strings.HasPrefix(v4, "192.168.30.") && strings.HasPrefix(v6, "fd00:30::"), out
+		})
+		var want4, want6 []string
+		for _, n := range s.Topology.Nodes {
+			want4 = append(want4, n.IPv4.String())
+			want6 = append(want6, n.IPv6.String())
+		}
+		hops := func(family, prefix string) []string { return routerNextHops(s.Topology.Router.NetNS, family, prefix) }
+		eventually(t, 60*time.Second, "the router routes both addresses to every node", func() (bool, string) {
+			h4, h6 := hops("-4", v4+"/32"), hops("-6", v6+"/128")
+			return slices.Equal(h4, want4) && slices.Equal(h6, want6), fmt.Sprint(h4, h6)
+		})
+		for _, url := range []string{"http://" + v4 + "/", "http://[" + v6 + "]/"} {
+			out, err := l.lab("node", "far", "--", "curl", "-sS", "-g", "--max-time", "3", url)
+			if err != nil || !strings.Contains(out, "Welcome to nginx!") {
+				t.Errorf("curl %s from the far client: %v\n%s", url, err, out)
+			}
+		}
+		msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
+		// (The tutorial's policy selects every Service, so the addresses
+		// are also announced on the LAN: the message names both.)
+		for _, want := range []string{"advertised by BGP by nodes cp1 and node1 to tor (192.168.10.1, AS 64512)",
+			"advertised by BGP by nodes cp1 and node1 to tor6 (fd00:10::1, AS 64512)"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("Announced %q lacks %q", msg, want)
+			}
+		}
+	})
 }
 
 // TestKubeProxyLab runs the tutorial (hack/lab.sh) on real nodes that also
