@@ -165,6 +165,9 @@ func Run(in Input) Report {
 	add(checkPools(in.Cluster))
 	add(checkSubnets(in.Cluster))
 	add(checkGateways(in.Cluster))
+	if c, ok := checkBGP(in.Cluster); ok {
+		add(c)
+	}
 	add(checkPeers(in.Peers))
 	if c, ok := checkKubePrism(in); ok {
 		add(c)
@@ -762,4 +765,41 @@ func checkGateways(in report.Input) Check {
 	c.Result = Pass
 	c.Message = "no pool holds a default gateway of the nodes (" + strings.Join(names, ", ") + ")"
 	return c
+}
+
+// checkBGP: every BGP session the agents report is established; not
+// shown when no agent has a BGP session.
+func checkBGP(in report.Input) (Check, bool) {
+	c := Check{Name: "BGP sessions"}
+	var total int
+	var down []string
+	for _, r := range in.Reports {
+		if r.Status.BGP == nil {
+			continue
+		}
+		for _, s := range r.Status.BGP.Sessions {
+			total++
+			if s.State == heraldv1.BGPSessionEstablished {
+				continue
+			}
+			msg := fmt.Sprintf("node %s with %s (%s, AS %d) is %s", r.Name, s.Peer, s.Address, s.PeerASN, s.State)
+			if s.LastError != "" {
+				msg += ": " + s.LastError
+			}
+			down = append(down, msg)
+		}
+	}
+	if total == 0 {
+		return c, false
+	}
+	if len(down) > 0 {
+		c.Result = Fail
+		c.Message = strings.Join(down, "; ")
+		c.Fix = "the error names the cause: a NOTIFICATION (bad peer as: the BGPPeer's peerASN or the router's remote-as), a connection that times out " +
+			"(the router's address, a filter, or a TCP MD5 password that differs), a password Secret the agents may not read (the chart's bgp.passwordSecrets)"
+		return c, true
+	}
+	c.Result = Pass
+	c.Message = plural(total, "session", "sessions") + " established"
+	return c, true
 }

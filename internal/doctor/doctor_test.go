@@ -213,6 +213,15 @@ func TestRun(t *testing.T) {
 				in.Cluster.Reports[i].Status.Interfaces[0].Gateways = []string{"192.168.10.73"}
 			}
 		}, "pools clear of the LAN's gateways", Pass, "not checked", ""},
+		{"BGP sessions established", func(in *Input) {
+			for i := range in.Cluster.Reports {
+				in.Cluster.Reports[i].Status.BGP = &heraldv1.NodeBGP{Sessions: []heraldv1.BGPSession{{Peer: "tor", Address: "192.168.10.1", PeerASN: 64512, State: heraldv1.BGPSessionEstablished}}}
+			}
+		}, "BGP sessions", Pass, "2 sessions established", ""},
+		{"a BGP session down", func(in *Input) {
+			in.Cluster.Reports[1].Status.BGP = &heraldv1.NodeBGP{Sessions: []heraldv1.BGPSession{{Peer: "tor", Address: "192.168.10.1", PeerASN: 64512,
+				State: heraldv1.BGPSessionActive, LastError: "notification-sent code 2(open) subcode 2(bad peer as)"}}}
+		}, "BGP sessions", Fail, "node node2 with tor (192.168.10.1, AS 64512) is Active: notification-sent code 2(open) subcode 2(bad peer as)", "bad peer as"},
 		{"Cilium L2 announcements", func(in *Input) {
 			in.Peers = []PeerObjects{{Product: "Cilium", Kind: "CiliumL2AnnouncementPolicy", Names: []string{"policy1"}}}
 		}, "other load balancers", Fail, "Cilium CiliumL2AnnouncementPolicy policy1", "herald import"},

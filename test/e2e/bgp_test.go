@@ -117,6 +117,20 @@ spec:
 				`jsonpath={range .items[*]}{.metadata.name}:{range .status.bgp.sessions[*]}{.peer}={.state}/{.bfdState}/{.routesAdvertised}{end}{"\n"}{end}`)
 			return strings.Count(out, "tor=Established/Up/") == len(s.Topology.Nodes), out
 		})
+		// herald doctor: the sessions, the routed pool outside the LAN
+		// (advertised by BGP), the nodes' gateway (the router) outside
+		// every pool.
+		out, code := l.heraldExit("doctor")
+		for _, want := range []string{"PASS  BGP sessions: 3 sessions established",
+			"advertised by BGP instead: routed-pool (BGPAdvertisement routed)",
+			"PASS  pools clear of the LAN's gateways: no pool holds a default gateway of the nodes (192.168.10.1)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("herald doctor lacks %q:\n%s", want, out)
+			}
+		}
+		if code != 0 {
+			t.Errorf("herald doctor exits %d on the BGP lab:\n%s", code, out)
+		}
 	})
 
 	t.Run("the router routes the address to every node (ECMP), curl from the far subnet works, the community arrives", func(t *testing.T) {
@@ -216,6 +230,13 @@ spec:
 		})
 		if out := l.herald("explain", "svc/web", "-n", "default"); strings.Contains(out, "advertised by BGP") {
 			t.Errorf("explain still says the address is advertised:\n%s", out)
+		}
+		if out, code := l.heraldExit("doctor"); code != 1 || !strings.Contains(out, "FAIL  BGP sessions: node cp1 with tor (192.168.10.1, AS 64999) is") ||
+			!strings.Contains(out, "bad peer as") {
+			t.Errorf("herald doctor with the wrong ASN: exit %d\n%s", code, out)
+		}
+		if out, code := l.heraldExit("status"); code != 1 || !strings.Contains(out, "BGPSessionDown") {
+			t.Errorf("herald status with the wrong ASN: exit %d\n%s", code, out)
 		}
 		l.kubectl("patch", "bgppeer", "tor", "--type=merge", "-p", `{"spec":{"peerASN":64512}}`)
 		eventually(t, 60*time.Second, "Established again and the route back", func() (bool, string) {
