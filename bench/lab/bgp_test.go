@@ -54,7 +54,7 @@ const (
 )
 
 var (
-	services = flag.Int("services", 1000, "LoadBalancer Services in BenchmarkBGPConvergence")
+	services  = flag.Int("services", 1000, "LoadBalancer Services in BenchmarkBGPConvergence")
 	creators  = flag.Int("creators", 4, "concurrent Service creations in BenchmarkBGPConvergence")
 	createQPS = flag.Int("create-qps", 50, "API requests per second (client-side limit) of BenchmarkBGPConvergence's creations")
 )
@@ -635,7 +635,7 @@ func BenchmarkBGPRollingRestart(b *testing.B) {
 // bgpSummary is the part of `show bgp ipv4 unicast summary json` read
 // here.
 type bgpSummary struct {
-	Peers    map[string]struct {
+	Peers map[string]struct {
 		State  string `json:"state"`
 		PfxRcd int    `json:"pfxRcd"`
 	} `json:"peers"`
