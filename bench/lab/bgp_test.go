@@ -226,6 +226,23 @@ func (l *bgpLab) setBFD(b *testing.B, on bool) {
 	l.waitHops(b, l.all, 2*time.Minute)
 }
 
+// stable waits until w has seen the route over every node, unchanged for
+// d.
+func (l *bgpLab) stable(b *testing.B, w *fibWatcher, d time.Duration) {
+	b.Helper()
+	if err := poll(b.Context(), 2*time.Minute, func() (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.changes) == 0 {
+			return false, nil
+		}
+		c := w.changes[len(w.changes)-1]
+		return slices.Equal(c.hops, l.all) && time.Since(c.at) >= d, nil
+	}); err != nil {
+		b.Fatalf("the route to %s did not settle over every node for %s: %v (%s)", l.vip, d, err, w.describe(time.Now().Add(-2*time.Minute)))
+	}
+}
+
 // waitBFD waits until the router's BFD session with ip is up: a trial
 // with BFD starts only then.
 func (l *bgpLab) waitBFD(b *testing.B, ip string) {
@@ -459,6 +476,7 @@ func BenchmarkBGPFailover(b *testing.B) {
 				}
 				p, w := e.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
 				p.waitClean(b, time.Second, 30*time.Second)
+				l.stable(b, w, 2*time.Second)
 				pid, pod := e.agentPID(b, faultNode)
 				t0 := time.Now()
 				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -488,10 +506,17 @@ func BenchmarkBGPFailover(b *testing.B) {
 				if bfd {
 					bfdBack = append(bfdBack, l.bfdAfter(b, ip, ret))
 				}
+				// A new Pod, so that every kill meets a fresh container
+				// (no growing back-off); the route must be over every node,
+				// unchanged for 3 s, before the next trial.
+				wd, tDel := l.watchFIB(b, l.vip, proberLimit), time.Now()
 				if err := e.kube.CoreV1().Pods(agentNS).Delete(b.Context(), pod, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil && !apierrors.IsNotFound(err) {
 					b.Fatalf("delete %s: %v", pod, err)
 				}
 				e.agentsReady(b, 2*time.Minute)
+				l.stable(b, wd, 3*time.Second)
+				wd.stop()
+				b.Logf("trial %d: %s replaced: route %s", trial, pod, wd.describe(tDel))
 			}
 		}
 		b.ReportMetric(0, "ns/op")
@@ -516,6 +541,7 @@ func BenchmarkBGPFailover(b *testing.B) {
 				}
 				p, w := e.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
 				p.waitClean(b, time.Second, 30*time.Second)
+				l.stable(b, w, 2*time.Second)
 				t0 := time.Now()
 				if _, err := labnet.IP("-n", netns, "link", "set", "eth0", "down"); err != nil {
 					b.Fatal(err)
