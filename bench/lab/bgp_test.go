@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -453,7 +455,7 @@ func quantiles(b *testing.B, unit string, ds []time.Duration) {
 // Faults: kill-9 of node1's agent process (afterwards its Pod is replaced,
 // so every trial sees a fresh container), and link-down of node1's eth0
 // (up again once requests have run clean for 1 s, at least 2 s after the
-// fault). Each with BFD (examples/bgp.yaml: 300 ms × 3) and with the
+// fault; the fault comes 0–3 s, at random, after the route has settled). Each with BFD (examples/bgp.yaml: 300 ms × 3) and with the
 // BGPPeer's spec.bfd removed (the hold time, 9 s, decides).
 func BenchmarkBGPFailover(b *testing.B) {
 	l := bgpEnv(b)
@@ -542,6 +544,10 @@ func BenchmarkBGPFailover(b *testing.B) {
 				p, w := e.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
 				p.waitClean(b, time.Second, 30*time.Second)
 				l.stable(b, w, 2*time.Second)
+				// At any phase of the keepalives (3 s) and BFD packets:
+				// trials that took the same time would otherwise fail
+				// the link at the same point of the hold timer each time.
+				time.Sleep(rand.N(3 * time.Second))
 				t0 := time.Now()
 				if _, err := labnet.IP("-n", netns, "link", "set", "eth0", "down"); err != nil {
 					b.Fatal(err)
@@ -804,6 +810,7 @@ spec:
 
 		var mu sync.Mutex
 		var createErrs []error
+		var createdN atomic.Int64
 		t0 := time.Now()
 		var created time.Time
 		next := make(chan int)
@@ -826,6 +833,7 @@ spec:
 						createErrs = append(createErrs, err)
 						mu.Unlock()
 					}
+					createdN.Add(1)
 				}
 			})
 		}
@@ -845,7 +853,7 @@ spec:
 		// Watch: addresses (API, every second), RIB and FIB (every 200 ms).
 		var allocated, rib, ribAll, fib time.Time
 		var lastState string
-		lastAPI := time.Time{}
+		lastAPI, lastLog, gotAddr := time.Time{}, t0, 0
 		err = poll(b.Context(), 15*time.Minute, func() (bool, error) {
 			now := time.Now()
 			if allocated.IsZero() && now.Sub(lastAPI) > time.Second {
@@ -857,6 +865,7 @@ spec:
 							got++
 						}
 					}
+					gotAddr = got
 					if got == n {
 						allocated = time.Now()
 					}
@@ -875,7 +884,12 @@ spec:
 			if fib.IsZero() && ecmp >= n {
 				fib = time.Now()
 			}
-			lastState = fmt.Sprintf("prefixes from a node: fewest %d, most %d (of %d more); FIB %d routes, %d over every node", minPfx-base, maxPfx-base, n, routes, ecmp)
+			lastState = fmt.Sprintf("created %d, with an address %d; prefixes from a node: fewest %d, most %d (of %d more); FIB %d routes, %d over every node",
+				createdN.Load(), gotAddr, minPfx-base, maxPfx-base, n, routes, ecmp)
+			if time.Since(lastLog) >= 4*time.Second {
+				lastLog = time.Now()
+				b.Logf("+%.0fs: %s", time.Since(t0).Seconds(), lastState)
+			}
 			return !allocated.IsZero() && !ribAll.IsZero() && !fib.IsZero() && !rib.IsZero(), nil
 		})
 		<-done
@@ -919,6 +933,7 @@ spec:
 		if _, err := e.kubectl(b.Context(), "-n", ns, "delete", "svc", "-l", "network=scale", "--wait=false"); err != nil {
 			b.Fatal(err)
 		}
+		b.Logf("kubectl delete returned after %.1f s", time.Since(t2).Seconds())
 		var withdrawn, fibEmpty time.Time
 		err = poll(b.Context(), 10*time.Minute, func() (bool, error) {
 			_, maxPfx, err := l.received(b.Context())
