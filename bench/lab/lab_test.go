@@ -12,11 +12,16 @@
 //     response after kill -9 of the announcing node's agent, and after its
 //     LAN link goes down;
 //   - BenchmarkRollingRestart: failed requests while the agent DaemonSet
-//     restarts.
+//     restarts;
+//   - BenchmarkBGPFailover, BenchmarkBGPRollingRestart,
+//     BenchmarkBGPConvergence (bgp_test.go): the same seen from the far
+//     client behind the lab's router (FRR; the lab has it where FRR is
+//     installed), and the router's routes for 1000 Services.
 //
 // One lab serves the whole test binary: it comes up at the first benchmark
-// (prefix "hlbench-", state in $TMPDIR/herald-lab-bench) and goes down when
-// the binary ends. Without -bench nothing runs; the benchmarks skip in
+// (prefix "hlbench-", state in $TMPDIR/herald-lab-bench, or
+// $HERALD_LAB_PREFIX and $HERALD_LAB_DIR) and goes down when the binary
+// ends. Without -bench nothing runs; the benchmarks skip in
 // -short mode and without root.
 //
 //	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./bench/lab/
