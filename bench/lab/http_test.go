@@ -117,8 +117,15 @@ const (
 
 func (e *env) startProber(b *testing.B, max time.Duration) *prober {
 	b.Helper()
-	dial := labnet.Dialer(e.st.Topology.Client.NetNS)
-	addr := net.JoinHostPort(e.vip, "80")
+	return e.startProberFrom(b, e.st.Topology.Client.NetNS, e.vip, max)
+}
+
+// startProberFrom is startProber from the network namespace netns (the
+// LAN client's or the far client's) to port 80 of vip.
+func (e *env) startProberFrom(b *testing.B, netns, vip string, max time.Duration) *prober {
+	b.Helper()
+	dial := labnet.Dialer(netns)
+	addr := net.JoinHostPort(vip, "80")
 	ctx, cancel := context.WithTimeout(context.Background(), max)
 	p := &prober{every: probeEvery, timeout: probeTimeout, cancel: cancel}
 	p.wg.Go(func() {

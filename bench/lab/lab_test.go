@@ -12,11 +12,16 @@
 //     response after kill -9 of the announcing node's agent, and after its
 //     LAN link goes down;
 //   - BenchmarkRollingRestart: failed requests while the agent DaemonSet
-//     restarts.
+//     restarts;
+//   - BenchmarkBGPFailover, BenchmarkBGPRollingRestart,
+//     BenchmarkBGPConvergence (bgp_test.go): the same seen from the far
+//     client behind the lab's router (FRR; the lab has it where FRR is
+//     installed), and the router's routes for 1000 Services.
 //
 // One lab serves the whole test binary: it comes up at the first benchmark
-// (prefix "hlbench-", state in $TMPDIR/herald-lab-bench) and goes down when
-// the binary ends. Without -bench nothing runs; the benchmarks skip in
+// (prefix "hlbench-", state in $TMPDIR/herald-lab-bench, or
+// $HERALD_LAB_PREFIX and $HERALD_LAB_DIR) and goes down when the binary
+// ends. Without -bench nothing runs; the benchmarks skip in
 // -short mode and without root.
 //
 //	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./bench/lab/
@@ -47,6 +52,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/herald-lb/herald/internal/frr"
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testrequire"
@@ -78,6 +84,7 @@ var (
 	rounds    = flag.Int("rounds", 40, "downloads of the big file per path in BenchmarkVIP")
 	requests  = flag.Int("requests", 2000, "small GETs per path in BenchmarkVIP")
 	keep      = flag.Bool("keep", false, "leave the lab running after the benchmarks, for inspection (herald-lab --dir $TMPDIR/herald-lab-bench --prefix hlbench- …)")
+	reuse     = flag.Bool("reuse", false, "use the benchmark lab that a run with -keep left in the state directory instead of starting a new one")
 	heraldBin = flag.String("herald", "", "the herald binary Herald's Pods run (default: build ../../cmd/herald)")
 	labBin    = flag.String("herald-lab", "", "the herald-lab binary that runs the lab (default: build ../../cmd/herald-lab)")
 )
@@ -113,9 +120,22 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// labOptions: the state directory and prefix are $HERALD_LAB_DIR and
+// $HERALD_LAB_PREFIX where set (to keep two benchmark runs apart), else
+// $TMPDIR/herald-lab-bench and hlbench-. Where FRR is installed the lab has
+// its router and far client (herald-lab up --bgp) for the BGP benchmarks;
+// the LAN client's measurements do not go through the router.
 func labOptions() lab.Options {
 	dir := filepath.Join(os.TempDir(), "herald-lab-bench")
-	return lab.Options{Dir: dir, Prefix: prefix, Lab: filepath.Join(dir, "herald-lab"), Herald: filepath.Join(dir, "herald")}
+	if d := os.Getenv("HERALD_LAB_DIR"); d != "" {
+		dir = d
+	}
+	pfx := prefix
+	if p := os.Getenv("HERALD_LAB_PREFIX"); p != "" {
+		pfx = p
+	}
+	return lab.Options{Dir: dir, Prefix: pfx, Lab: filepath.Join(dir, "herald-lab"), Herald: filepath.Join(dir, "herald"),
+		BGP: frr.Available() == nil}
 }
 
 // labEnv returns the lab, bringing it up on first use; it skips the
@@ -142,12 +162,14 @@ func setUp(b *testing.B) (*env, error) {
 	opts := labOptions()
 	e := &env{opts: opts, dir: opts.Dir, www: filepath.Join(opts.Dir, "www")}
 	// A crashed run's daemon and namespaces (lab.Up would reuse a running
-	// lab in this directory; start from scratch instead).
-	if err := lab.Down(opts, io.Discard); err != nil {
-		return nil, fmt.Errorf("remove a previous benchmark lab: %w", err)
-	}
-	if err := os.RemoveAll(e.dir); err != nil {
-		return nil, err
+	// lab in this directory; start from scratch instead, unless -reuse).
+	if !*reuse {
+		if err := lab.Down(opts, io.Discard); err != nil {
+			return nil, fmt.Errorf("remove a previous benchmark lab: %w", err)
+		}
+		if err := os.RemoveAll(e.dir); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(e.www, 0o755); err != nil {
 		return nil, err
@@ -156,8 +178,10 @@ func setUp(b *testing.B) (*env, error) {
 	if err := os.WriteFile(filepath.Join(e.www, "index.html"), []byte("<title>bench</title>\n"), 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeBigFile(filepath.Join(e.www, bigFile)); err != nil {
-		return nil, err
+	if fi, err := os.Stat(filepath.Join(e.www, bigFile)); err != nil || fi.Size() != bigSize {
+		if err := writeBigFile(filepath.Join(e.www, bigFile)); err != nil {
+			return nil, err
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -169,6 +193,9 @@ func setUp(b *testing.B) (*env, error) {
 		path *string
 		pkg  string
 	}{{*heraldBin, &opts.Herald, "../../cmd/herald"}, {*labBin, &opts.Lab, "../../cmd/herald-lab"}} {
+		if _, err := os.Stat(*bin.path); err == nil && *reuse && bin.flag == "" {
+			continue // the running lab's
+		}
 		if bin.flag != "" {
 			if *bin.path, err = filepath.Abs(bin.flag); err != nil {
 				return nil, err
@@ -197,7 +224,7 @@ func setUp(b *testing.B) (*env, error) {
 	if _, err := e.kubectl(ctx, "apply", "-f", "../../examples/pool.yaml", "-f", "../../examples/l2policy.yaml"); err != nil {
 		return nil, err
 	}
-	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	svc := &corev1.Service{
@@ -209,7 +236,7 @@ func setUp(b *testing.B) (*env, error) {
 			Ports:                 []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(80)}},
 		},
 	}
-	if _, err := e.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+	if _, err := e.kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	err = poll(ctx, time.Minute, func() (bool, error) {
@@ -231,7 +258,7 @@ func setUp(b *testing.B) (*env, error) {
 // failed, for its logs.
 func (e *env) tearDown(ok bool) error {
 	if *keep {
-		fmt.Fprintf(os.Stderr, "the lab keeps running: herald-lab --dir %s --prefix %s status|kubectl|down\n", e.dir, prefix)
+		fmt.Fprintf(os.Stderr, "the lab keeps running: herald-lab --dir %s --prefix %s status|kubectl|down (or -reuse)\n", e.dir, e.opts.Prefix)
 		return nil
 	}
 	err := lab.Down(e.opts, io.Discard)

@@ -34,7 +34,8 @@ type podRoute struct {
 // podRoutes returns, for every node, a route to every other node's Pod
 // ranges through that node's LAN address: the lab's CNI is a bridge per
 // node, so Pods on different nodes reach each other through these routes,
-// as on a flat routed network.
+// as on a flat routed network; and with a router, each node's default
+// route through it.
 func podRoutes(ctx context.Context, env *testenv.Env, topo Topology) ([]podRoute, error) {
 	var routes []podRoute
 	for _, h := range topo.Nodes {
@@ -58,6 +59,17 @@ func podRoutes(ctx context.Context, env *testenv.Env, topo Topology) ([]podRoute
 				if other.Name != h.Name {
 					routes = append(routes, podRoute{netns: other.NetNS, dst: p, via: via})
 				}
+			}
+		}
+	}
+	// With a router (--bgp), each node's default route through it: the
+	// kernel drops it too with the link, and a node's network manager
+	// (DHCP, networkd, Talos) puts it back when the link returns.
+	if r := topo.Router; r != nil {
+		for _, h := range topo.Nodes {
+			routes = append(routes, podRoute{netns: h.NetNS, dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), via: r.IPv4})
+			if r.IPv6.IsValid() && h.IPv6.IsValid() {
+				routes = append(routes, podRoute{netns: h.NetNS, dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), via: r.IPv6})
 			}
 		}
 	}
