@@ -161,9 +161,24 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		}()
 		routerDir = router.Dir()
 	}
+	coreSocket := ""
+	if topo.Core != nil {
+		log.Info("lab: starting the core router (BIRD)", "netns", topo.Core.NetNS)
+		core, err := startCore(ctx, topo)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := core.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}()
+		coreSocket = core.Socket()
+	}
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
 		Proxy: opts.Proxy, Registry: rn.pushAddr, Containerd: rn.sockets, Ctr: rn.ctr, RouterDir: routerDir,
+		CoreSocket: coreSocket,
 	}); err != nil {
 		return err
 	}

@@ -179,6 +179,9 @@ type State struct {
 	// RouterDir is the FRR directory of the lab's router (--bgp): vtysh
 	// --vty_socket RouterDir talks to it (herald-lab vtysh).
 	RouterDir string `json:"routerDir,omitempty"`
+	// CoreSocket is the control socket of the lab's core router (BIRD,
+	// --bgp): birdc -s CoreSocket talks to it (herald-lab birdc).
+	CoreSocket string `json:"coreSocket,omitempty"`
 	// Ctr is containerd's client.
 	Ctr string `json:"ctr"`
 }

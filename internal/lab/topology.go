@@ -42,22 +42,39 @@ type Topology struct {
 	// (192.168.20.0/24): it reaches load-balancer addresses only through
 	// the routes the router learns by BGP.
 	Far *Host `json:",omitempty"`
+	// Core is a second router behind Router, on a subnet of its own
+	// (192.168.21.0/24; IPv4 only): BIRD 2 in AS CoreASN. The nodes
+	// reach it only through Router, so their sessions with it are eBGP
+	// multihop. It has no default route: it reaches a load-balancer
+	// address only by the routes it learns from the nodes and puts into
+	// its kernel.
+	Core *Host `json:",omitempty"`
 }
 
-// The BGP lab's numbers: the router's and the nodes' AS numbers (private,
-// RFC 6996: eBGP between the router and the nodes), the far subnet and the
-// router's and far client's hosts in it, the router's host on the LAN.
+// The BGP lab's numbers: the router's, the nodes' and the core router's AS
+// numbers (private, RFC 6996: eBGP between the routers and the nodes), the
+// far subnet and the router's and far client's hosts in it, the router's
+// host on the LAN and on the core subnet, the core router's host there.
 const (
 	RouterASN  = 64512
 	NodeASN    = 64513
+	CoreASN    = 64514
 	farV4Text  = "192.168.20.0/24"
 	farV6Text  = "fd00:20::/64"
+	coreV4Text = "192.168.21.0/24"
 	routerHost = 1
 	farHost    = 10
+	coreHost   = 2
 )
 
-func farV4() netip.Prefix { return netip.MustParsePrefix(farV4Text) }
-func farV6() netip.Prefix { return netip.MustParsePrefix(farV6Text) }
+func farV4() netip.Prefix  { return netip.MustParsePrefix(farV4Text) }
+func farV6() netip.Prefix  { return netip.MustParsePrefix(farV6Text) }
+func coreV4() netip.Prefix { return netip.MustParsePrefix(coreV4Text) }
+
+// RouterCoreLink returns the router's address on the core subnet.
+func (t Topology) RouterCoreLink() netip.Prefix {
+	return netip.PrefixFrom(addrIn(coreV4(), routerHost), coreV4().Bits())
+}
 
 // RouterUplink returns the router's addresses on the far subnet (IPv6
 // invalid in an IPv4-only lab).
@@ -69,16 +86,18 @@ func (t Topology) RouterUplink() (v4, v6 netip.Prefix) {
 	return v4, v6
 }
 
-// AddRouter adds the router at 192.168.10.1 (fd00:10::1) and the far
-// client at 192.168.20.10 (fd00:20::10) behind it.
+// AddRouter adds the router at 192.168.10.1 (fd00:10::1), the far
+// client at 192.168.20.10 (fd00:20::10) behind it and the core router at
+// 192.168.21.2 behind it.
 func (t *Topology) AddRouter() {
 	r := Host{Name: "router", NetNS: t.Prefix + "router", IPv4: addrIn(lanV4(), routerHost)}
 	f := Host{Name: "far", NetNS: t.Prefix + "far", IPv4: addrIn(farV4(), farHost)}
+	c := Host{Name: "core", NetNS: t.Prefix + "core", IPv4: addrIn(coreV4(), coreHost)}
 	if t.Client.IPv6.IsValid() {
 		r.IPv6 = addrIn(lanV6(), routerHost)
 		f.IPv6 = addrIn(farV6(), 0x10)
 	}
-	t.Router, t.Far = &r, &f
+	t.Router, t.Far, t.Core = &r, &f, &c
 }
 
 // The tutorial's LAN: nodes from 192.168.10.215, the client at .10.
@@ -140,11 +159,14 @@ func (t Topology) Hosts() []Host {
 	return hosts
 }
 
-// Node returns the named node, client, router or far client.
+// Node returns the named node, client, router, far client or core
+// router.
 func (t Topology) Node(name string) (Host, bool) {
 	all := t.Hosts()
-	if t.Far != nil {
-		all = append(all, *t.Far)
+	for _, h := range []*Host{t.Far, t.Core} {
+		if h != nil {
+			all = append(all, *h)
+		}
 	}
 	for _, h := range all {
 		if h.Name == name {
@@ -194,8 +216,9 @@ func (t Topology) Create() error {
 	return nil
 }
 
-// routerSteps are the `ip` commands that wire the far client to the router
-// and make the router every node's default gateway; none without a router.
+// routerSteps are the `ip` commands that wire the far client and the core
+// router to the router and make the router every node's default gateway;
+// none without a router.
 func (t Topology) routerSteps() [][]string {
 	if t.Router == nil || t.Far == nil {
 		return nil
@@ -220,6 +243,21 @@ func (t Topology) routerSteps() [][]string {
 		[]string{"-n", f.NetNS, "route", "add", "default", "via", up4.Addr().String()})
 	if up6.IsValid() {
 		steps = append(steps, []string{"-n", f.NetNS, "-6", "route", "add", "default", "via", up6.Addr().String()})
+	}
+	if c := t.Core; c != nil {
+		link := t.RouterCoreLink()
+		steps = append(steps,
+			[]string{"netns", "add", c.NetNS},
+			[]string{"-n", r.NetNS, "link", "add", "eth2", "type", "veth", "peer", "name", "eth0", "netns", c.NetNS},
+			[]string{"-n", c.NetNS, "link", "set", "lo", "up"},
+			[]string{"-n", r.NetNS, "addr", "add", link.String(), "dev", "eth2"},
+			[]string{"-n", c.NetNS, "addr", "add", netip.PrefixFrom(c.IPv4, coreV4().Bits()).String(), "dev", "eth0"},
+			[]string{"-n", r.NetNS, "link", "set", "eth2", "up"},
+			[]string{"-n", c.NetNS, "link", "set", "eth0", "up"},
+			// The LAN only, not a default route: the nodes' sessions and
+			// replies to them go through the router, load-balancer
+			// addresses only by what BIRD learns.
+			[]string{"-n", c.NetNS, "route", "add", lanV4().String(), "via", link.Addr().String()})
 	}
 	for _, n := range t.Nodes {
 		steps = append(steps, []string{"-n", n.NetNS, "route", "add", "default", "via", r.IPv4.String()})

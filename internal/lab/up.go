@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/herald-lb/herald/internal/bird"
 	"github.com/herald-lb/herald/internal/frr"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testenv"
@@ -213,9 +214,12 @@ func Down(opts Options, out io.Writer) error {
 	if err := removeRealNodes(opts.Prefix); err != nil {
 		errs = append(errs, err)
 	}
-	// A killed daemon's router (FRR) outlives it too; routers of labs
+	// A killed daemon's routers (FRR, BIRD) outlive it too; routers of labs
 	// whose daemons still run are left alone.
 	if err := frr.RemoveLeftovers(frrBase); err != nil {
+		errs = append(errs, err)
+	}
+	if err := bird.RemoveLeftovers(birdBase); err != nil {
 		errs = append(errs, err)
 	}
 	if err := labnet.RemoveNamespaces(opts.Prefix); err != nil {

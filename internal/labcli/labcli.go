@@ -143,40 +143,9 @@ Try: herald-lab kubectl get nodes -o wide
 			return lab.ExecIn(s, args[0], args[1:])
 		},
 	}
-	vtysh := &cobra.Command{
-		Use:                "vtysh [ARG...]",
-		Short:              "Run FRR's vtysh on the lab's router (herald-lab up --bgp), e.g. vtysh -c 'show bgp summary'",
-		DisableFlagParsing: true,
-		RunE: func(_ *cobra.Command, args []string) error {
-			dir := envOr("HERALD_LAB_DIR", lab.DefaultDir)
-			if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
-				dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
-			}
-			s, err := lab.ReadState(dir)
-			if err != nil {
-				return err
-			}
-			return lab.Vtysh(s, args)
-		},
-	}
-	kubectl := &cobra.Command{
-		Use:                "kubectl [ARG...]",
-		Short:              "Run kubectl with the lab's kubeconfig",
-		DisableFlagParsing: true,
-		RunE: func(_ *cobra.Command, args []string) error {
-			dir := envOr("HERALD_LAB_DIR", lab.DefaultDir)
-			// Flag parsing is off so that kubectl gets every flag; the lab's
-			// own --dir may still come first.
-			if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
-				dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
-			}
-			s, err := lab.ReadState(dir)
-			if err != nil {
-				return err
-			}
-			return lab.Kubectl(s, args)
-		},
-	}
+	vtysh := passThrough("vtysh", "Run FRR's vtysh on the lab's router (herald-lab up --bgp), e.g. vtysh -c 'show bgp summary'", lab.Vtysh)
+	birdc := passThrough("birdc", "Run BIRD's birdc on the lab's core router (herald-lab up --bgp), e.g. birdc show route", lab.Birdc)
+	kubectl := passThrough("kubectl", "Run kubectl with the lab's kubeconfig", lab.Kubectl)
 
 	registryCmd := &cobra.Command{
 		Use:   "registry",
@@ -202,8 +171,31 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, vtysh, registryCmd, version)
+	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, vtysh, birdc, registryCmd, version)
 	return cmd
+}
+
+// passThrough is a command that hands all its arguments to run (a tool
+// of the lab's: kubectl, vtysh, birdc) with the running lab's State. Flag
+// parsing is off so that the tool gets every flag; the lab's own
+// --dir=DIR may still come first, else $HERALD_LAB_DIR or the default.
+func passThrough(name, short string, run func(lab.State, []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:                name + " [ARG...]",
+		Short:              short,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			dir := envOr("HERALD_LAB_DIR", lab.DefaultDir)
+			if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
+				dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
+			}
+			s, err := lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			return run(s, args)
+		},
+	}
 }
 
 // envOr returns the environment variable name, or def when it is empty.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-lb/herald/internal/bgp/community"
+	"github.com/herald-lb/herald/internal/bird"
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 )
@@ -324,6 +327,105 @@ spec:
 		eventually(t, 60*time.Second, "every node advertises again", func() (bool, string) {
 			return slices.Equal(nextHops(web), allNodes), fmt.Sprint(nextHops(web))
 		})
+	})
+
+	// The core router (BIRD 2, AS 64514) is behind the router, on a
+	// subnet of its own: the nodes reach it only through the router, so
+	// the sessions are eBGP multihop, and it reaches the Service only by
+	// the routes it learns from them.
+	t.Run("eBGP multihop to BIRD behind the router: sessions, the routes as sent, curl from the core", func(t *testing.T) {
+		core := s.Topology.Core
+		if core == nil || s.CoreSocket == "" {
+			t.Fatalf("the lab has no core router: %+v", s.Topology)
+		}
+		birdc := func(words ...string) ([]bird.Line, error) {
+			out, err := l.lab(append([]string{"birdc", "-v"}, words...)...)
+			lines, perr := bird.ParseReply(out)
+			if err != nil || perr != nil {
+				return nil, fmt.Errorf("birdc %s: %v %v: %s", strings.Join(words, " "), err, perr, out)
+			}
+			return lines, nil
+		}
+		routeFromCore := func() (string, error) {
+			return labnet.IP("-n", core.NetNS, "-4", "route", "show", web+"/32")
+		}
+		if out, err := routeFromCore(); err != nil || out != "" {
+			t.Fatalf("the core has a route to %s before any session: %q %v", web, out, err)
+		}
+		l.kubectl("apply", "-f", filepath.Join(l.root, "examples", "bgp-core.yaml"))
+		eventually(t, 60*time.Second, "every HeraldNode reports its session with core Established, from its LAN address", func() (bool, string) {
+			out := l.kubectl("get", "heraldnodes", "-o",
+				`jsonpath={range .items[*]}{range .status.bgp.sessions[?(@.peer=="core")]}{.state}/{.localAddress}{"\n"}{end}{end}`)
+			for _, ip := range allNodes {
+				if !strings.Contains(out, "Established/"+ip+"\n") {
+					return false, out
+				}
+			}
+			return true, ""
+		})
+		eventually(t, 30*time.Second, "BIRD has a session with every node in AS 64513", func() (bool, string) {
+			lines, err := birdc("show", "protocols", "all")
+			if err != nil {
+				return false, err.Error()
+			}
+			ps, err := bird.ParseProtocols(lines)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, ip := range allNodes {
+				p, ok, err := bird.FindBGPNeighbor(ps, netip.MustParseAddr(ip))
+				if err != nil || !ok || p.BGPState() != "Established" || p.NeighborAS() != lab.NodeASN {
+					return false, fmt.Sprintf("%s: %+v %v %v", ip, p, ok, err)
+				}
+			}
+			return true, ""
+		})
+		eventually(t, 30*time.Second, "BIRD holds a route to "+web+" from every node, with the node as next hop and the community", func() (bool, string) {
+			lines, err := birdc("show", "route", web+"/32", "all")
+			if err != nil {
+				return false, err.Error()
+			}
+			routes, err := bird.ParseRoutes(lines)
+			if err != nil {
+				return false, err.Error()
+			}
+			var hops []string
+			for _, r := range routes {
+				if r.BGP == nil || r.BGP.ASPath != "64513" || !slices.Contains(r.BGP.Communities, community.Community(64513<<16|100)) ||
+					len(r.BGP.NextHop) != 1 {
+					return false, fmt.Sprintf("a route without the node's AS path, the community or one next hop: %+v", r)
+				}
+				hops = append(hops, r.BGP.NextHop[0].String())
+			}
+			slices.Sort(hops)
+			return slices.Equal(hops, allNodes), fmt.Sprintf("BGP next hops %v", hops)
+		})
+		eventually(t, 30*time.Second, "the core's kernel routes "+web+" through the router", func() (bool, string) {
+			out, err := routeFromCore()
+			return err == nil && strings.Contains(out, "via "+s.Topology.RouterCoreLink().Addr().String()), out
+		})
+		out, err := l.lab("node", "core", "--", "curl", "-sS", "--max-time", "3", "http://"+web)
+		if err != nil || !strings.Contains(out, "Welcome to nginx!") {
+			t.Errorf("curl http://%s from the core router: %v\n%s", web, err, out)
+		}
+		msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
+		if want := "core (192.168.21.2, AS 64514)"; !strings.Contains(msg, want) {
+			t.Errorf("Announced: %q, want it to name %q", msg, want)
+		}
+		// The peer goes: the sessions close, BIRD forgets the routes and
+		// its kernel the route; the router keeps its own.
+		l.kubectl("delete", "bgppeer", "core")
+		eventually(t, 30*time.Second, "no route to "+web+" at the core once the peer is gone", func() (bool, string) {
+			lines, err := birdc("show", "route", web+"/32", "all")
+			if err != nil {
+				return strings.Contains(err.Error(), "Network not found"), err.Error()
+			}
+			out, _ := routeFromCore()
+			return len(lines) == 0 && out == "", fmt.Sprintf("%d lines; kernel %q", len(lines), out)
+		})
+		if hops := nextHops(web); !slices.Equal(hops, allNodes) {
+			t.Errorf("the router's route lost next hops with the core's peer: %v", hops)
+		}
 	})
 }
 
