@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -283,50 +282,29 @@ type fibChange struct {
 // fibWatcher reads the router's kernel route to one address over netlink
 // every 2 ms and records each change of its next hops.
 type fibWatcher struct {
-	mu       sync.Mutex
-	changes  []fibChange
-	cancel   func()
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	background
+	mu      sync.Mutex
+	changes []fibChange
 }
 
 func (l *bgpLab) watchFIB(b *testing.B, vip string, limit time.Duration) *fibWatcher {
 	b.Helper()
-	nsh, err := netns.GetFromName(l.router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	_ = nsh.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
 	dst := &net.IPNet{IP: net.ParseIP(vip).To4(), Mask: net.CIDRMask(32, 32)}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	w := &fibWatcher{cancel: cancel}
-	w.wg.Go(func() {
-		defer h.Close()
-		last := "-"
-		t := time.NewTicker(2 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST); err == nil {
-				hops := routeHops(routes)
-				if k := strings.Join(hops, ","); k != last {
-					w.mu.Lock()
-					w.changes = append(w.changes, fibChange{at: time.Now(), hops: hops})
-					w.mu.Unlock()
-					last = k
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	w := &fibWatcher{}
+	last := "-"
+	w.watchNetlink(b, l.router, limit, 2*time.Millisecond, func(h *netlink.Handle) {
+		routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		if err != nil {
+			return
+		}
+		hops := routeHops(routes)
+		if k := strings.Join(hops, ","); k != last {
+			w.mu.Lock()
+			w.changes = append(w.changes, fibChange{at: time.Now(), hops: hops})
+			w.mu.Unlock()
+			last = k
 		}
 	})
-	b.Cleanup(w.stop)
 	return w
 }
 
@@ -346,13 +324,6 @@ func routeHops(routes []netlink.Route) []string {
 	}
 	slices.Sort(hops)
 	return hops
-}
-
-func (w *fibWatcher) stop() {
-	w.stopOnce.Do(func() {
-		w.cancel()
-		w.wg.Wait()
-	})
 }
 
 // first returns when the route first matched ok at or after t (zero if it
@@ -438,6 +409,82 @@ func quantiles(b *testing.B, unit string, ds []time.Duration) {
 	b.Logf("%s over %d trials: p50 %s p90 %s max %s (min %s)", unit, len(ds), percentile(ds, 0.5), percentile(ds, 0.9), ds[len(ds)-1], ds[0])
 }
 
+// bgpFailover is one sub-benchmark of BenchmarkBGPFailover, one kind of
+// fault with or without BFD, and the figures of its trials.
+type bgpFailover struct {
+	l   *bgpLab
+	ip  string // the failing node's next hop
+	bfd bool
+	// Per trial: see BenchmarkBGPFailover; bfdBack is how long after the
+	// route's return the router's BFD session with the node came up.
+	fib, rec, back, bfdBack   []time.Duration
+	failed, total, failedBack int
+}
+
+// start begins a trial once the route is over every node (and, with
+// BFD, the router's BFD session with the failing node is up): it starts
+// a prober from the far client and a watcher of the router's FIB, and
+// waits until requests have run clean for 1 s and the route has stayed
+// over every node for 2 s.
+func (f *bgpFailover) start(b *testing.B) (*prober, *fibWatcher) {
+	b.Helper()
+	l := f.l
+	l.waitHops(b, l.all, 2*time.Minute)
+	if f.bfd {
+		l.waitBFD(b, f.ip)
+	}
+	p, w := l.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
+	p.waitClean(b, time.Second, 30*time.Second)
+	l.stable(b, w, 2*time.Second)
+	return p, w
+}
+
+// failoverTrial is what one trial of BenchmarkBGPFailover saw.
+type failoverTrial struct {
+	n     int    // the trial's number
+	fault string // what failed, for the log
+	after string // what ended the fault, for the log: "after the return", ...
+	t0    time.Time
+	gone  time.Time // the route lost the node
+	// split divides the requests into the fault's, from t0, and the
+	// return's, until the end.
+	split time.Time
+	// ret is when the route was over every node again, and back counts
+	// from backFrom to it.
+	ret, backFrom time.Time
+}
+
+// end stops the trial's prober and watcher, adds its figures and logs
+// them, and with BFD waits for the router's BFD session with the node.
+func (f *bgpFailover) end(b *testing.B, p *prober, w *fibWatcher, tr failoverTrial) {
+	b.Helper()
+	end := time.Now()
+	p.stop()
+	w.stop()
+	failed, total, kinds := p.failures(tr.t0, tr.split)
+	failedBack, totalBack, kindsBack := p.failures(tr.split, end)
+	f.failed, f.total, f.failedBack = f.failed+failed, f.total+total+totalBack, f.failedBack+failedBack
+	r := p.recovered(tr.t0, tr.split)
+	f.fib, f.rec, f.back = append(f.fib, tr.gone.Sub(tr.t0)), append(f.rec, r), append(f.back, tr.ret.Sub(tr.backFrom))
+	b.Logf("trial %d: %s: route %s; recovered after %s, %d of %d requests failed%s; %s %d of %d failed%s",
+		tr.n, tr.fault, w.describe(tr.t0), r.Round(time.Millisecond), failed, total, paren(kinds), tr.after, failedBack, totalBack, paren(kindsBack))
+	if f.bfd {
+		f.bfdBack = append(f.bfdBack, f.l.bfdAfter(b, f.ip, tr.ret))
+	}
+}
+
+// report reports the sub-benchmark's figures on b.
+func (f *bgpFailover) report(b *testing.B) {
+	b.ReportMetric(0, "ns/op")
+	quantiles(b, "ms-fib", f.fib)
+	quantiles(b, "ms-recover", f.rec)
+	quantiles(b, "ms-back", f.back)
+	quantiles(b, "ms-bfd-after-route", f.bfdBack)
+	b.ReportMetric(float64(f.failed), "failed")
+	b.ReportMetric(float64(f.failedBack), "failed-on-return")
+	b.ReportMetric(float64(f.total), "requests")
+}
+
 // BenchmarkBGPFailover: the far client GETs / from bgpSvc's address every
 // 10 ms (new connection, 100 ms timeout; the router hashes each connection
 // over the ECMP route by its ports), the backends run on cp1 and node2,
@@ -468,17 +515,10 @@ func BenchmarkBGPFailover(b *testing.B) {
 	b.Logf("VIP %s over %v at the router; %s (%s) fails; backends on cp1 and node2", l.vip, l.all, faultNode, ip)
 
 	kill := func(b *testing.B, bfd bool) {
-		var fib, rec, back, bfdBack []time.Duration
-		failed, total, failedBack := 0, 0, 0
+		run := &bgpFailover{l: l, ip: ip, bfd: bfd}
 		for range b.N {
 			for trial := range *trials {
-				l.waitHops(b, l.all, 2*time.Minute)
-				if bfd {
-					l.waitBFD(b, ip)
-				}
-				p, w := e.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
-				p.waitClean(b, time.Second, 30*time.Second)
-				l.stable(b, w, 2*time.Second)
+				p, w := run.start(b)
 				pid, pod := e.agentPID(b, faultNode)
 				t0 := time.Now()
 				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -495,19 +535,12 @@ func BenchmarkBGPFailover(b *testing.B) {
 				if err != nil {
 					b.Fatalf("trial %d: after kill -9 of %s's agent the route did not lose and regain %s, or requests did not run clean: %v (route: %s)", trial, faultNode, ip, err, w.describe(t0))
 				}
-				end := time.Now()
-				p.stop()
-				w.stop()
-				f, n, kinds := p.failures(t0, ret)
-				fb, nb, kindsBack := p.failures(ret, end)
-				failed, total, failedBack = failed+f, total+n+nb, failedBack+fb
-				r := p.recovered(t0, ret)
-				fib, rec, back = append(fib, gone.Sub(t0)), append(rec, r), append(back, ret.Sub(t0))
-				b.Logf("trial %d: kill -9 of %s (pid %d): route %s; recovered after %s, %d of %d requests failed%s; after the return %d of %d failed%s",
-					trial, pod, pid, w.describe(t0), r.Round(time.Millisecond), f, n, paren(kinds), fb, nb, paren(kindsBack))
-				if bfd {
-					bfdBack = append(bfdBack, l.bfdAfter(b, ip, ret))
-				}
+				// The route's return ends both the fault and the
+				// measure of its coming back.
+				run.end(b, p, w, failoverTrial{
+					n: trial, fault: fmt.Sprintf("kill -9 of %s (pid %d)", pod, pid), after: "after the return",
+					t0: t0, gone: gone, split: ret, backFrom: t0, ret: ret,
+				})
 				// A new Pod, so that every kill meets a fresh container
 				// (no growing back-off); the route must be over every node,
 				// unchanged for 3 s, before the next trial.
@@ -521,29 +554,15 @@ func BenchmarkBGPFailover(b *testing.B) {
 				b.Logf("trial %d: %s replaced: route %s", trial, pod, wd.describe(tDel))
 			}
 		}
-		b.ReportMetric(0, "ns/op")
-		quantiles(b, "ms-fib", fib)
-		quantiles(b, "ms-recover", rec)
-		quantiles(b, "ms-back", back)
-		quantiles(b, "ms-bfd-after-route", bfdBack)
-		b.ReportMetric(float64(failed), "failed")
-		b.ReportMetric(float64(failedBack), "failed-on-return")
-		b.ReportMetric(float64(total), "requests")
+		run.report(b)
 	}
 
 	linkDown := func(b *testing.B, bfd bool) {
 		netns := e.host(b, faultNode).NetNS
-		var fib, rec, back, bfdBack []time.Duration
-		failed, total, failedBack := 0, 0, 0
+		run := &bgpFailover{l: l, ip: ip, bfd: bfd}
 		for range b.N {
 			for trial := range *trials {
-				l.waitHops(b, l.all, 2*time.Minute)
-				if bfd {
-					l.waitBFD(b, ip)
-				}
-				p, w := e.startProberFrom(b, l.far, l.vip, proberLimit), l.watchFIB(b, l.vip, proberLimit)
-				p.waitClean(b, time.Second, 30*time.Second)
-				l.stable(b, w, 2*time.Second)
+				p, w := run.start(b)
 				// At any phase of the keepalives (3 s) and BFD packets:
 				// trials that took the same time would otherwise fail
 				// the link at the same point of the hold timer each time.
@@ -573,29 +592,15 @@ func BenchmarkBGPFailover(b *testing.B) {
 				if err != nil {
 					b.Fatalf("trial %d: after %s's link came back the route did not regain it: %v (route: %s)", trial, faultNode, err, w.describe(t0))
 				}
-				end := time.Now()
-				p.stop()
-				w.stop()
-				f, n, kinds := p.failures(t0, t1)
-				fb, nb, kindsBack := p.failures(t1, end)
-				failed, total, failedBack = failed+f, total+n+nb, failedBack+fb
-				r := p.recovered(t0, t1)
-				fib, rec, back = append(fib, gone.Sub(t0)), append(rec, r), append(back, ret.Sub(t1))
-				b.Logf("trial %d: %s's eth0 down, up at %+dms: route %s; recovered after %s, %d of %d requests failed%s; after the link came back %d of %d failed%s",
-					trial, faultNode, t1.Sub(t0).Milliseconds(), w.describe(t0), r.Round(time.Millisecond), f, n, paren(kinds), fb, nb, paren(kindsBack))
-				if bfd {
-					bfdBack = append(bfdBack, l.bfdAfter(b, ip, ret))
-				}
+				// The link coming back ends the fault; the route's
+				// return is measured from then.
+				run.end(b, p, w, failoverTrial{
+					n: trial, fault: fmt.Sprintf("%s's eth0 down, up at %+dms", faultNode, t1.Sub(t0).Milliseconds()), after: "after the link came back",
+					t0: t0, gone: gone, split: t1, backFrom: t1, ret: ret,
+				})
 			}
 		}
-		b.ReportMetric(0, "ns/op")
-		quantiles(b, "ms-fib", fib)
-		quantiles(b, "ms-recover", rec)
-		quantiles(b, "ms-back", back)
-		quantiles(b, "ms-bfd-after-route", bfdBack)
-		b.ReportMetric(float64(failed), "failed")
-		b.ReportMetric(float64(failedBack), "failed-on-return")
-		b.ReportMetric(float64(total), "requests")
+		run.report(b)
 	}
 
 	b.Run("bfd", func(b *testing.B) {
@@ -623,45 +628,24 @@ func BenchmarkBGPRollingRestart(b *testing.B) {
 	e.setTrafficPolicy(b, corev1.ServiceExternalTrafficPolicyCluster)
 	e.place(b, e.nodeNames()...)
 	e.agentsReady(b, 2*time.Minute)
-	failed, total := 0, 0
-	var gaps []time.Duration
+	var run rollingRestart
 	for range b.N {
 		for trial := range *restarts {
 			l.waitHops(b, l.all, 2*time.Minute)
 			p, w := e.startProberFrom(b, l.far, l.vip, 5*time.Minute), l.watchFIB(b, l.vip, 5*time.Minute)
-			p.waitClean(b, time.Second, 30*time.Second)
-			t0 := time.Now()
-			if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "restart", "daemonset/"+agentDS); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "status", "daemonset/"+agentDS, "--timeout=4m"); err != nil {
-				b.Fatal(err)
-			}
-			rolled := time.Since(t0)
-			e.agentsReady(b, time.Minute)
+			t0, rolled := e.restartAgents(b, p)
 			err := poll(b.Context(), 2*time.Minute, func() (bool, error) {
 				return slices.Equal(l.hops(l.vip), l.all) && p.clean(2*time.Second), nil
 			})
 			if err != nil {
 				b.Fatalf("trial %d: requests did not run clean or the route did not come back after the rolling restart: %v", trial, err)
 			}
-			end := time.Now()
-			p.stop()
-			w.stop()
-			f, n, kinds := p.failures(t0, end)
-			gs := p.gaps(t0, end, 25*time.Millisecond)
-			failed, total = failed+f, total+n
-			gaps = append(gaps, longest(gs))
+			tr := run.end(p, w, t0)
 			b.Logf("trial %d: rolled in %s; %d of %d requests failed%s; gaps %s; route %s",
-				trial, rolled.Round(100*time.Millisecond), f, n, paren(kinds), describe(gs, t0), w.describe(t0))
+				trial, rolled.Round(100*time.Millisecond), tr.failed, tr.total, paren(tr.kinds), describe(tr.gaps, t0), w.describe(t0))
 		}
 	}
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(float64(failed), "failed")
-	b.ReportMetric(float64(total), "requests")
-	if len(gaps) > 0 {
-		b.ReportMetric(ms(slices.Max(gaps)), "max-ms-gap")
-	}
+	run.report(b)
 }
 
 // bgpSummary is the part of `show bgp ipv4 unicast summary json` read
@@ -774,15 +758,7 @@ spec:
 			b.Error(err)
 		}
 	}()
-	nsh, err := netns.GetFromName(l.router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	_ = nsh.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
+	h := netlinkAt(b, l.router)
 	defer h.Close()
 	// A client of its own, faster than the shared one's 5 requests/s.
 	cfg, err := clientcmd.BuildConfigFromFlags("", e.st.Kubeconfig)

@@ -163,23 +163,13 @@ func BenchmarkRollingRestart(b *testing.B) {
 	e.place(b, e.nodeNames()...)
 	e.agentsReady(b, 2*time.Minute)
 	names := e.macNames(b)
-	failed, total := 0, 0
-	var gaps []time.Duration
+	var run rollingRestart
 	for range b.N {
 		for trial := range *restarts {
 			owner := e.owner(b)
 			e.waitOwner(b, owner, time.Minute)
 			p, w := e.startProber(b, 5*time.Minute), e.watchMAC(b, 5*time.Minute)
-			p.waitClean(b, time.Second, 30*time.Second)
-			t0 := time.Now()
-			if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "restart", "daemonset/"+agentDS); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "status", "daemonset/"+agentDS, "--timeout=4m"); err != nil {
-				b.Fatal(err)
-			}
-			rolled := time.Since(t0)
-			e.agentsReady(b, time.Minute)
+			t0, rolled := e.restartAgents(b, p)
 			var newOwner string
 			err := poll(b.Context(), time.Minute, func() (bool, error) {
 				newOwner = e.announcer(b.Context())
@@ -188,22 +178,69 @@ func BenchmarkRollingRestart(b *testing.B) {
 			if err != nil {
 				b.Fatalf("trial %d: requests did not run clean after the rolling restart: %v", trial, err)
 			}
-			end := time.Now()
-			p.stop()
-			w.stop()
-			f, n, kinds := p.failures(t0, end)
-			gs := p.gaps(t0, end, 25*time.Millisecond)
-			failed, total = failed+f, total+n
-			gaps = append(gaps, longest(gs))
+			tr := run.end(p, w, t0)
 			b.Logf("trial %d: rolled in %s; VIP announced by %s before, %s after; %d of %d requests failed%s; gaps %s; the client sent to %s",
-				trial, rolled.Round(100*time.Millisecond), owner, newOwner, f, n, paren(kinds), describe(gs, t0), w.describe(t0, names))
+				trial, rolled.Round(100*time.Millisecond), owner, newOwner, tr.failed, tr.total, paren(tr.kinds), describe(tr.gaps, t0), w.describe(t0, names))
 		}
 	}
+	run.report(b)
+}
+
+// restartAgents restarts the agents' DaemonSet (`kubectl rollout
+// restart`) once p's requests have run clean for 1 s, and waits until
+// `rollout status` says it is done and every agent is ready. It returns
+// when the restart began and how long the rollout took.
+func (e *env) restartAgents(b *testing.B, p *prober) (t0 time.Time, rolled time.Duration) {
+	b.Helper()
+	p.waitClean(b, time.Second, 30*time.Second)
+	t0 = time.Now()
+	if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "restart", "daemonset/"+agentDS); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.kubectl(b.Context(), "-n", agentNS, "rollout", "status", "daemonset/"+agentDS, "--timeout=4m"); err != nil {
+		b.Fatal(err)
+	}
+	rolled = time.Since(t0)
+	e.agentsReady(b, time.Minute)
+	return t0, rolled
+}
+
+// rollingRestart adds up the trials of a rolling-restart benchmark
+// (BenchmarkRollingRestart, BenchmarkBGPRollingRestart).
+type rollingRestart struct {
+	failed, total int
+	gaps          []time.Duration // each trial's longest
+}
+
+// restartTrial is one rolling restart's requests: failed of total, the
+// kinds of error, and the gaps over 25 ms.
+type restartTrial struct {
+	failed, total int
+	kinds         string
+	gaps          []gap
+}
+
+// end ends a trial that began at t0: it stops the prober p and the
+// watcher w and adds p's requests since t0 to the figures.
+func (r *rollingRestart) end(p *prober, w interface{ stop() }, t0 time.Time) restartTrial {
+	end := time.Now()
+	p.stop()
+	w.stop()
+	var tr restartTrial
+	tr.failed, tr.total, tr.kinds = p.failures(t0, end)
+	tr.gaps = p.gaps(t0, end, 25*time.Millisecond)
+	r.failed, r.total = r.failed+tr.failed, r.total+tr.total
+	r.gaps = append(r.gaps, longest(tr.gaps))
+	return tr
+}
+
+// report reports the failed requests of all and the longest gap on b.
+func (r *rollingRestart) report(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(float64(failed), "failed")
-	b.ReportMetric(float64(total), "requests")
-	if len(gaps) > 0 {
-		b.ReportMetric(ms(slices.Max(gaps)), "max-ms-gap")
+	b.ReportMetric(float64(r.failed), "failed")
+	b.ReportMetric(float64(r.total), "requests")
+	if len(r.gaps) > 0 {
+		b.ReportMetric(ms(slices.Max(r.gaps)), "max-ms-gap")
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
 )
@@ -102,12 +101,10 @@ type sample struct {
 // its own timeout, concurrently, and keeps every result. It stops by itself
 // after max.
 type prober struct {
+	background
 	every, timeout time.Duration
 	mu             sync.Mutex
 	samples        []sample
-	cancel         func()
-	wg             sync.WaitGroup
-	stopOnce       sync.Once
 }
 
 const (
@@ -127,7 +124,8 @@ func (e *env) startProberFrom(b *testing.B, netns, vip string, max time.Duration
 	dial := labnet.Dialer(netns)
 	addr := net.JoinHostPort(vip, "80")
 	ctx, cancel := context.WithTimeout(context.Background(), max)
-	p := &prober{every: probeEvery, timeout: probeTimeout, cancel: cancel}
+	p := &prober{every: probeEvery, timeout: probeTimeout}
+	p.cancel = cancel
 	p.wg.Go(func() {
 		t := time.NewTicker(p.every)
 		defer t.Stop()
@@ -153,14 +151,6 @@ func (e *env) startProberFrom(b *testing.B, netns, vip string, max time.Duration
 	})
 	b.Cleanup(p.stop)
 	return p
-}
-
-// stop ends the prober and waits for its requests.
-func (p *prober) stop() {
-	p.stopOnce.Do(func() {
-		p.cancel()
-		p.wg.Wait()
-	})
 }
 
 // snapshot returns the samples so far, by start time.
@@ -318,63 +308,35 @@ type macChange struct {
 // macWatcher records the MAC the client's kernel uses for the VIP, read
 // over netlink every 10 ms, to tell which node the traffic went to.
 type macWatcher struct {
-	mu       sync.Mutex
-	changes  []macChange
-	cancel   func()
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	background
+	mu      sync.Mutex
+	changes []macChange
 }
 
 func (e *env) watchMAC(b *testing.B, limit time.Duration) *macWatcher {
 	b.Helper()
-	nsh, err := netns.GetFromName(e.st.Topology.Client.NetNS)
-	if err != nil {
-		b.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	_ = nsh.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
 	vip := net.ParseIP(e.vip)
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	w := &macWatcher{cancel: cancel}
-	w.wg.Go(func() {
-		defer h.Close()
-		last := ""
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if neighs, err := h.NeighList(0, netlink.FAMILY_V4); err == nil {
-				mac := ""
-				for _, n := range neighs {
-					if n.IP.Equal(vip) && len(n.HardwareAddr) > 0 {
-						mac = n.HardwareAddr.String()
-					}
-				}
-				if mac != last {
-					w.mu.Lock()
-					w.changes = append(w.changes, macChange{at: time.Now(), mac: mac})
-					w.mu.Unlock()
-					last = mac
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+	w := &macWatcher{}
+	last := ""
+	w.watchNetlink(b, e.st.Topology.Client.NetNS, limit, 10*time.Millisecond, func(h *netlink.Handle) {
+		neighs, err := h.NeighList(0, netlink.FAMILY_V4)
+		if err != nil {
+			return
+		}
+		mac := ""
+		for _, n := range neighs {
+			if n.IP.Equal(vip) && len(n.HardwareAddr) > 0 {
+				mac = n.HardwareAddr.String()
 			}
 		}
+		if mac != last {
+			w.mu.Lock()
+			w.changes = append(w.changes, macChange{at: time.Now(), mac: mac})
+			w.mu.Unlock()
+			last = mac
+		}
 	})
-	b.Cleanup(w.stop)
 	return w
-}
-
-func (w *macWatcher) stop() {
-	w.stopOnce.Do(func() {
-		w.cancel()
-		w.wg.Wait()
-	})
 }
 
 // describe renders the MACs the client used from t0 on, with node names.

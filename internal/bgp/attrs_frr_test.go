@@ -20,27 +20,19 @@ import (
 // it was: GoBGP sends it again (export.go), and the router, which logs
 // its UPDATEs here, ignores it as a duplicate.
 func TestPerPeerAttributesIBGPAndEBGP(t *testing.T) {
-	lan := newLAN(t)
+	lan := newLAN(t, withFRR)
 	routerV4b := netip.MustParseAddr("192.168.30.2")
 	node1V4b := netip.MustParseAddr("192.168.30.21")
 	lan.IP("router", "addr", "add", routerV4b.String()+"/24", "dev", "eth0")
 	lan.IP("node1", "addr", "add", node1V4b.String()+"/24", "dev", "eth0")
-	r := startRouter(t, lan, "log stdout debugging\ndebug bgp updates in\n"+routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, routerASN),
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4b, nodeASN),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		fmt.Sprintf(" neighbor %s activate", node1V4b),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: routerASN})
+	rv := startRouter(t, lan, "log stdout debugging\ndebug bgp updates in\n"+
+		neighborsConfig("ipv4", neighbor{addr: node1V4, asn: routerASN}, neighbor{addr: node1V4b, asn: nodeASN}), false)
 	ibgpPeer := nodePeer(routerV4, routerASN)
 	ibgpPeer.LocalAddress = node1V4
 	ebgpPeer := nodePeer(routerV4b, routerASN)
 	ebgpPeer.LocalASN = nodeASN
 	ebgpPeer.LocalAddress = node1V4b
-	sp.setPeers(ibgpPeer, ebgpPeer)
+	sp := startNode1(t, lan, routerASN, ibgpPeer, ebgpPeer)
 
 	vip := netip.MustParsePrefix("10.96.0.50/32")
 	// A third-party next hop on the LAN for the eBGP peer.

@@ -1,11 +1,12 @@
 package bgp_test
 
 // The speaker against BIRD 2 (Debian's bird2) as the router: the same
-// network-namespace LAN as the FRR tests (frr_test.go), BIRD in the
-// router's namespace (internal/bird), the speakers in child processes in
-// the nodes' namespaces (helper_test.go). BIRD's kernel protocol puts the
-// routes it learns into the router namespace's kernel, with `merge paths`
-// for ECMP, so each test checks both BIRD's table and the kernel's.
+// network-namespace LAN as the FRR tests (newLAN in helper_test.go), BIRD
+// in the router's namespace (internal/bird), the speakers in child
+// processes in the nodes' namespaces (helper_test.go). BIRD's kernel
+// protocol puts the routes it learns into the router namespace's kernel,
+// with `merge paths` for ECMP, so each test checks both BIRD's table and
+// the kernel's.
 
 import (
 	"context"
@@ -15,7 +16,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +23,6 @@ import (
 	"github.com/herald-lb/herald/internal/bgp/community"
 	"github.com/herald-lb/herald/internal/bird"
 	"github.com/herald-lb/herald/internal/netnstest"
-	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 const (
@@ -33,55 +32,14 @@ const (
 	birdBase = "/run/herald-birdtest"
 )
 
-var birdLeftoversOnce sync.Once
-
-// newBIRDLAN builds the router and node namespaces of the FRR tests'
-// addresses, or ends the test when the machine cannot run them (root,
-// iproute2, BIRD 2).
-func newBIRDLAN(t *testing.T, hosts ...netnstest.Host) *netnstest.LAN {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("real BIRD router: not in -short")
-	}
-	netnstest.Require(t, birdNSPrefix)
-	if err := bird.Available(); err != nil {
-		testrequire.Missing(t, "%v", err)
-	}
-	birdLeftoversOnce.Do(func() {
-		if err := bird.RemoveLeftovers(birdBase); err != nil {
-			t.Logf("remove BIRD leftovers: %v", err)
-		}
-	})
-	if len(hosts) == 0 {
-		hosts = []netnstest.Host{
-			{Role: "router", Addrs: []string{"192.168.30.1/24", "fd00:30::1/64"}},
-			{Role: "node1", Addrs: []string{"192.168.30.11/24", "fd00:30::11/64"}},
-			{Role: "node2", Addrs: []string{"192.168.30.12/24", "fd00:30::12/64"}},
-		}
-	}
-	return netnstest.New(t, birdNSPrefix, hosts...)
-}
+// withBIRD makes newLAN's LAN one for BIRD.
+var withBIRD = newRouterKind("BIRD", birdNSPrefix, birdBase, bird.Available, bird.RemoveLeftovers, bird.NewDir)
 
 // startBIRD runs BIRD with config in the LAN's router namespace.
 func startBIRD(t *testing.T, lan *netnstest.LAN, config string) birdView {
 	t.Helper()
-	dir, err := bird.NewDir(birdBase, "router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := bird.Start(ctx, bird.Options{Namespace: lan.Namespace("router"), Dir: dir, Config: config})
-	if err != nil {
-		t.Fatalf("start BIRD: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("BIRD log:\n%s", r.Logs())
-		}
-		if err := r.Close(); err != nil {
-			t.Errorf("stop BIRD: %v", err)
-		}
+	r := startRouterOf(t, withBIRD, func(ctx context.Context, dir string) (*bird.Router, error) {
+		return bird.Start(ctx, bird.Options{Namespace: lan.Namespace("router"), Dir: dir, Config: config})
 	})
 	return birdView{t: t, r: r}
 }
@@ -105,6 +63,19 @@ protocol kernel kernel6 {
 `, routerV4, strings.Join(protocols, "\n"))
 }
 
+// birdNode1 is a `protocol bgp node1` of the router (AS routerASN) for
+// one neighbor, addr in AS asn, with lines (options, channels) inside.
+func birdNode1(addr netip.Addr, asn uint32, lines ...string) string {
+	return fmt.Sprintf("protocol bgp node1 {\n\tlocal as %d;\n\tneighbor %s as %d;\n\t%s\n}", routerASN, addr, asn, strings.Join(lines, "\n\t"))
+}
+
+// The channels of the routers' BGP protocols: import from the nodes,
+// export nothing to them.
+const (
+	birdIPv4 = "ipv4 { import all; export none; };"
+	birdIPv6 = "ipv6 { import all; export none; };"
+)
+
 // birdView is one test's queries of its BIRD.
 type birdView struct {
 	t *testing.T
@@ -122,6 +93,12 @@ func (v birdView) neighbor(addr netip.Addr) bird.Protocol {
 	return p
 }
 
+// session implements peerRouter.
+func (v birdView) session(node netip.Addr) (bool, string) {
+	p := v.neighbor(node)
+	return p.BGPState() == "Established", fmt.Sprintf("BIRD %s %s %q %v", p.Name, p.BGPState(), p.Info, p.Attrs)
+}
+
 // routes returns BIRD's routes for a prefix.
 func (v birdView) routes(p netip.Prefix) []bird.Route {
 	v.t.Helper()
@@ -130,6 +107,12 @@ func (v birdView) routes(p netip.Prefix) []bird.Route {
 		v.t.Fatal(err)
 	}
 	return rs
+}
+
+// routeCount implements peerRouter.
+func (v birdView) routeCount(p netip.Prefix) (int, string) {
+	rs := v.routes(p)
+	return len(rs), fmt.Sprintf("%+v", rs)
 }
 
 // dump logs BIRD's raw replies to what the tests read, when
@@ -154,21 +137,6 @@ func (v birdView) waitRoutes(p netip.Prefix, n int, timeout time.Duration) []bir
 		return len(rs) == n, fmt.Sprintf("%+v", rs)
 	})
 	return rs
-}
-
-// waitBIRDEstablished waits until both the speaker and BIRD see the
-// session with node up.
-func waitBIRDEstablished(t *testing.T, sp *speakerProc, v birdView, node netip.Addr) (bgp.Session, bird.Protocol) {
-	t.Helper()
-	var s bgp.Session
-	var p bird.Protocol
-	eventually(t, 30*time.Second, "session "+sp.name+" established with BIRD", func() (bool, string) {
-		s = sp.session()
-		p = v.neighbor(node)
-		return s.State == bgp.StateEstablished && p.BGPState() == "Established",
-			fmt.Sprintf("speaker %+v, BIRD %s %s %q %v", s, p.Name, p.BGPState(), p.Info, p.Attrs)
-	})
-	return s, p
 }
 
 // gateways returns a BIRD route's next hops.
@@ -214,12 +182,8 @@ func checkBIRDRoute(t *testing.T, what string, r bird.Route, nextHop netip.Addr,
 }
 
 func TestBIRDEBGPIPv4(t *testing.T) {
-	lan := newBIRDLAN(t)
-	v := startBIRD(t, lan, birdConfig(fmt.Sprintf(`protocol bgp node1 {
-	local as %d;
-	neighbor %s as %d;
-	ipv4 { import all; export none; };
-}`, routerASN, node1V4, nodeASN)))
+	lan := newLAN(t, withBIRD)
+	v := startBIRD(t, lan, birdConfig(birdNode1(node1V4, nodeASN, birdIPv4)))
 	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{
 		RouterID: node1V4, ASN: nodeASN,
 		// Long enough to see BIRD drop the route while the session is
@@ -232,7 +196,8 @@ func TestBIRDEBGPIPv4(t *testing.T) {
 	large := mustLarge(t, "64512:7:8")
 	sp.setRoutes(bgp.Route{Prefix: vip, Communities: comms, LargeCommunities: large})
 
-	s, p := waitBIRDEstablished(t, sp, v, node1V4)
+	s := waitEstablished(t, sp, v, node1V4)
+	p := v.neighbor(node1V4)
 	if s.PeerASN != routerASN || s.LastError != "" || s.Since.IsZero() {
 		t.Errorf("session %+v: want peer AS %d, no error, an uptime", s, routerASN)
 	}
@@ -270,20 +235,7 @@ func TestBIRDEBGPIPv4(t *testing.T) {
 
 	// Stop withdraws first: the route leaves BIRD while the session is
 	// still established, then the session closes.
-	sp.must(request{Op: "stop-async"})
-	eventually(t, 3*time.Second, "route withdrawn by Stop", func() (bool, string) {
-		rs := v.routes(vip2)
-		return len(rs) == 0, fmt.Sprintf("%+v", rs)
-	})
-	if p := v.neighbor(node1V4); p.BGPState() != "Established" {
-		t.Errorf("BIRD's session went %s before the withdrawal was seen: Stop must withdraw first", p.BGPState())
-	}
-	waitFIB(t, lan, vip2, 5*time.Second)
-	sp.must(request{Op: "stop-wait"})
-	eventually(t, 5*time.Second, "session closed by Stop", func() (bool, string) {
-		p := v.neighbor(node1V4)
-		return p.BGPState() != "Established", fmt.Sprintf("%s %q %v", p.BGPState(), p.Info, p.Attrs)
-	})
+	checkStopWithdrawsFirst(t, lan, sp, v, node1V4, vip2)
 	t.Logf("BIRD after Stop: %s %q", v.neighbor(node1V4).BGPState(), v.neighbor(node1V4).Info)
 	v.dump()
 }
@@ -306,7 +258,7 @@ func readmeBIRDConfig(t *testing.T) string {
 func TestBIRDReadmeConfigECMPAndBFD(t *testing.T) {
 	routerAddr := netip.MustParseAddr("192.168.10.1")
 	n1, n2 := netip.MustParseAddr("192.168.10.215"), netip.MustParseAddr("192.168.10.216")
-	lan := newBIRDLAN(t,
+	lan := newLAN(t, withBIRD,
 		netnstest.Host{Role: "router", Addrs: []string{"192.168.10.1/24"}},
 		netnstest.Host{Role: "node1", Addrs: []string{"192.168.10.215/24"}},
 		netnstest.Host{Role: "node2", Addrs: []string{"192.168.10.216/24"}},
@@ -318,16 +270,11 @@ func TestBIRDReadmeConfigECMPAndBFD(t *testing.T) {
 		role string
 		addr netip.Addr
 	}{{"node1", n1}, {"node2", n2}} {
-		sp := startSpeaker(t, n.role, lan.Namespace(n.role), bgp.Config{RouterID: n.addr, ASN: nodeASN})
-		p := nodePeer(routerAddr, routerASN)
-		p.BFD = &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
-		sp.setPeers(p)
-		sp.setRoutes(bgp.Route{Prefix: vip})
-		sps[n.addr] = sp
+		sps[n.addr] = startBFDNode(t, lan, n.role, n.role, n.addr, routerAddr, vip)
 	}
 	for a, sp := range sps {
-		_, p := waitBIRDEstablished(t, sp, v, a)
-		if !strings.HasPrefix(p.Name, "node") {
+		waitEstablished(t, sp, v, a)
+		if p := v.neighbor(a); !strings.HasPrefix(p.Name, "node") {
 			t.Errorf("BIRD's protocol for %s: %s %v, want one spawned from nodes (dynamic name node)", a, p.Name, p.Attrs)
 		}
 	}
@@ -391,7 +338,7 @@ func TestBIRDReadmeConfigECMPAndBFD(t *testing.T) {
 
 	// Back: the session, BFD and the ECMP route return.
 	lan.IP("node1", "link", "set", "eth0", "up")
-	waitBIRDEstablished(t, sps[n1], v, n1)
+	waitEstablished(t, sps[n1], v, n1)
 	waitBFDUp("BFD up again on node 1", n1, n2)
 	waitFIB(t, lan, vip, 10*time.Second, n1, n2)
 	v.dump()
@@ -402,39 +349,28 @@ func TestBIRDReadmeConfigECMPAndBFD(t *testing.T) {
 	sps[n2].must(request{Op: "stop"})
 	waitFIB(t, lan, vip, 10*time.Second, n1)
 	restarted := time.Now()
-	sp := startSpeaker(t, "node2-again", lan.Namespace("node2"), bgp.Config{RouterID: n2, ASN: nodeASN})
-	p := nodePeer(routerAddr, routerASN)
-	p.BFD = &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
-	sp.setPeers(p)
-	sp.setRoutes(bgp.Route{Prefix: vip})
-	sps[n2] = sp
+	sps[n2] = startBFDNode(t, lan, "node2-again", "node2", n2, routerAddr, vip)
 	waitFIB(t, lan, vip, 10*time.Second, n1, n2)
 	t.Logf("node 2's new speaker back in the router's FIB %v after it started", time.Since(restarted).Round(10*time.Millisecond))
 	waitBFDUp("BFD up with node 2's new speaker", n1, n2)
 }
 
 func TestBIRDIBGPAttributes(t *testing.T) {
-	lan := newBIRDLAN(t)
+	lan := newLAN(t, withBIRD)
 	// BIRD takes an iBGP neighbor for a multihop one, with next hops
 	// resolved recursively in a table that has no connected routes
 	// here: direct makes it a neighbor on the LAN, whose next hop is
 	// used as it is.
-	v := startBIRD(t, lan, birdConfig(fmt.Sprintf(`protocol bgp node1 {
-	local as %d;
-	neighbor %s as %d;
-	direct;
-	ipv4 { import all; export none; };
-}`, routerASN, node1V4, routerASN)))
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: routerASN})
-	sp.setPeers(nodePeer(routerV4, routerASN))
+	v := startBIRD(t, lan, birdConfig(birdNode1(node1V4, routerASN, "direct;", birdIPv4)))
+	sp := startNode1(t, lan, routerASN, nodePeer(routerV4, routerASN))
 	comms := mustCommunities(t, "65000:100", "no-export", "65000:7")
 	large := mustLarge(t, "64512:1:2", "64512:3:4")
 	lp := uint32(250)
 	vip := netip.MustParsePrefix("10.96.0.30/32")
 	sp.setRoutes(bgp.Route{Prefix: vip, Communities: comms, LargeCommunities: large, LocalPref: &lp})
 
-	_, p := waitBIRDEstablished(t, sp, v, node1V4)
-	if !strings.HasPrefix(p.Attrs["Session"], "internal") {
+	waitEstablished(t, sp, v, node1V4)
+	if p := v.neighbor(node1V4); !strings.HasPrefix(p.Attrs["Session"], "internal") {
 		t.Errorf("BIRD's session %q, want internal", p.Attrs["Session"])
 	}
 	r := v.waitRoutes(vip, 1, 10*time.Second)[0]
@@ -463,21 +399,15 @@ func TestBIRDIBGPAttributes(t *testing.T) {
 }
 
 func TestBIRDIPv6OverIPv6Session(t *testing.T) {
-	lan := newBIRDLAN(t)
-	v := startBIRD(t, lan, birdConfig(fmt.Sprintf(`protocol bgp node1 {
-	local as %d;
-	neighbor %s as %d;
-	ipv4 { import all; export none; };
-	ipv6 { import all; export none; };
-}`, routerASN, node1V6, nodeASN)))
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
-	sp.setPeers(nodePeer(routerV6, routerASN))
+	lan := newLAN(t, withBIRD)
+	v := startBIRD(t, lan, birdConfig(birdNode1(node1V6, nodeASN, birdIPv4, birdIPv6)))
+	sp := startNode1(t, lan, nodeASN, nodePeer(routerV6, routerASN))
 	vip := netip.MustParsePrefix("fd00:96::10/128")
 	// An IPv4 route is not sent over the IPv6 session, though BIRD
 	// offers the IPv4 family on it too.
 	vip4 := netip.MustParsePrefix("10.96.0.40/32")
 	sp.setRoutes(bgp.Route{Prefix: vip}, bgp.Route{Prefix: vip4})
-	waitBIRDEstablished(t, sp, v, node1V6)
+	waitEstablished(t, sp, v, node1V6)
 
 	r := v.waitRoutes(vip, 1, 10*time.Second)[0]
 	if r.Table != "master6" || r.BGP == nil || len(r.BGP.NextHop) == 0 || r.BGP.NextHop[0] != node1V6 || r.BGP.ASPath != fmt.Sprint(nodeASN) {
@@ -489,18 +419,11 @@ func TestBIRDIPv6OverIPv6Session(t *testing.T) {
 	if g := r.NextHops[0].Gateway; g != node1V6 {
 		t.Errorf("BIRD routes %s via %s, want the node's global address %s", vip, g, node1V6)
 	}
-	if rs := v.routes(vip4); len(rs) != 0 {
-		t.Errorf("IPv4 route reached BIRD over the IPv6 session: %+v", rs)
-	}
-	if s := sp.session(); s.RoutesAdvertised != 1 {
-		t.Errorf("session %+v: want 1 route advertised", s)
-	}
-	sp.setRoutes()
-	waitFIB(t, lan, vip, 10*time.Second)
+	checkIPv6Only(t, lan, sp, v, vip, vip4)
 }
 
 func TestBIRDPasswordAndASNErrors(t *testing.T) {
-	lan := newBIRDLAN(t)
+	lan := newLAN(t, withBIRD)
 	// A neighbor range with a password: BIRD keys the whole range. The
 	// short error wait lets the node back in quickly after the refused
 	// ASNs below (BIRD's default: 60 s).
@@ -511,48 +434,23 @@ func TestBIRDPasswordAndASNErrors(t *testing.T) {
 	error wait time 1, 30;
 	ipv4 { import all; export none; };
 }`, routerASN, nodeASN)))
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
+	sp := startNode1(t, lan, nodeASN)
 	vip := netip.MustParsePrefix("10.96.0.50/32")
 	sp.setRoutes(bgp.Route{Prefix: vip})
 
-	good := nodePeer(routerV4, routerASN)
-	good.Password = "s3cret-Key"
-	sp.setPeers(good)
-	waitBIRDEstablished(t, sp, v, node1V4)
-	waitFIB(t, lan, vip, 10*time.Second, node1V4)
-
-	// A wrong password: the router's kernel drops the badly signed SYNs,
+	// The right password: established, the route arrives; a wrong one:
 	// no session, and the speaker says why.
-	bad := good
-	bad.Password = "wrong"
-	sp.setPeers(bad)
-	eventually(t, 20*time.Second, "connection failure reported", func() (bool, string) {
-		s := sp.session()
-		return s.State != bgp.StateEstablished && strings.Contains(s.LastError, "i/o timeout"), fmt.Sprintf("%+v", s)
-	})
-	waitFIB(t, lan, vip, 15*time.Second)
-	if p := v.neighbor(node1V4); p.BGPState() == "Established" {
-		t.Errorf("BIRD established a session with a wrong password: %s %v", p.Name, p.Attrs)
-	}
-	t.Logf("wrong password: %+v", sp.session())
+	good := checkPassword(t, lan, sp, v, vip)
 	v.dump()
 
 	// No password at all: the same.
 	none := good
 	none.Password = ""
 	sp.setPeers(none)
-	eventually(t, 20*time.Second, "connection failure without a password reported", func() (bool, string) {
-		s := sp.session()
-		return s.State != bgp.StateEstablished && strings.Contains(s.LastError, "i/o timeout"), fmt.Sprintf("%+v", s)
-	})
+	waitConnectFailure(t, sp, "connection failure without a password reported")
 
 	// Right again: established, the route is back.
-	sp.setPeers(good)
-	s, _ := waitBIRDEstablished(t, sp, v, node1V4)
-	if s.LastError != "" {
-		t.Errorf("session %+v: the old error stayed", s)
-	}
-	waitFIB(t, lan, vip, 10*time.Second, node1V4)
+	reestablish(t, lan, sp, v, good, vip)
 
 	// The right password and a wrong peer ASN: the speaker refuses
 	// BIRD's OPEN with a NOTIFICATION and says so; BIRD too.
@@ -583,36 +481,22 @@ func TestBIRDPasswordAndASNErrors(t *testing.T) {
 	t.Logf("BIRD expects another AS: speaker %q, BIRD %q", sp.session().LastError, v.neighbor(node1V4).LastError())
 
 	// Fixed: back within BIRD's error wait and the speaker's retry.
-	sp.setPeers(good)
-	s, _ = waitBIRDEstablished(t, sp, v, node1V4)
-	if s.LastError != "" {
-		t.Errorf("session %+v: the old error stayed", s)
-	}
-	waitFIB(t, lan, vip, 10*time.Second, node1V4)
+	reestablish(t, lan, sp, v, good, vip)
 }
 
 // BFD turned off on both sides of an established session with BFD up.
 func TestBIRDBFDTurnedOff(t *testing.T) {
-	lan := newBIRDLAN(t)
+	lan := newLAN(t, withBIRD)
 	conf := func(bfd string) string {
-		return birdConfig(fmt.Sprintf(`protocol bfd {
+		return birdConfig(`protocol bfd {
 	interface "*" { min rx interval 300 ms; min tx interval 300 ms; multiplier 3; };
 }
-protocol bgp node1 {
-	local as %d;
-	neighbor %s as %d;
-	bfd %s;
-	ipv4 { import all; export none; };
-}`, routerASN, node1V4, nodeASN, bfd))
+` + birdNode1(node1V4, nodeASN, "bfd "+bfd+";", birdIPv4))
 	}
 	v := startBIRD(t, lan, conf("on"))
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
-	peer := nodePeer(routerV4, routerASN)
-	peer.BFD = &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
-	sp.setPeers(peer)
 	vip := netip.MustParsePrefix("10.96.0.70/32")
-	sp.setRoutes(bgp.Route{Prefix: vip})
-	waitBIRDEstablished(t, sp, v, node1V4)
+	sp := startBFDNode(t, lan, "node1", "node1", node1V4, routerV4, vip)
+	waitEstablished(t, sp, v, node1V4)
 	eventually(t, 20*time.Second, "BFD up", func() (bool, string) {
 		s := sp.session()
 		bs, err := v.r.BFDSessions(ctx(t))
@@ -630,8 +514,7 @@ protocol bgp node1 {
 	if err := v.r.Reconfigure(ctx(t), conf("off")); err != nil {
 		t.Fatal(err)
 	}
-	peer.BFD = nil
-	sp.setPeers(peer)
+	sp.setPeers(nodePeer(routerV4, routerASN)) // without BFD
 	for range 6 {
 		time.Sleep(500 * time.Millisecond)
 		s, p := sp.session(), v.neighbor(node1V4)

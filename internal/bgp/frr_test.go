@@ -7,13 +7,11 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-lb/herald/internal/frr"
 	"github.com/herald-lb/herald/internal/netnstest"
-	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 // The FRR tests' LAN: a router and two nodes on one bridge.
@@ -35,53 +33,16 @@ var (
 	node1V6  = netip.MustParseAddr("fd00:30::11")
 )
 
-var leftoversOnce sync.Once
-
-// newLAN builds the router and node namespaces, or ends the test when the
-// machine cannot run them (root, iproute2, FRR).
-func newLAN(t *testing.T) *netnstest.LAN {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("real FRR router: not in -short")
-	}
-	netnstest.Require(t, nsPrefix)
-	if err := frr.Available(); err != nil {
-		testrequire.Missing(t, "%v", err)
-	}
-	leftoversOnce.Do(func() {
-		if err := frr.RemoveLeftovers(frrBase); err != nil {
-			t.Logf("remove FRR leftovers: %v", err)
-		}
-	})
-	return netnstest.New(t, nsPrefix,
-		netnstest.Host{Role: "router", Addrs: []string{"192.168.30.1/24", "fd00:30::1/64"}},
-		netnstest.Host{Role: "node1", Addrs: []string{"192.168.30.11/24", "fd00:30::11/64"}},
-		netnstest.Host{Role: "node2", Addrs: []string{"192.168.30.12/24", "fd00:30::12/64"}},
-	)
-}
+// withFRR makes newLAN's LAN one for FRR.
+var withFRR = newRouterKind("FRR", nsPrefix, frrBase, frr.Available, frr.RemoveLeftovers, frr.NewDir)
 
 // startRouter runs FRR in the LAN's router namespace.
-func startRouter(t *testing.T, lan *netnstest.LAN, config string, bfd bool) *frr.Router {
+func startRouter(t *testing.T, lan *netnstest.LAN, config string, bfd bool) routerView {
 	t.Helper()
-	dir, err := frr.NewDir(frrBase, "router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := frr.Start(ctx, frr.Options{Namespace: lan.Namespace("router"), Dir: dir, Config: config, BFD: bfd})
-	if err != nil {
-		t.Fatalf("start FRR: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("FRR logs:\n%s", r.Logs())
-		}
-		if err := r.Close(); err != nil {
-			t.Errorf("stop FRR: %v", err)
-		}
+	r := startRouterOf(t, withFRR, func(ctx context.Context, dir string) (*frr.Router, error) {
+		return frr.Start(ctx, frr.Options{Namespace: lan.Namespace("router"), Dir: dir, Config: config, BFD: bfd})
 	})
-	return r
+	return routerView{t: t, r: r}
 }
 
 // routerConfig is the router's FRR configuration: AS 64512, ECMP over up
@@ -103,6 +64,32 @@ router bgp %d
  exit-address-family
 !
 `, routerASN, routerV4, " "+strings.Join(neighbors, "\n "))
+}
+
+// neighbor is one neighbor of the router's FRR configuration.
+type neighbor struct {
+	addr netip.Addr
+	asn  uint32
+	// more are further `neighbor ADDR ...` settings, such as
+	// "password x".
+	more []string
+}
+
+// neighborsConfig is routerConfig for neighbors that are all activated in
+// one address family ("ipv4" or "ipv6").
+func neighborsConfig(family string, ns ...neighbor) string {
+	var lines []string
+	for _, n := range ns {
+		lines = append(lines, fmt.Sprintf("neighbor %s remote-as %d", n.addr, n.asn))
+		for _, m := range n.more {
+			lines = append(lines, fmt.Sprintf("neighbor %s %s", n.addr, m))
+		}
+	}
+	lines = append(lines, "address-family "+family+" unicast")
+	for _, n := range ns {
+		lines = append(lines, fmt.Sprintf(" neighbor %s activate", n.addr))
+	}
+	return routerConfig(append(lines, "exit-address-family")...)
 }
 
 // eventually polls cond every 100 ms until it returns true or timeout
@@ -145,6 +132,12 @@ func (v routerView) neighbor(addr netip.Addr) frr.Neighbor {
 	return ns[addr.String()]
 }
 
+// session implements peerRouter.
+func (v routerView) session(node netip.Addr) (bool, string) {
+	n := v.neighbor(node)
+	return n.State == "Established", fmt.Sprintf("router %+v", n)
+}
+
 // paths returns the router's BGP paths for a prefix.
 func (v routerView) paths(p netip.Prefix) []frr.Path {
 	v.t.Helper()
@@ -153,6 +146,12 @@ func (v routerView) paths(p netip.Prefix) []frr.Path {
 		v.t.Fatal(err)
 	}
 	return ps
+}
+
+// routeCount implements peerRouter.
+func (v routerView) routeCount(p netip.Prefix) (int, string) {
+	ps := v.paths(p)
+	return len(ps), fmt.Sprintf("%+v", ps)
 }
 
 // kernelRoute is one route of `ip -j route show` in the router's

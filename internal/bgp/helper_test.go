@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -27,6 +28,9 @@ import (
 	"time"
 
 	"github.com/herald-lb/herald/internal/bgp"
+	"github.com/herald-lb/herald/internal/netnstest"
+	"github.com/herald-lb/herald/internal/routerproc"
+	"github.com/herald-lb/herald/internal/testrequire"
 )
 
 const helperEnv = "HERALD_BGP_SPEAKER_HELPER"
@@ -139,7 +143,7 @@ type speakerProc struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *json.Decoder
-	log  *syncBuffer
+	log  *routerproc.Buffer
 	done chan struct{}
 }
 
@@ -162,7 +166,7 @@ func startSpeaker(t testing.TB, name, ns string, cfg bgp.Config) *speakerProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &speakerProc{t: t, name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &speakerProc{t: t, name: name, log: &routerproc.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
 	p.cmd.Env = append(os.Environ(), helperEnv+"="+string(cfgJSON))
 	p.cmd.Stdout = p.log
@@ -268,20 +272,239 @@ func (p *speakerProc) session() bgp.Session {
 	return ss[0]
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+// The setup and steps the FRR tests (frr_test.go, speaker_test.go,
+// attrs_frr_test.go) and the BIRD tests (bird_test.go) share: one LAN of
+// a router and two nodes, the router, node1's speaker, the session coming
+// up, and the checks that read the same against either router (Stop
+// withdraws first, IPv6 only over IPv6, passwords).
+
+// routerKind is what newLAN and startRouterOf need to know of a router
+// implementation, FRR or BIRD.
+type routerKind struct {
+	name string // in messages: "FRR", "BIRD"
+	// nsPrefix starts the LAN's namespace names; each kind has its own,
+	// so that one kind's leftovers are told from the other's.
+	nsPrefix string
+	// base holds the routers' directories: under /run, since the
+	// daemons drop root and cannot enter a test's TempDir.
+	base            string
+	available       func() error                            // reports what the machine lacks to run it
+	removeLeftovers func(base string) error                 // removes the routers a crashed run left
+	newDir          func(base, name string) (string, error) // a fresh directory for a router
+	once            *sync.Once                              // leftovers are removed once per test binary
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+// newRouterKind is a routerKind with its own once.
+func newRouterKind(name, nsPrefix, base string, available func() error, removeLeftovers func(string) error, newDir func(string, string) (string, error)) routerKind {
+	return routerKind{name: name, nsPrefix: nsPrefix, base: base, available: available, removeLeftovers: removeLeftovers, newDir: newDir, once: new(sync.Once)}
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// newLAN builds the router and node namespaces for a router of kind k,
+// or ends the test when the machine cannot run them (root, iproute2, the
+// router). Without hosts, the LAN is the router (192.168.30.1,
+// fd00:30::1) and node1 and node2 (.11, .12).
+func newLAN(t *testing.T, k routerKind, hosts ...netnstest.Host) *netnstest.LAN {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("real %s router: not in -short", k.name)
+	}
+	netnstest.Require(t, k.nsPrefix)
+	if err := k.available(); err != nil {
+		testrequire.Missing(t, "%v", err)
+	}
+	k.once.Do(func() {
+		if err := k.removeLeftovers(k.base); err != nil {
+			t.Logf("remove %s leftovers: %v", k.name, err)
+		}
+	})
+	if len(hosts) == 0 {
+		hosts = []netnstest.Host{
+			{Role: "router", Addrs: []string{"192.168.30.1/24", "fd00:30::1/64"}},
+			{Role: "node1", Addrs: []string{"192.168.30.11/24", "fd00:30::11/64"}},
+			{Role: "node2", Addrs: []string{"192.168.30.12/24", "fd00:30::12/64"}},
+		}
+	}
+	return netnstest.New(t, k.nsPrefix, hosts...)
+}
+
+// startRouterOf starts a router of kind k with start, given a fresh
+// directory and 30 s, and closes it when the test ends, after logging its
+// logs if the test failed.
+func startRouterOf[R interface {
+	Logs() string
+	Close() error
+}](t *testing.T, k routerKind, start func(ctx context.Context, dir string) (R, error)) R {
+	t.Helper()
+	dir, err := k.newDir(k.base, "router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := start(ctx, dir)
+	if err != nil {
+		t.Fatalf("start %s: %v", k.name, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", k.name, r.Logs())
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("stop %s: %v", k.name, err)
+		}
+	})
+	return r
+}
+
+// peerRouter is a test's router, FRR (routerView) or BIRD (birdView), as
+// the shared steps see it.
+type peerRouter interface {
+	// session reports whether the router's BGP session with node is
+	// established, and describes it for a failure message.
+	session(node netip.Addr) (established bool, desc string)
+	// routeCount returns how many routes (paths) for p the router's BGP
+	// table holds, and describes them for a failure message.
+	routeCount(p netip.Prefix) (int, string)
+}
+
+// startNode1 starts node1's speaker (router ID node1V4) in AS asn and,
+// when there are any, gives it peers.
+func startNode1(t *testing.T, lan *netnstest.LAN, asn uint32, peers ...bgp.Peer) *speakerProc {
+	t.Helper()
+	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: asn})
+	if len(peers) > 0 {
+		sp.setPeers(peers...)
+	}
+	return sp
+}
+
+// nodePeer is a node's peer configuration for the router, with timers
+// short enough for tests.
+func nodePeer(router netip.Addr, peerASN uint32) bgp.Peer {
+	return bgp.Peer{
+		Address:       router,
+		PeerASN:       peerASN,
+		HoldTime:      9 * time.Second,
+		KeepaliveTime: 3 * time.Second,
+		ConnectRetry:  3 * time.Second,
+	}
+}
+
+// fastBFD is the speakers' BFD in the tests: 300 ms × 3, as the routers
+// are configured.
+func fastBFD() *bgp.BFD {
+	return &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
+}
+
+// startBFDNode starts the speaker name in the LAN's namespace role
+// (router ID addr, AS nodeASN), peered with the router at router with
+// BFD (fastBFD), advertising vip.
+func startBFDNode(t *testing.T, lan *netnstest.LAN, name, role string, addr, router netip.Addr, vip netip.Prefix) *speakerProc {
+	t.Helper()
+	sp := startSpeaker(t, name, lan.Namespace(role), bgp.Config{RouterID: addr, ASN: nodeASN})
+	p := nodePeer(router, routerASN)
+	p.BFD = fastBFD()
+	sp.setPeers(p)
+	sp.setRoutes(bgp.Route{Prefix: vip})
+	return sp
+}
+
+// waitEstablished waits until both the router and the speaker see the
+// session with node up.
+func waitEstablished(t *testing.T, sp *speakerProc, r peerRouter, node netip.Addr) bgp.Session {
+	t.Helper()
+	var s bgp.Session
+	eventually(t, 30*time.Second, "session "+sp.name+" established", func() (bool, string) {
+		s = sp.session()
+		up, desc := r.session(node)
+		return s.State == bgp.StateEstablished && up, fmt.Sprintf("speaker %+v, %s", s, desc)
+	})
+	return s
+}
+
+// checkStopWithdrawsFirst stops the speaker and checks that Stop
+// withdraws first: vip leaves the router's table and kernel while the
+// session with node is still established, and only then the session
+// closes.
+func checkStopWithdrawsFirst(t *testing.T, lan *netnstest.LAN, sp *speakerProc, r peerRouter, node netip.Addr, vip netip.Prefix) {
+	t.Helper()
+	sp.must(request{Op: "stop-async"})
+	eventually(t, 3*time.Second, "route withdrawn by Stop", func() (bool, string) {
+		n, desc := r.routeCount(vip)
+		return n == 0, desc
+	})
+	if up, desc := r.session(node); !up {
+		t.Errorf("the router's session went down before the withdrawal was seen: Stop must withdraw first: %s", desc)
+	}
+	waitFIB(t, lan, vip, 5*time.Second)
+	sp.must(request{Op: "stop-wait"})
+	eventually(t, 5*time.Second, "session closed by Stop", func() (bool, string) {
+		up, desc := r.session(node)
+		return !up, desc
+	})
+}
+
+// checkIPv6Only is the end of the IPv6 tests, whose speaker advertises
+// vip (IPv6) and vip4 (IPv4) over an IPv6 session: only vip was sent,
+// and withdrawing every route takes it out of the router's kernel.
+func checkIPv6Only(t *testing.T, lan *netnstest.LAN, sp *speakerProc, r peerRouter, vip, vip4 netip.Prefix) {
+	t.Helper()
+	if n, desc := r.routeCount(vip4); n != 0 {
+		t.Errorf("IPv4 route reached the router over the IPv6 session: %s", desc)
+	}
+	if s := sp.session(); s.RoutesAdvertised != 1 {
+		t.Errorf("session %+v: want 1 route advertised", s)
+	}
+	sp.setRoutes()
+	waitFIB(t, lan, vip, 10*time.Second)
+}
+
+// waitConnectFailure waits until the speaker's only session is down for
+// a connection that timed out, as it does when the router's kernel drops
+// its SYNs for want of the right TCP MD5 signature.
+func waitConnectFailure(t *testing.T, sp *speakerProc, what string) {
+	t.Helper()
+	eventually(t, 20*time.Second, what, func() (bool, string) {
+		s := sp.session()
+		return s.State != bgp.StateEstablished && strings.Contains(s.LastError, "i/o timeout"), fmt.Sprintf("%+v", s)
+	})
+}
+
+// checkPassword is the start of the password tests, with a router that
+// keys node1's session with "s3cret-Key" and sp advertising vip: with
+// that password the session comes up and vip reaches the router's
+// kernel; with a wrong one the router's kernel drops the badly signed
+// SYNs, so the session does not come up, the speaker says why, and vip
+// leaves. It returns the peer with the right password.
+func checkPassword(t *testing.T, lan *netnstest.LAN, sp *speakerProc, r peerRouter, vip netip.Prefix) bgp.Peer {
+	t.Helper()
+	good := nodePeer(routerV4, routerASN)
+	good.Password = "s3cret-Key"
+	sp.setPeers(good)
+	waitEstablished(t, sp, r, node1V4)
+	waitFIB(t, lan, vip, 10*time.Second, node1V4)
+
+	bad := good
+	bad.Password = "wrong"
+	sp.setPeers(bad)
+	waitConnectFailure(t, sp, "connection failure reported")
+	waitFIB(t, lan, vip, 15*time.Second)
+	if up, desc := r.session(node1V4); up {
+		t.Errorf("the router established a session with a wrong password: %s", desc)
+	}
+	t.Logf("wrong password: %+v", sp.session())
+	return good
+}
+
+// reestablish gives the speaker the right peer again after a refused
+// one: the session comes back without the old error, and vip returns to
+// the router's kernel.
+func reestablish(t *testing.T, lan *netnstest.LAN, sp *speakerProc, r peerRouter, good bgp.Peer, vip netip.Prefix) {
+	t.Helper()
+	sp.setPeers(good)
+	s := waitEstablished(t, sp, r, node1V4)
+	if s.LastError != "" {
+		t.Errorf("session %+v: the old error stayed", s)
+	}
+	waitFIB(t, lan, vip, 10*time.Second, node1V4)
 }

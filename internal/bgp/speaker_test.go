@@ -11,41 +11,9 @@ import (
 	"github.com/herald-lb/herald/internal/bgp"
 )
 
-// nodePeer is a node's peer configuration for the router, with timers
-// short enough for tests.
-func nodePeer(router netip.Addr, peerASN uint32) bgp.Peer {
-	return bgp.Peer{
-		Address:       router,
-		PeerASN:       peerASN,
-		HoldTime:      9 * time.Second,
-		KeepaliveTime: 3 * time.Second,
-		ConnectRetry:  3 * time.Second,
-	}
-}
-
-// waitEstablished waits until both the router and the speaker see the
-// session up.
-func waitEstablished(t *testing.T, sp *speakerProc, r routerView, node netip.Addr) bgp.Session {
-	t.Helper()
-	var s bgp.Session
-	eventually(t, 30*time.Second, "session "+sp.name+" established", func() (bool, string) {
-		s = sp.session()
-		n := r.neighbor(node)
-		return s.State == bgp.StateEstablished && n.State == "Established",
-			fmt.Sprintf("speaker %+v, router %+v", s, n)
-	})
-	return s
-}
-
 func TestEBGPIPv4AdvertiseWithdrawStop(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, nodeASN),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv4", neighbor{addr: node1V4, asn: nodeASN}), false)
 
 	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{
 		RouterID: node1V4, ASN: nodeASN,
@@ -95,33 +63,12 @@ func TestEBGPIPv4AdvertiseWithdrawStop(t *testing.T) {
 	// Stop withdraws first: the route leaves the router's table while
 	// the session is still established (WithdrawGrace is 4 s), and only
 	// then the session closes.
-	sp.must(request{Op: "stop-async"})
-	eventually(t, 3*time.Second, "route withdrawn by Stop", func() (bool, string) {
-		ps := rv.paths(vip2)
-		return len(ps) == 0, fmt.Sprintf("%+v", ps)
-	})
-	if n := rv.neighbor(node1V4); n.State != "Established" {
-		t.Errorf("router's session went %s before the withdrawal was seen: Stop must withdraw first", n.State)
-	}
-	waitFIB(t, lan, vip2, 5*time.Second)
-	sp.must(request{Op: "stop-wait"})
-	eventually(t, 5*time.Second, "session closed by Stop", func() (bool, string) {
-		n := rv.neighbor(node1V4)
-		return n.State != "Established", fmt.Sprintf("%+v", n)
-	})
+	checkStopWithdrawsFirst(t, lan, sp, rv, node1V4, vip2)
 }
 
 func TestECMPTwoNodes(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, nodeASN),
-		fmt.Sprintf("neighbor %s remote-as %d", node2V4, nodeASN),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		fmt.Sprintf(" neighbor %s activate", node2V4),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv4", neighbor{addr: node1V4, asn: nodeASN}, neighbor{addr: node2V4, asn: nodeASN}), false)
 	vip := netip.MustParsePrefix("10.96.0.20/32")
 	var sps []*speakerProc
 	for _, n := range []struct {
@@ -165,16 +112,9 @@ func TestECMPTwoNodes(t *testing.T) {
 }
 
 func TestIBGPAttributesAndPerPeerExport(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, routerASN),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: routerASN})
-	sp.setPeers(nodePeer(routerV4, routerASN))
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv4", neighbor{addr: node1V4, asn: routerASN}), false)
+	sp := startNode1(t, lan, routerASN, nodePeer(routerV4, routerASN))
 
 	comms := mustCommunities(t, "65000:100", "no-export", "65000:7")
 	large := mustLarge(t, "64512:1:2", "64512:3:4")
@@ -239,16 +179,9 @@ func TestIBGPAttributesAndPerPeerExport(t *testing.T) {
 }
 
 func TestIPv6OverIPv6Session(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V6, nodeASN),
-		"address-family ipv6 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V6),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
-	sp.setPeers(nodePeer(routerV6, routerASN))
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv6", neighbor{addr: node1V6, asn: nodeASN}), false)
+	sp := startNode1(t, lan, nodeASN, nodePeer(routerV6, routerASN))
 	vip := netip.MustParsePrefix("fd00:96::10/128")
 	// An IPv4 route is not sent over the IPv6 session.
 	vip4 := netip.MustParsePrefix("10.96.0.40/32")
@@ -264,51 +197,19 @@ func TestIPv6OverIPv6Session(t *testing.T) {
 		t.Errorf("path %+v: want the global next hop %s", p, node1V6)
 	}
 	waitFIB(t, lan, vip, 10*time.Second, node1V6)
-	if ps := rv.paths(vip4); len(ps) != 0 {
-		t.Errorf("IPv4 route reached the router over the IPv6 session: %+v", ps)
-	}
-	if s := sp.session(); s.RoutesAdvertised != 1 {
-		t.Errorf("session %+v: want 1 route advertised", s)
-	}
-	sp.setRoutes()
-	waitFIB(t, lan, vip, 10*time.Second)
+	checkIPv6Only(t, lan, sp, rv, vip, vip4)
 }
 
 func TestPasswordAndASNErrors(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, nodeASN),
-		fmt.Sprintf("neighbor %s password s3cret-Key", node1V4),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		"exit-address-family",
-	), false)
-	rv := routerView{t: t, r: r}
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv4", neighbor{addr: node1V4, asn: nodeASN, more: []string{"password s3cret-Key"}}), false)
+	sp := startNode1(t, lan, nodeASN)
 	vip := netip.MustParsePrefix("10.96.0.50/32")
 	sp.setRoutes(bgp.Route{Prefix: vip})
 
-	// The right password: established, the route arrives.
-	good := nodePeer(routerV4, routerASN)
-	good.Password = "s3cret-Key"
-	sp.setPeers(good)
-	waitEstablished(t, sp, rv, node1V4)
-	waitFIB(t, lan, vip, 10*time.Second, node1V4)
-
-	// A wrong one: the router's kernel drops the unsigned-as-expected
-	// SYNs, the session does not come up and Sessions says why.
-	bad := good
-	bad.Password = "wrong"
-	sp.setPeers(bad)
-	eventually(t, 20*time.Second, "connection failure reported", func() (bool, string) {
-		s := sp.session()
-		return s.State != bgp.StateEstablished && strings.Contains(s.LastError, "i/o timeout"), fmt.Sprintf("%+v", s)
-	})
-	waitFIB(t, lan, vip, 15*time.Second)
-	if n := rv.neighbor(node1V4); n.State == "Established" {
-		t.Errorf("router's session established with a wrong password: %+v", n)
-	}
-	t.Logf("wrong password: %+v", sp.session())
+	// The right password: established, the route arrives; a wrong one:
+	// no session, and Sessions says why.
+	good := checkPassword(t, lan, sp, rv, vip)
 
 	// The right password and a wrong peer ASN: the speaker refuses the
 	// router's OPEN with a NOTIFICATION and says so.
@@ -339,36 +240,21 @@ func TestPasswordAndASNErrors(t *testing.T) {
 	t.Logf("router expects another AS: %+v", sp.session())
 
 	// Fixed again: established, the error is gone, the route is back.
-	sp.setPeers(good)
-	s := waitEstablished(t, sp, rv, node1V4)
-	if s.LastError != "" {
-		t.Errorf("session %+v: the old error stayed", s)
-	}
-	waitFIB(t, lan, vip, 10*time.Second, node1V4)
+	reestablish(t, lan, sp, rv, good, vip)
 }
 
 func TestBFDWithFRR(t *testing.T) {
-	lan := newLAN(t)
-	r := startRouter(t, lan, routerConfig(
-		fmt.Sprintf("neighbor %s remote-as %d", node1V4, nodeASN),
-		fmt.Sprintf("neighbor %s bfd profile fast", node1V4),
-		"address-family ipv4 unicast",
-		fmt.Sprintf(" neighbor %s activate", node1V4),
-		"exit-address-family",
-	)+"debug bfd peer\nlog stdout debugging\nbfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n  detect-multiplier 3\n !\n!\n", true)
-	rv := routerView{t: t, r: r}
-	sp := startSpeaker(t, "node1", lan.Namespace("node1"), bgp.Config{RouterID: node1V4, ASN: nodeASN})
-	peer := nodePeer(routerV4, routerASN)
-	peer.BFD = &bgp.BFD{MinTx: 300 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 3}
-	sp.setPeers(peer)
+	lan := newLAN(t, withFRR)
+	rv := startRouter(t, lan, neighborsConfig("ipv4", neighbor{addr: node1V4, asn: nodeASN, more: []string{"bfd profile fast"}})+
+		"debug bfd peer\nlog stdout debugging\nbfd\n profile fast\n  transmit-interval 300\n  receive-interval 300\n  detect-multiplier 3\n !\n!\n", true)
 	vip := netip.MustParsePrefix("10.96.0.70/32")
-	sp.setRoutes(bgp.Route{Prefix: vip})
+	sp := startBFDNode(t, lan, "node1", "node1", node1V4, routerV4, vip)
 	waitEstablished(t, sp, rv, node1V4)
 	waitBFDUp := func(what string) {
 		t.Helper()
 		eventually(t, 20*time.Second, what, func() (bool, string) {
 			s := sp.session()
-			bps, err := r.BFDPeers(ctx(t))
+			bps, err := rv.r.BFDPeers(ctx(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -411,11 +297,10 @@ func TestBFDWithFRR(t *testing.T) {
 	// the BGP session once (RFC 5882 §3.2 says it should not); the
 	// session then comes back without BFD and stays up for longer than a
 	// detection time.
-	if _, err := r.VTY(ctx(t), "configure terminal", fmt.Sprintf("router bgp %d", routerASN), fmt.Sprintf("no neighbor %s bfd", node1V4)); err != nil {
+	if _, err := rv.r.VTY(ctx(t), "configure terminal", fmt.Sprintf("router bgp %d", routerASN), fmt.Sprintf("no neighbor %s bfd", node1V4)); err != nil {
 		t.Fatal(err)
 	}
-	peer.BFD = nil
-	sp.setPeers(peer)
+	sp.setPeers(nodePeer(routerV4, routerASN)) // without BFD
 	s := waitEstablished(t, sp, rv, node1V4)
 	time.Sleep(3 * time.Second)
 	if after := sp.session(); after.BFD != bgp.BFDDisabled || after.State != bgp.StateEstablished || !after.Since.Equal(s.Since) {

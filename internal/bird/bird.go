@@ -23,19 +23,16 @@ package bird
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/herald-lb/herald/internal/routerproc"
 )
 
 // Where Debian's bird2 package installs the daemon and its client.
@@ -95,20 +92,21 @@ type Options struct {
 // Router is a running BIRD.
 type Router struct {
 	opts Options
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
+	proc *routerproc.Process
 }
+
+// stopGrace is how long Close gives BIRD between SIGTERM and SIGKILL.
+const stopGrace = 5 * time.Second
 
 // NewDir returns a fresh directory name under base (for example
 // /run/herald-bird) that RemoveLeftovers recognises: it starts with this
 // process's id. The directory is not created.
 func NewDir(base, name string) (string, error) {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
+	dir, err := routerproc.NewDir(base, name)
+	if err != nil {
+		return "", fmt.Errorf("bird: %w", err)
 	}
-	return filepath.Join(base, fmt.Sprintf("%d-%s-%s", os.Getpid(), hex.EncodeToString(b), name)), nil
+	return dir, nil
 }
 
 // The files of a router's directory.
@@ -178,12 +176,12 @@ func Start(ctx context.Context, opts Options) (*Router, error) {
 		_ = os.RemoveAll(opts.Dir)
 		return nil, err
 	}
-	r := &Router{opts: opts, log: &syncBuffer{}, done: make(chan struct{})}
+	r := &Router{opts: opts}
 	if err := r.install(); err != nil {
 		_ = os.RemoveAll(opts.Dir)
 		return nil, err
 	}
-	args := []string{"netns", "exec", opts.Namespace, Daemon, "-f",
+	args := []string{Daemon, "-f",
 		"-c", filepath.Join(opts.Dir, mainFile),
 		"-s", r.Socket(),
 		"-P", filepath.Join(opts.Dir, pidFile),
@@ -191,20 +189,12 @@ func Start(ctx context.Context, opts Options) (*Router, error) {
 	if _, err := user.Lookup(User); err == nil {
 		args = append(args, "-u", User, "-g", User)
 	}
-	r.cmd = exec.Command("ip", args...)
-	r.cmd.Stdout = r.log
-	r.cmd.Stderr = r.log
-	// Its own process group, so a Ctrl-C of the test run reaches it only
-	// through Close; the pid is BIRD's own (ip netns exec execs it).
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := r.cmd.Start(); err != nil {
+	p, err := routerproc.Start("bird", routerproc.InNamespace(opts.Namespace, args...)...)
+	if err != nil {
 		_ = os.RemoveAll(opts.Dir)
-		return nil, fmt.Errorf("bird: start: %w", err)
+		return nil, fmt.Errorf("bird: %w", err)
 	}
-	go func() {
-		_ = r.cmd.Wait()
-		close(r.done)
-	}()
+	r.proc = p
 	if err := r.waitReady(ctx); err != nil {
 		_ = r.Close()
 		return nil, err
@@ -228,16 +218,11 @@ func (r *Router) install() error {
 // prepareDir creates dir for the bird user (root's when it does not
 // exist).
 func prepareDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("bird: %w", err)
-	}
-	u, err := user.Lookup(User)
+	owner, err := user.Lookup(User)
 	if err != nil {
-		return nil
+		owner = nil // no bird user: BIRD runs as root
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(dir, uid, gid); err != nil {
+	if err := routerproc.MakeDir(dir, owner); err != nil {
 		return fmt.Errorf("bird: %w", err)
 	}
 	return nil
@@ -254,14 +239,14 @@ func (r *Router) waitReady(ctx context.Context) error {
 			}
 		}
 		select {
-		case <-r.done:
-			return fmt.Errorf("bird: exited at start: %s", r.log.String())
+		case <-r.proc.Done():
+			return fmt.Errorf("bird: exited at start: %s", r.proc.Output())
 		case <-ctx.Done():
 			return fmt.Errorf("bird: wait for the control socket: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bird: control socket %s did not answer within %v (%v): %s", r.Socket(), r.opts.StartTimeout, lastErr, r.log.String())
+			return fmt.Errorf("bird: control socket %s did not answer within %v (%v): %s", r.Socket(), r.opts.StartTimeout, lastErr, r.proc.Output())
 		}
 	}
 }
@@ -318,22 +303,15 @@ func (r *Router) Command(ctx context.Context, words ...string) ([]Line, error) {
 }
 
 // Logs returns what BIRD wrote to stderr so far.
-func (r *Router) Logs() string { return r.log.String() }
+func (r *Router) Logs() string { return r.proc.Output() }
 
 // Close stops BIRD (SIGTERM, which withdraws its kernel routes and closes
 // its sessions; SIGKILL after 5 s) and removes the directory.
 func (r *Router) Close() error {
 	var errs []error
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(5 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.done
-			errs = append(errs, errors.New("bird: ignored SIGTERM for 5 s and was killed"))
-		}
-		r.cmd = nil
+	// A second Close finds BIRD exited: Stop then does nothing.
+	if err := r.proc.Stop(stopGrace); err != nil {
+		errs = append(errs, fmt.Errorf("bird: %w", err))
 	}
 	if err := os.RemoveAll(r.opts.Dir); err != nil {
 		errs = append(errs, err)
@@ -346,52 +324,8 @@ func (r *Router) Close() error {
 // directories. A process is killed only if its command line names the
 // directory, so a pid reused since by another process is left alone.
 func RemoveLeftovers(base string) error {
-	entries, err := os.ReadDir(base)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	if err := routerproc.RemoveLeftovers(base, pidFile); err != nil {
+		return fmt.Errorf("bird: %w", err)
 	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		pidStr, _, ok := strings.Cut(e.Name(), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		dir := filepath.Join(base, e.Name())
-		if b, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
-			p, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err == nil && p > 1 {
-				cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
-				if err == nil && bytes.Contains(cmdline, []byte(dir)) {
-					_ = syscall.Kill(p, syscall.SIGKILL)
-				}
-			}
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's output copier and
-// readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return nil
 }

@@ -2,95 +2,16 @@ package bird
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/herald-lb/herald/internal/netnstest"
 	"github.com/herald-lb/herald/internal/testrequire"
 )
-
-func TestNewDir(t *testing.T) {
-	d, err := NewDir("/run/x", "router")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("/run/x/%d-", os.Getpid())
-	if !strings.HasPrefix(d, prefix) || !strings.HasSuffix(d, "-router") {
-		t.Errorf("NewDir = %q, want %s…-router", d, prefix)
-	}
-	if d2, _ := NewDir("/run/x", "router"); d2 == d {
-		t.Errorf("two NewDir calls gave %q", d)
-	}
-}
-
-func TestRemoveLeftovers(t *testing.T) {
-	base := t.TempDir()
-	dead := 0
-	for p := 4000000; p > 300000; p -= 9973 {
-		if syscall.Kill(p, 0) == syscall.ESRCH {
-			dead = p
-			break
-		}
-	}
-	if dead == 0 {
-		t.Skip("no unused pid found")
-	}
-	// The dead run's BIRD: its command line names the directory, so it
-	// is killed.
-	deadDir := filepath.Join(base, fmt.Sprintf("%d-abcdef-router", dead))
-	if err := os.MkdirAll(deadDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	daemon := exec.Command("sh", "-c", "sleep 60", deadDir)
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- daemon.Wait() }()
-	t.Cleanup(func() { _ = daemon.Process.Kill() })
-	if err := os.WriteFile(filepath.Join(deadDir, pidFile), []byte(fmt.Sprintf("%d\n", daemon.Process.Pid)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Another dead run's directory whose pid file names a process that
-	// is not its BIRD (this test): the directory goes, the process stays.
-	strayDir := filepath.Join(base, fmt.Sprintf("%d-123abc-router", dead))
-	if err := os.MkdirAll(strayDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(strayDir, pidFile), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ownDir := filepath.Join(base, fmt.Sprintf("%d-123456-router", os.Getpid()))
-	other := filepath.Join(base, "notes")
-	for _, d := range []string{ownDir, other} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := RemoveLeftovers(base); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Error("the dead run's BIRD was not killed")
-	}
-	for dir, want := range map[string]bool{deadDir: false, strayDir: false, ownDir: true, other: true} {
-		if _, err := os.Stat(dir); (err == nil) != want {
-			t.Errorf("%s exists: %v, want %v", dir, err == nil, want)
-		}
-	}
-	if err := RemoveLeftovers(filepath.Join(base, "missing")); err != nil {
-		t.Errorf("missing base: %v", err)
-	}
-}
 
 func requireBIRD(t *testing.T) {
 	t.Helper()

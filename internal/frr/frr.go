@@ -15,10 +15,7 @@
 package frr
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,11 +23,10 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/herald-lb/herald/internal/routerproc"
 )
 
 // Binaries is where Debian installs FRR's daemons.
@@ -83,25 +79,21 @@ type Options struct {
 // Router is a running FRR instance.
 type Router struct {
 	opts  Options
-	procs []*daemon
+	procs []*routerproc.Process // in the order they started
 }
 
-type daemon struct {
-	name string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
-}
+// stopGrace is how long Close gives a daemon between SIGTERM and SIGKILL.
+const stopGrace = 5 * time.Second
 
 // NewDir returns a fresh directory name under base (for example
 // /run/herald-frr) that RemoveLeftovers recognises: it starts with this
 // process's id. The directory is not created.
 func NewDir(base, name string) (string, error) {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
+	dir, err := routerproc.NewDir(base, name)
+	if err != nil {
+		return "", fmt.Errorf("frr: %w", err)
 	}
-	return filepath.Join(base, fmt.Sprintf("%d-%s-%s", os.Getpid(), hex.EncodeToString(b), name)), nil
+	return dir, nil
 }
 
 // Start starts zebra, bgpd and (with Options.BFD) bfdd in the namespace
@@ -129,7 +121,7 @@ func Start(ctx context.Context, opts Options) (*Router, error) {
 		names = append(names, "bfdd")
 	}
 	for _, name := range names {
-		args := []string{"netns", "exec", opts.Namespace, filepath.Join(Binaries, name),
+		args := []string{filepath.Join(Binaries, name),
 			"--vty_socket", opts.Dir,
 			"-z", filepath.Join(opts.Dir, "zserv.api"),
 			"-i", filepath.Join(opts.Dir, name+".pid"),
@@ -167,38 +159,24 @@ func Start(ctx context.Context, opts Options) (*Router, error) {
 
 // prepareDir creates dir for the frr user.
 func prepareDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("frr: %w", err)
-	}
 	u, err := user.Lookup("frr")
 	if err != nil {
 		return fmt.Errorf("frr: %w", err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(dir, uid, gid); err != nil {
+	if err := routerproc.MakeDir(dir, u); err != nil {
 		return fmt.Errorf("frr: %w", err)
 	}
 	return nil
 }
 
-func (r *Router) startDaemon(name string, args []string) error {
-	d := &daemon{name: name, log: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command("ip", args...)
-	d.cmd.Stdout = d.log
-	d.cmd.Stderr = d.log
-	// Its own process group, so a Ctrl-C of the test run reaches it only
-	// through Close, in order; the pid is the daemon's own (ip netns exec
-	// execs it).
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		return fmt.Errorf("frr: start %s: %w", name, err)
+// startDaemon starts argv (a daemon and its arguments) in the router's
+// namespace; Close stops it.
+func (r *Router) startDaemon(name string, argv []string) error {
+	p, err := routerproc.Start(name, routerproc.InNamespace(r.opts.Namespace, argv...)...)
+	if err != nil {
+		return fmt.Errorf("frr: %w", err)
 	}
-	go func() {
-		_ = d.cmd.Wait()
-		close(d.done)
-	}()
-	r.procs = append(r.procs, d)
+	r.procs = append(r.procs, p)
 	return nil
 }
 
@@ -212,14 +190,14 @@ func (r *Router) waitSocket(ctx context.Context, name string) error {
 			return nil
 		}
 		select {
-		case <-d.done:
-			return fmt.Errorf("frr: %s exited at start: %s", name, d.log.String())
+		case <-d.Done():
+			return fmt.Errorf("frr: %s exited at start: %s", name, d.Output())
 		case <-ctx.Done():
 			return fmt.Errorf("frr: wait for %s: %w", name, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("frr: %s did not open %s within %v: %s", name, sock, r.opts.StartTimeout, d.log.String())
+			return fmt.Errorf("frr: %s did not open %s within %v: %s", name, sock, r.opts.StartTimeout, d.Output())
 		}
 	}
 }
@@ -266,7 +244,7 @@ func (r *Router) vtysh(ctx context.Context, args ...string) (string, error) {
 func (r *Router) Logs() string {
 	var b strings.Builder
 	for _, d := range r.procs {
-		fmt.Fprintf(&b, "==== %s ====\n%s\n", d.name, d.log.String())
+		fmt.Fprintf(&b, "==== %s ====\n%s\n", d.Name(), d.Output())
 	}
 	return b.String()
 }
@@ -276,15 +254,10 @@ func (r *Router) Logs() string {
 // installed leave the kernel with it.
 func (r *Router) Close() error {
 	var errs []error
+	// Reverse order: zebra last, after the daemons that are its clients.
 	for i := len(r.procs) - 1; i >= 0; i-- {
-		d := r.procs[i]
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(5 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.done
-			errs = append(errs, fmt.Errorf("frr: %s ignored SIGTERM for 5 s and was killed", d.name))
+		if err := r.procs[i].Stop(stopGrace); err != nil {
+			errs = append(errs, fmt.Errorf("frr: %w", err))
 		}
 	}
 	r.procs = nil
@@ -299,59 +272,9 @@ func (r *Router) Close() error {
 // directories. A daemon is killed only if its command line names the
 // directory, so a pid reused since by another process is left alone.
 func RemoveLeftovers(base string) error {
-	entries, err := os.ReadDir(base)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	// Every daemon writes its pid to NAME.pid (Start's -i).
+	if err := routerproc.RemoveLeftovers(base, "*.pid"); err != nil {
+		return fmt.Errorf("frr: %w", err)
 	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		pidStr, _, ok := strings.Cut(e.Name(), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		dir := filepath.Join(base, e.Name())
-		pids, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
-		for _, pf := range pids {
-			b, err := os.ReadFile(pf)
-			if err != nil {
-				continue
-			}
-			p, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil || p <= 1 {
-				continue
-			}
-			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
-			if err != nil || !bytes.Contains(cmdline, []byte(dir)) {
-				continue
-			}
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's output copier and
-// readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return nil
 }
