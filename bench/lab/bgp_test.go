@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
 	"github.com/herald-lb/herald/internal/testrequire"
 )
@@ -497,12 +498,15 @@ func (f *bgpFailover) report(b *testing.B) {
 //     failed one; 0 if none failed);
 //   - back: until the route has all three next hops again (kill-9: from
 //     the kill, the kubelet restarts the agent; link-down: from the link
-//     coming back).
+//     coming back; power-cut: from the start of the node's boot).
 //
 // Faults: kill-9 of node1's agent process (afterwards its Pod is replaced,
 // so every trial sees a fresh container), and link-down of node1's eth0
 // (up again once requests have run clean for 1 s, at least 2 s after the
-// fault; the fault comes 0–3 s, at random, after the route has settled). Each with BFD (examples/bgp.yaml: 300 ms × 3) and with the
+// fault; the fault comes 0–3 s, at random, after the route has settled),
+// and a power cut of node1 (herald-lab crash-node: its link, then every
+// process of the node and its network namespace; booted again once
+// requests have run clean for 1 s; the same random phase). Each with BFD (examples/bgp.yaml: 300 ms × 3) and with the
 // BGPPeer's spec.bfd removed (the hold time, 9 s, decides).
 func BenchmarkBGPFailover(b *testing.B) {
 	l := bgpEnv(b)
@@ -603,16 +607,70 @@ func BenchmarkBGPFailover(b *testing.B) {
 		run.report(b)
 	}
 
+	// powerCut: herald-lab crash-node: node1's LAN link goes, then every
+	// process of the node (kubelet, containerd, Pods, the agent) gets
+	// SIGKILL and its network namespace is deleted; nothing it sends as
+	// it dies reaches the LAN. The node boots again (boot-node: new
+	// namespace, same MAC and address, containerd and the kubelet from
+	// its directory) once requests have run clean for 1 s.
+	powerCut := func(b *testing.B, bfd bool) {
+		run := &bgpFailover{l: l, ip: ip, bfd: bfd}
+		for range b.N {
+			for trial := range *trials {
+				p, w := run.start(b)
+				time.Sleep(rand.N(3 * time.Second))
+				t0 := time.Now()
+				if err := lab.CrashNode(b.Context(), e.st, faultNode); err != nil {
+					b.Fatalf("trial %d: herald-lab crash-node %s: %v", trial, faultNode, err)
+				}
+				cut := time.Since(t0)
+				var gone time.Time
+				err := poll(b.Context(), time.Minute, func() (bool, error) {
+					gone = w.first(t0, without(ip))
+					return !gone.IsZero() && time.Since(t0) > 2*time.Second && p.clean(time.Second), nil
+				})
+				t1 := time.Now()
+				if berr := lab.BootNode(b.Context(), e.st, faultNode); berr != nil {
+					b.Fatalf("trial %d: herald-lab boot-node %s: %v", trial, faultNode, berr)
+				}
+				booted := time.Since(t1)
+				if err != nil {
+					f, n, kinds := p.failures(t0, t1)
+					b.Fatalf("trial %d: with %s's power cut the route kept it or requests did not run clean: %v (route: %s; %d of %d failed%s)", trial, faultNode, err, w.describe(t0), f, n, paren(kinds))
+				}
+				var ret time.Time
+				err = poll(b.Context(), 3*time.Minute, func() (bool, error) {
+					ret = w.first(t1, equal(l.all))
+					return !ret.IsZero() && p.clean(time.Second), nil
+				})
+				if err != nil {
+					b.Fatalf("trial %d: after %s booted the route did not regain it: %v (route: %s)", trial, faultNode, err, w.describe(t0))
+				}
+				// The boot ends the fault; the route's return is measured
+				// from its start (the node's boot, Ready, the agent's
+				// restart and session included).
+				run.end(b, p, w, failoverTrial{
+					n: trial, fault: fmt.Sprintf("%s's power cut (took %dms), boot at %+dms (Ready after %dms)", faultNode,
+						cut.Milliseconds(), t1.Sub(t0).Milliseconds(), booted.Milliseconds()), after: "after the boot",
+					t0: t0, gone: gone, split: t1, backFrom: t1, ret: ret,
+				})
+			}
+		}
+		run.report(b)
+	}
+
 	b.Run("bfd", func(b *testing.B) {
 		l.setBFD(b, true)
 		b.Run("kill-9", func(b *testing.B) { kill(b, true) })
 		b.Run("link-down", func(b *testing.B) { linkDown(b, true) })
+		b.Run("power-cut", func(b *testing.B) { powerCut(b, true) })
 	})
 	b.Run("hold-timer", func(b *testing.B) {
 		l.setBFD(b, false)
 		defer l.setBFD(b, true)
 		b.Run("kill-9", func(b *testing.B) { kill(b, false) })
 		b.Run("link-down", func(b *testing.B) { linkDown(b, false) })
+		b.Run("power-cut", func(b *testing.B) { powerCut(b, false) })
 	})
 }
 

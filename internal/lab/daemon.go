@@ -108,14 +108,15 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		stop()
 		wg.Wait()
 	}()
-	errc := make(chan error, len(topo.Nodes))
+	// Room for every node's daemons to exit, also after boots.
+	errc := make(chan error, 4*len(topo.Nodes))
+	power := &nodePower{topo: topo, env: env, upstream: u.Host, runCtx: runCtx, wg: &wg, errc: errc, log: log,
+		prisms: map[string]func(){}, down: map[string]bool{}}
+	defer power.stop()
 	for _, node := range topo.Nodes {
-		prism, err := ListenKubePrism(node.NetNS, u.Host, log.With("node", node.Name))
-		if err != nil {
-			return fmt.Errorf("kubeprism on %s: %w", node.Name, err)
+		if err := power.startPrism(node); err != nil {
+			return err
 		}
-		wg.Go(func() { prism.Serve(runCtx) })
-
 	}
 
 	rn, err := startRealNodes(ctx, runCtx, &wg, opts, topo, env, clusterCIDR, herald, log, errc)
@@ -127,6 +128,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 			err = errors.Join(err, serr)
 		}
 	}()
+	power.rn = rn
 
 	if err := waitNodesReady(ctx, env, topo, errc); err != nil {
 		return err
@@ -134,19 +136,12 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err := labelControlPlane(ctx, env, topo); err != nil {
 		return err
 	}
-	routes, err := podRoutes(ctx, env, topo)
-	if err != nil {
+	if err := power.startKeeper(ctx); err != nil {
 		return err
 	}
-	keeper, err := newRouteKeeper(routes)
-	if err != nil {
+	if err := power.serveControl(runCtx, controlPath(opts.Dir)); err != nil {
 		return err
 	}
-	if err := keeper.apply(); err != nil {
-		keeper.close()
-		return err
-	}
-	wg.Go(func() { keeper.keep(runCtx, log) })
 	routerDir := ""
 	if topo.Router != nil {
 		log.Info("lab: starting the router (FRR)", "netns", topo.Router.NetNS)
@@ -178,7 +173,7 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 	if err := writeState(opts.Dir, State{
 		PID: os.Getpid(), Kubeconfig: kubeconfig, APIServer: env.APIServerURL, Tools: env.Binaries, Topology: topo,
 		Proxy: opts.Proxy, Registry: rn.pushAddr, Containerd: rn.sockets, Ctr: rn.ctr, RouterDir: routerDir,
-		CoreSocket: coreSocket,
+		CoreSocket: coreSocket, Control: controlPath(opts.Dir),
 	}); err != nil {
 		return err
 	}

@@ -182,6 +182,9 @@ type State struct {
 	// CoreSocket is the control socket of the lab's core router (BIRD,
 	// --bgp): birdc -s CoreSocket talks to it (herald-lab birdc).
 	CoreSocket string `json:"coreSocket,omitempty"`
+	// Control is the daemon's control socket (herald-lab node crash,
+	// node boot).
+	Control string `json:"control,omitempty"`
 	// Ctr is containerd's client.
 	Ctr string `json:"ctr"`
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,12 +55,28 @@ func clusterDialer(topo Topology) func(ctx context.Context, network, address str
 // realNodes are the lab's real nodes and the registry they pull from.
 type realNodes struct {
 	registry *registry.Server
-	nodes    []*node.Node
-	sockets  map[string]string
-	ctr      string
+	// nodes are the running nodes in topology order (nil for a node that
+	// was crashed and not booted again); configs are every node's
+	// configuration, by name, to boot it again with.
+	nodes   []*runningNode
+	configs map[string]node.Config
+	sockets map[string]string
+	ctr     string
 	// pushAddr is the registry's listener on loopback in the root
 	// namespace.
 	pushAddr string
+}
+
+// runningNode is a real node and what the daemon keeps open in its
+// namespace for it.
+type runningNode struct {
+	name string
+	node *node.Node
+	// registryLn is the registry's listener in the node's namespace.
+	registryLn net.Listener
+	// stopWatch ends the goroutine that reports the node's daemons
+	// exiting.
+	stopWatch context.CancelFunc
 }
 
 // startRealNodes starts the lab's registry, pushes the lab's images into
@@ -72,7 +89,7 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 	if err != nil {
 		return nil, err
 	}
-	rn := &realNodes{sockets: map[string]string{}, ctr: bins.Ctr}
+	rn := &realNodes{sockets: map[string]string{}, configs: map[string]node.Config{}, ctr: bins.Ctr}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, rn.stop())
@@ -88,13 +105,6 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 	}
 	rn.registry.Serve(push)
 	rn.pushAddr = push.Addr().String()
-	for _, h := range topo.Nodes {
-		ln, err := labnet.Listen(h.NetNS, "tcp", registryAddr)
-		if err != nil {
-			return nil, fmt.Errorf("registry on %s: %w", h.Name, err)
-		}
-		rn.registry.Serve(ln)
-	}
 	cache, err := testenv.CacheBase()
 	if err != nil {
 		return nil, err
@@ -132,36 +142,92 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 		if err != nil {
 			return nil, err
 		}
-		n, err := node.Start(ctx, node.Config{
+		cfg := node.Config{
 			Name: h.Name, NetNS: h.NetNS, IP: h.IPv4, IPv6: h.IPv6,
 			Dir:        filepath.Join(opts.Dir, "nodes", h.Name),
 			Kubeconfig: kubeconfig, Binaries: bins,
 			SandboxImage: labimages.SandboxImage(bins.AgnhostVersion),
 			Registry:     registryAddr, Mirrored: labimages.Registries(),
 			KubeProxy: proxy, Log: log,
-		})
+		}
+		rn.configs[h.Name] = cfg
+		r, err := rn.start(ctx, runCtx, wg, cfg, errc)
 		if err != nil {
 			return nil, err
 		}
-		rn.nodes = append(rn.nodes, n)
-		rn.sockets[h.Name] = n.Socket()
-		wg.Go(func() {
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
-			for {
-				select {
-				case <-runCtx.Done():
-					return
-				case <-tick.C:
-					if err := n.Exited(); err != nil && runCtx.Err() == nil {
-						errc <- err
-						return
-					}
-				}
-			}
-		})
+		rn.nodes = append(rn.nodes, r)
+		rn.sockets[h.Name] = r.node.Socket()
 	}
 	return rn, nil
+}
+
+// start opens the registry's listener in the node's namespace, starts the
+// node (containerd and the kubelet) and reports an exit of its daemons on
+// errc while runCtx lasts and the node is not killed.
+func (rn *realNodes) start(ctx, runCtx context.Context, wg *sync.WaitGroup, cfg node.Config, errc chan<- error) (_ *runningNode, err error) {
+	ln, err := labnet.Listen(cfg.NetNS, "tcp", registryAddr)
+	if err != nil {
+		return nil, fmt.Errorf("registry on %s: %w", cfg.Name, err)
+	}
+	rn.registry.Serve(ln)
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	watchCtx, stopWatch := context.WithCancel(runCtx)
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-tick.C:
+				if err := n.Exited(); err != nil && watchCtx.Err() == nil {
+					errc <- err
+					return
+				}
+			}
+		}
+	})
+	return &runningNode{name: cfg.Name, node: n, registryLn: ln, stopWatch: stopWatch}, nil
+}
+
+// kill cuts the named node's power (node.Node.Kill) and closes the
+// registry's listener in its namespace. It leaves the namespace itself.
+func (rn *realNodes) kill(ctx context.Context, name string) error {
+	i := slices.IndexFunc(rn.nodes, func(r *runningNode) bool { return r != nil && r.name == name })
+	if i < 0 {
+		return fmt.Errorf("node %s is not running", name)
+	}
+	r := rn.nodes[i]
+	rn.nodes[i] = nil
+	r.stopWatch()
+	err := r.node.Kill(ctx)
+	if cerr := r.registryLn.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = errors.Join(err, fmt.Errorf("registry on %s: %w", name, cerr))
+	}
+	return err
+}
+
+// boot starts a killed node again with its configuration, in its
+// (recreated) namespace.
+func (rn *realNodes) boot(ctx, runCtx context.Context, wg *sync.WaitGroup, name string, errc chan<- error) error {
+	cfg, ok := rn.configs[name]
+	if !ok {
+		return fmt.Errorf("no node %s", name)
+	}
+	i := slices.IndexFunc(rn.nodes, func(r *runningNode) bool { return r == nil })
+	if slices.ContainsFunc(rn.nodes, func(r *runningNode) bool { return r != nil && r.name == name }) || i < 0 {
+		return fmt.Errorf("node %s is running", name)
+	}
+	r, err := rn.start(ctx, runCtx, wg, cfg, errc)
+	if err != nil {
+		return err
+	}
+	rn.nodes[i] = r
+	return nil
 }
 
 // stop stops the nodes (last first), then the registry.
@@ -170,8 +236,11 @@ func (rn *realNodes) stop() error {
 	defer cancel()
 	var errs []error
 	for i := len(rn.nodes) - 1; i >= 0; i-- {
-		if err := rn.nodes[i].Stop(ctx); err != nil {
-			errs = append(errs, err)
+		if r := rn.nodes[i]; r != nil {
+			r.stopWatch()
+			if err := r.node.Stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	rn.nodes = nil

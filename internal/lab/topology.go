@@ -2,7 +2,9 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/herald-lb/herald/internal/lab/labnet"
@@ -188,29 +190,89 @@ func (t Topology) Create() error {
 		{"-n", t.Switch, "link", "set", "br0", "up"},
 	}
 	for _, h := range t.Hosts() {
-		steps = append(steps,
-			[]string{"netns", "add", h.NetNS},
-			[]string{"-n", t.Switch, "link", "add", h.Name, "type", "veth", "peer", "name", "eth0", "netns", h.NetNS},
-			[]string{"-n", t.Switch, "link", "set", h.Name, "master", "br0", "up"},
-			[]string{"-n", h.NetNS, "link", "set", "lo", "up"},
-			[]string{"-n", h.NetNS, "addr", "add", netip.PrefixFrom(h.IPv4, lanV4().Bits()).String(), "dev", "eth0"},
-		)
-		if h.IPv6.IsValid() {
-			steps = append(steps, []string{"-n", h.NetNS, "addr", "add", netip.PrefixFrom(h.IPv6, lanV6().Bits()).String(), "dev", "eth0", "nodad"})
-		}
-		steps = append(steps, []string{"-n", h.NetNS, "link", "set", "eth0", "up"})
+		steps = append(steps, t.hostSteps(h)...)
 	}
 	steps = append(steps, t.routerSteps()...)
-	for _, args := range steps {
-		if _, err := labnet.IP(args...); err != nil {
-			return fmt.Errorf("lab network: %w", err)
-		}
+	if err := runIP(steps); err != nil {
+		return err
 	}
 	if t.Router != nil {
 		for _, k := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
 			if _, err := labnet.IP("netns", "exec", t.Router.NetNS, "sysctl", "-qw", k); err != nil {
 				return fmt.Errorf("lab network: router: %w", err)
 			}
+		}
+	}
+	return nil
+}
+
+// MAC is the host's eth0 address: locally administered, 02:00 and then the
+// host's IPv4 address. A machine keeps its NIC's address across a reboot,
+// so a node the lab boots again after a crash has its old one: its
+// neighbours' ARP caches stay right, as on a real LAN.
+func (h Host) MAC() net.HardwareAddr {
+	v4 := h.IPv4.As4()
+	return net.HardwareAddr{0x02, 0x00, v4[0], v4[1], v4[2], v4[3]}
+}
+
+// hostSteps are the `ip` commands that create a LAN host's namespace and
+// plug it into the switch: eth0 with its addresses, port h.Name on br0.
+func (t Topology) hostSteps(h Host) [][]string {
+	steps := [][]string{
+		{"netns", "add", h.NetNS},
+		{"-n", t.Switch, "link", "add", h.Name, "type", "veth", "peer", "name", "eth0", "address", h.MAC().String(), "netns", h.NetNS},
+		{"-n", t.Switch, "link", "set", h.Name, "master", "br0", "up"},
+		{"-n", h.NetNS, "link", "set", "lo", "up"},
+		{"-n", h.NetNS, "addr", "add", netip.PrefixFrom(h.IPv4, lanV4().Bits()).String(), "dev", "eth0"},
+	}
+	if h.IPv6.IsValid() {
+		steps = append(steps, []string{"-n", h.NetNS, "addr", "add", netip.PrefixFrom(h.IPv6, lanV6().Bits()).String(), "dev", "eth0", "nodad"})
+	}
+	return append(steps, []string{"-n", h.NetNS, "link", "set", "eth0", "up"})
+}
+
+// gatewaySteps are the `ip` commands that make the router a node's
+// default gateway; none without a router.
+func (t Topology) gatewaySteps(n Host) [][]string {
+	r := t.Router
+	if r == nil {
+		return nil
+	}
+	steps := [][]string{{"-n", n.NetNS, "route", "add", "default", "via", r.IPv4.String()}}
+	if r.IPv6.IsValid() {
+		steps = append(steps, []string{"-n", n.NetNS, "-6", "route", "add", "default", "via", r.IPv6.String()})
+	}
+	return steps
+}
+
+// RecreateNode builds a node's namespace and LAN link again after
+// RemoveNode, as Create did.
+func (t Topology) RecreateNode(name string) error {
+	i := slices.IndexFunc(t.Nodes, func(h Host) bool { return h.Name == name })
+	if i < 0 {
+		return fmt.Errorf("no node %q in the lab", name)
+	}
+	h := t.Nodes[i]
+	return runIP(append(t.hostSteps(h), t.gatewaySteps(h)...))
+}
+
+// RemoveNode takes a node off the network as a power cut does: first its
+// LAN link (the switch's port and the node's eth0 go together, so nothing
+// the node's processes send as they die reaches the LAN), then its
+// namespace, which the kernel frees once nothing holds it any more.
+func (t Topology) RemoveNode(name string) error {
+	i := slices.IndexFunc(t.Nodes, func(h Host) bool { return h.Name == name })
+	if i < 0 {
+		return fmt.Errorf("no node %q in the lab", name)
+	}
+	return runIP([][]string{{"-n", t.Switch, "link", "del", name}})
+}
+
+// runIP runs `ip` commands in order, stopping at the first that fails.
+func runIP(steps [][]string) error {
+	for _, args := range steps {
+		if _, err := labnet.IP(args...); err != nil {
+			return fmt.Errorf("lab network: %w", err)
 		}
 	}
 	return nil
@@ -260,10 +322,7 @@ func (t Topology) routerSteps() [][]string {
 			[]string{"-n", c.NetNS, "route", "add", lanV4().String(), "via", link.Addr().String()})
 	}
 	for _, n := range t.Nodes {
-		steps = append(steps, []string{"-n", n.NetNS, "route", "add", "default", "via", r.IPv4.String()})
-		if r.IPv6.IsValid() {
-			steps = append(steps, []string{"-n", n.NetNS, "-6", "route", "add", "default", "via", r.IPv6.String()})
-		}
+		steps = append(steps, t.gatewaySteps(n)...)
 	}
 	return steps
 }

@@ -32,25 +32,6 @@ func TestNewTopology(t *testing.T) {
 	if _, ok := topo.Node("node9"); ok {
 		t.Error("Node(node9) found a host that does not exist")
 	}
-	c, ok := topo.Node("core")
-	if !ok || c.NetNS != "hl-core" || c.IPv4.String() != "192.168.21.2" || c.IPv6.IsValid() {
-		t.Errorf("core router %+v %v: want 192.168.21.2, IPv4 only", c, ok)
-	}
-	if got := topo.RouterCoreLink().String(); got != "192.168.21.1/24" {
-		t.Errorf("router's core link %s", got)
-	}
-	// The core's only route off its subnet is to the LAN, via the router:
-	// no default route, so load-balancer addresses are reached only by
-	// what BIRD learns.
-	var coreRoutes []string
-	for _, s := range topo.routerSteps() {
-		if len(s) > 3 && s[1] == "hl-core" && s[2] == "route" {
-			coreRoutes = append(coreRoutes, strings.Join(s[3:], " "))
-		}
-	}
-	if len(coreRoutes) != 1 || coreRoutes[0] != "add 192.168.10.0/24 via 192.168.21.1" {
-		t.Errorf("core routes %q", coreRoutes)
-	}
 	v4only, _ := NewTopology("x-", 1, false)
 	if len(v4only.Nodes) != 1 || v4only.Nodes[0].IPv6.IsValid() {
 		t.Errorf("IPv4-only lab: %+v", v4only.Nodes)

@@ -67,7 +67,7 @@ Try: herald-lab kubectl get nodes -o wide
 	up.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes (cp1, node1, …)")
 	up.Flags().BoolVar(&opts.IPv6, "ipv6", false, "dual stack: IPv6 LAN addresses (fd00:10::/64) and dual-stack Pods")
 	bgpDefault := envOr("HERALD_LAB_BGP", "") == "true"
-	up.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a router on the LAN (192.168.10.1, FRR, AS 64512: every node's BGP peer and default gateway) and a client behind it (192.168.20.10: herald-lab node far -- …) ($HERALD_LAB_BGP=true)")
+	up.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a router on the LAN (192.168.10.1, FRR, AS 64512: every node's BGP peer and default gateway), a client behind it (192.168.20.10: herald-lab node far -- …) and a core router behind it (192.168.21.2, BIRD 2, AS 64514: herald-lab birdc …) ($HERALD_LAB_BGP=true)")
 	up.Flags().StringVar(&chart, "chart", "", "Herald's Helm chart (default: deploy/helm/herald above the working directory)")
 	up.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	// up and daemon share opts: a flag's default is written when it is
@@ -91,7 +91,7 @@ Try: herald-lab kubectl get nodes -o wide
 	}
 	daemon.Flags().IntVar(&opts.Nodes, "nodes", 3, "number of nodes")
 	daemon.Flags().BoolVar(&opts.IPv6, "ipv6", false, "IPv6 on the LAN")
-	daemon.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a BGP router on the LAN and a client behind it")
+	daemon.Flags().BoolVar(&opts.BGP, "bgp", bgpDefault, "a BGP router on the LAN, a client and a core router behind it")
 	daemon.Flags().StringVar(&opts.Herald, "herald", os.Getenv("HERALD_LAB_HERALD"), heraldHelp)
 	daemon.Flags().StringVar(&opts.HeraldTag, "herald-tag", "", "the tag of Herald's image")
 	daemon.Flags().StringVar(&opts.Proxy, "proxy", proxy, proxyHelp)
@@ -143,6 +143,30 @@ Try: herald-lab kubectl get nodes -o wide
 			return lab.ExecIn(s, args[0], args[1:])
 		},
 	}
+	crashNode := &cobra.Command{
+		Use:   "crash-node NAME",
+		Short: "Cut a node's power: its LAN link, every process it runs (SIGKILL, no goodbye) and its network namespace go at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			return lab.CrashNode(cmd.Context(), s, args[0])
+		},
+	}
+	bootNode := &cobra.Command{
+		Use:   "boot-node NAME",
+		Short: "Boot a crashed node again (its namespace, link, containerd and kubelet; its Pods restart) and wait until it is Ready",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := lab.ReadState(opts.Dir)
+			if err != nil {
+				return err
+			}
+			return lab.BootNode(cmd.Context(), s, args[0])
+		},
+	}
 	vtysh := passThrough("vtysh", "Run FRR's vtysh on the lab's router (herald-lab up --bgp), e.g. vtysh -c 'show bgp summary'", lab.Vtysh)
 	birdc := passThrough("birdc", "Run BIRD's birdc on the lab's core router (herald-lab up --bgp), e.g. birdc show route", lab.Birdc)
 	kubectl := passThrough("kubectl", "Run kubectl with the lab's kubeconfig", lab.Kubectl)
@@ -171,7 +195,7 @@ Try: herald-lab kubectl get nodes -o wide
 		},
 	}
 
-	cmd.AddCommand(up, daemon, status, down, client, node, kubectl, vtysh, birdc, registryCmd, version)
+	cmd.AddCommand(up, daemon, status, down, client, node, crashNode, bootNode, kubectl, vtysh, birdc, registryCmd, version)
 	return cmd
 }
 

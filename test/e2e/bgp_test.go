@@ -329,6 +329,41 @@ spec:
 		})
 	})
 
+	t.Run("a node that loses power is routed around within BFD's detection time and back once it boots", func(t *testing.T) {
+		lost := s.Topology.Nodes[len(s.Topology.Nodes)-1]
+		rest := slices.DeleteFunc(slices.Clone(allNodes), func(ip string) bool { return ip == lost.IPv4.String() })
+		t0 := time.Now()
+		if out, err := l.lab("crash-node", lost.Name); err != nil {
+			t.Fatalf("herald-lab crash-node %s: %v\n%s", lost.Name, err, out)
+		}
+		if labnet.Exists(lost.NetNS) {
+			t.Errorf("%s's network namespace is still there after crash-node", lost.NetNS)
+		}
+		// BFD (300 ms × 3) takes the node's path out; the hold timer (9 s)
+		// would take far longer.
+		eventually(t, 5*time.Second, "the router's route without "+lost.Name, func() (bool, string) {
+			hops := nextHops(web)
+			return slices.Equal(hops, rest), fmt.Sprint(hops)
+		})
+		t.Logf("%s's path left the router's route %v after the power cut", lost.Name, time.Since(t0).Round(100*time.Millisecond))
+		if out, err := l.lab("crash-node", lost.Name); err == nil || !strings.Contains(out, "already down") {
+			t.Errorf("a second crash-node of %s: %v %s", lost.Name, err, out)
+		}
+		if out, err := l.lab("boot-node", lost.Name); err != nil {
+			t.Fatalf("herald-lab boot-node %s: %v\n%s", lost.Name, err, out)
+		}
+		eventually(t, 120*time.Second, "the booted node's agent advertises again", func() (bool, string) {
+			hops := nextHops(web)
+			return slices.Equal(hops, allNodes), fmt.Sprint(hops)
+		})
+		for range 6 {
+			out, err := far("curl", "-sS", "--max-time", "3", "http://"+web)
+			if err != nil || !strings.Contains(out, "Welcome to nginx!") {
+				t.Fatalf("curl http://%s from the far client after the boot: %v\n%s", web, err, out)
+			}
+		}
+	})
+
 	// The core router (BIRD 2, AS 64514) is behind the router, on a
 	// subnet of its own: the nodes reach it only through the router, so
 	// the sessions are eBGP multihop, and it reaches the Service only by

@@ -450,6 +450,38 @@ func (n *Node) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Kill ends the node as a power cut would: every process it runs (the
+// kubelet, containerd, kube-proxy, the Pods' shims and containers) gets
+// SIGKILL at once, none is asked to stop first; then its cgroups go. The
+// directory stays as it was, so Start with the same Config boots the node
+// again, as a machine boots after a power cut: containerd restores what
+// its root holds, the kubelet starts the Pods bound to it again.
+func (n *Node) Kill(ctx context.Context) error {
+	err := removeCgroups(ctx, n.cfg.cgroupName())
+	if err != nil {
+		// Whatever is left goes with the node's thread (Pdeathsig).
+		err = fmt.Errorf("node %s: %w", n.cfg.Name, err)
+	}
+	for _, p := range []*process{n.kubeProxy, n.kubelet, n.containerd} {
+		if p == nil {
+			continue
+		}
+		if p.cmd.Process != nil {
+			_ = p.cmd.Process.Kill()
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			err = errors.Join(err, fmt.Errorf("node %s: %s did not exit after SIGKILL: %w", n.cfg.Name, p.name, ctx.Err()))
+		}
+	}
+	if n.thread != nil {
+		n.thread.stop()
+		n.thread = nil
+	}
+	return err
+}
+
 // stop sends SIGTERM, and SIGKILL after stopGrace or when ctx ends.
 func (p *process) stop(ctx context.Context) error {
 	select {
