@@ -25,6 +25,9 @@ import (
 // (State.Control): herald-lab node crash and node boot talk to it.
 const controlFile = "control.sock"
 
+// crashTimeout bounds the wait for a crashed node's processes to be gone.
+const crashTimeout = 30 * time.Second
+
 // bootTimeout bounds a node's boot: its namespace, containerd and the
 // kubelet up, and the Node Ready again.
 const bootTimeout = 2 * time.Minute
@@ -117,6 +120,8 @@ func (p *nodePower) crash(ctx context.Context, name string) error {
 	if p.down[name] {
 		return fmt.Errorf("node %s is already down", name)
 	}
+	ctx, cancel := context.WithTimeout(ctx, crashTimeout)
+	defer cancel()
 	if err := p.topo.RemoveNode(name); err != nil {
 		return err
 	}
