@@ -183,27 +183,41 @@ func (p *nodePower) boot(ctx context.Context, name string) error {
 	return nil
 }
 
-// waitReady waits until the kubelet reports the Node Ready after since (a
-// crashed node's Node may still say Ready from before the crash).
+// waitReady waits until the booted kubelet has renewed its node Lease
+// (after since: a renewal time has microseconds, unlike the Node's
+// heartbeat, so a renewal by the kubelet that ran before the crash cannot
+// pass for it) and the Node is Ready.
 func (p *nodePower) waitReady(ctx context.Context, name string, since time.Time) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		n, err := p.env.Clientset().CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			for _, c := range n.Status.Conditions {
-				// Heartbeats have a resolution of a second.
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since.Truncate(time.Second)) {
-					return nil
-				}
-			}
+		if p.renewedSince(ctx, name, since) && p.nodeReady(ctx, name) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %s: wait for the kubelet to report Ready: %w", name, ctx.Err())
+			return fmt.Errorf("node %s: wait for the kubelet to renew its lease and report Ready: %w", name, ctx.Err())
 		case <-tick.C:
 		}
 	}
+}
+
+func (p *nodePower) renewedSince(ctx context.Context, name string, since time.Time) bool {
+	l, err := p.env.Clientset().CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+	return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(since)
+}
+
+func (p *nodePower) nodeReady(ctx context.Context, name string) bool {
+	n, err := p.env.Clientset().CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func (p *nodePower) node(name string) (Host, bool) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -124,8 +125,15 @@ func (k *routeKeeper) apply() error {
 // only.
 func (k *routeKeeper) keep(ctx context.Context, log *slog.Logger) {
 	defer k.close()
-	updates := make(chan netlink.LinkUpdate, 64)
+	// One channel per subscription: netlink closes a subscription's
+	// channel when it ends, so they cannot share one.
+	changed := make(chan struct{}, 1)
 	done := make(chan struct{})
+	var forwarders sync.WaitGroup
+	// On return: end the subscriptions and wait until their sockets are
+	// closed (a socket holds its namespace: a crashed node's namespace is
+	// only gone once this keeper has stopped).
+	defer forwarders.Wait()
 	defer close(done)
 	for name := range k.handles {
 		ns, err := netns.GetFromName(name)
@@ -133,21 +141,29 @@ func (k *routeKeeper) keep(ctx context.Context, log *slog.Logger) {
 			log.Warn("lab: watch links", "netns", name, "err", err)
 			continue
 		}
+		updates := make(chan netlink.LinkUpdate, 16)
 		err = netlink.LinkSubscribeAt(ns, updates, done)
 		ns.Close()
 		if err != nil {
 			log.Warn("lab: watch links", "netns", name, "err", err)
+			continue
 		}
+		forwarders.Go(func() {
+			for range updates {
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		})
 	}
 	tick := time.NewTicker(routeEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			// The subscriptions end with done (the buffer takes what
-			// they still deliver).
 			return
-		case <-updates:
+		case <-changed:
 		case <-tick.C:
 		}
 		if err := k.apply(); err != nil {

@@ -392,7 +392,7 @@ spec:
 			out := l.kubectl("get", "heraldnodes", "-o",
 				`jsonpath={range .items[*]}{range .status.bgp.sessions[?(@.peer=="core")]}{.state}/{.localAddress}{"\n"}{end}{end}`)
 			for _, ip := range allNodes {
-				if !strings.Contains(out, "Established/"+ip+"\n") {
+				if !slices.Contains(strings.Fields(out), "Established/"+ip) {
 					return false, out
 				}
 			}
