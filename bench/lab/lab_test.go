@@ -52,6 +52,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/herald-lb/herald/internal/bird"
 	"github.com/herald-lb/herald/internal/frr"
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/lab/labnet"
@@ -122,9 +123,9 @@ func TestMain(m *testing.M) {
 
 // labOptions: the state directory and prefix are $HERALD_LAB_DIR and
 // $HERALD_LAB_PREFIX where set (to keep two benchmark runs apart), else
-// $TMPDIR/herald-lab-bench and hlbench-. Where FRR is installed the lab has
-// its router and far client (herald-lab up --bgp) for the BGP benchmarks;
-// the LAN client's measurements do not go through the router.
+// $TMPDIR/herald-lab-bench and hlbench-. Where FRR and BIRD are installed
+// the lab has its routers and far client (herald-lab up --bgp) for the BGP
+// benchmarks; the LAN client's measurements do not go through the router.
 func labOptions() lab.Options {
 	dir := filepath.Join(os.TempDir(), "herald-lab-bench")
 	if d := os.Getenv("HERALD_LAB_DIR"); d != "" {
@@ -135,7 +136,7 @@ func labOptions() lab.Options {
 		pfx = p
 	}
 	return lab.Options{Dir: dir, Prefix: pfx, Lab: filepath.Join(dir, "herald-lab"), Herald: filepath.Join(dir, "herald"),
-		BGP: frr.Available() == nil}
+		BGP: frr.Available() == nil && bird.Available() == nil}
 }
 
 // labEnv returns the lab, bringing it up on first use; it skips the
