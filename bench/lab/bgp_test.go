@@ -474,6 +474,64 @@ func (f *bgpFailover) end(b *testing.B, p *prober, w *fibWatcher, tr failoverTri
 	}
 }
 
+// outage is a fault that takes the failing node off the network until it
+// is undone: its link down, a power cut.
+type outage struct {
+	what  string // "node1's link down", for messages
+	after string // what ends the fault, for the log: "after the boot"
+	apply func(context.Context) error
+	undo  func(context.Context) error
+	// backWithin bounds the wait for the route's return after undo.
+	backWithin time.Duration
+	// describe is the trial's fault for the log, from how long apply and
+	// undo took and when undo began (after the fault).
+	describe func(applied, undoAt, undone time.Duration) string
+}
+
+// outage runs one trial of o: 0–3 s at random after the route has settled
+// (at any phase of the keepalives (3 s) and BFD packets: trials that took
+// the same time would otherwise fail the node at the same point of the
+// hold timer each time), o is applied; once the route has lost the node,
+// at least 2 s on and with requests clean for 1 s, it is undone, and the
+// trial ends when the route is over every node again with requests clean.
+func (f *bgpFailover) outage(b *testing.B, trial int, o outage) {
+	b.Helper()
+	p, w := f.start(b)
+	time.Sleep(rand.N(3 * time.Second))
+	t0 := time.Now()
+	if err := o.apply(b.Context()); err != nil {
+		b.Fatalf("trial %d: %s: %v", trial, o.what, err)
+	}
+	applied := time.Since(t0)
+	var gone time.Time
+	err := poll(b.Context(), time.Minute, func() (bool, error) {
+		gone = w.first(t0, without(f.ip))
+		return !gone.IsZero() && time.Since(t0) > 2*time.Second && p.clean(time.Second), nil
+	})
+	t1 := time.Now()
+	if uerr := o.undo(b.Context()); uerr != nil {
+		b.Fatalf("trial %d: undo %s: %v", trial, o.what, uerr)
+	}
+	undone := time.Since(t1)
+	if err != nil {
+		failed, n, kinds := p.failures(t0, t1)
+		b.Fatalf("trial %d: with %s the route kept it or requests did not run clean: %v (route: %s; %d of %d failed%s)", trial, o.what, err, w.describe(t0), failed, n, paren(kinds))
+	}
+	var ret time.Time
+	err = poll(b.Context(), o.backWithin, func() (bool, error) {
+		ret = w.first(t1, equal(f.l.all))
+		return !ret.IsZero() && p.clean(time.Second), nil
+	})
+	if err != nil {
+		b.Fatalf("trial %d: after %s was undone the route did not regain the node: %v (route: %s)", trial, o.what, err, w.describe(t0))
+	}
+	// Undoing ends the fault; the route's return is measured from then.
+	f.end(b, p, w, failoverTrial{
+		n: trial, fault: o.describe(applied, t1.Sub(t0), undone), after: o.after,
+		t0: t0, gone: gone, split: t1, backFrom: t1, ret: ret,
+	})
+}
+
 // report reports the sub-benchmark's figures on b.
 func (f *bgpFailover) report(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
@@ -561,99 +619,49 @@ func BenchmarkBGPFailover(b *testing.B) {
 		run.report(b)
 	}
 
-	linkDown := func(b *testing.B, bfd bool) {
-		netns := e.host(b, faultNode).NetNS
-		run := &bgpFailover{l: l, ip: ip, bfd: bfd}
-		for range b.N {
-			for trial := range *trials {
-				p, w := run.start(b)
-				// At any phase of the keepalives (3 s) and BFD packets:
-				// trials that took the same time would otherwise fail
-				// the link at the same point of the hold timer each time.
-				time.Sleep(rand.N(3 * time.Second))
-				t0 := time.Now()
-				if _, err := labnet.IP("-n", netns, "link", "set", "eth0", "down"); err != nil {
-					b.Fatal(err)
-				}
-				var gone time.Time
-				err := poll(b.Context(), time.Minute, func() (bool, error) {
-					gone = w.first(t0, without(ip))
-					return !gone.IsZero() && time.Since(t0) > 2*time.Second && p.clean(time.Second), nil
-				})
-				t1 := time.Now()
-				if _, err := labnet.IP("-n", netns, "link", "set", "eth0", "up"); err != nil {
-					b.Error(err)
-				}
-				if err != nil {
-					f, n, kinds := p.failures(t0, t1)
-					b.Fatalf("trial %d: with %s's link down the route kept it or requests did not run clean: %v (route: %s; %d of %d failed%s)", trial, faultNode, err, w.describe(t0), f, n, paren(kinds))
-				}
-				var ret time.Time
-				err = poll(b.Context(), 2*time.Minute, func() (bool, error) {
-					ret = w.first(t1, equal(l.all))
-					return !ret.IsZero() && p.clean(time.Second), nil
-				})
-				if err != nil {
-					b.Fatalf("trial %d: after %s's link came back the route did not regain it: %v (route: %s)", trial, faultNode, err, w.describe(t0))
-				}
-				// The link coming back ends the fault; the route's
-				// return is measured from then.
-				run.end(b, p, w, failoverTrial{
-					n: trial, fault: fmt.Sprintf("%s's eth0 down, up at %+dms", faultNode, t1.Sub(t0).Milliseconds()), after: "after the link came back",
-					t0: t0, gone: gone, split: t1, backFrom: t1, ret: ret,
-				})
-			}
-		}
-		run.report(b)
+	// linkDown: node1's eth0 goes down, and up again once requests have
+	// run clean for 1 s.
+	netns := e.host(b, faultNode).NetNS
+	linkDown := outage{
+		what:  faultNode + "'s link down",
+		after: "after the link came back",
+		apply: func(context.Context) error {
+			_, err := labnet.IP("-n", netns, "link", "set", "eth0", "down")
+			return err
+		},
+		undo: func(context.Context) error {
+			_, err := labnet.IP("-n", netns, "link", "set", "eth0", "up")
+			return err
+		},
+		backWithin: 2 * time.Minute,
+		describe: func(_, undoAt, _ time.Duration) string {
+			return fmt.Sprintf("%s's eth0 down, up at %+dms", faultNode, undoAt.Milliseconds())
+		},
 	}
-
 	// powerCut: herald-lab crash-node: node1's LAN link goes, then every
 	// process of the node (kubelet, containerd, Pods, the agent) gets
 	// SIGKILL and its network namespace is deleted; nothing it sends as
 	// it dies reaches the LAN. The node boots again (boot-node: new
 	// namespace, same MAC and address, containerd and the kubelet from
-	// its directory) once requests have run clean for 1 s.
-	powerCut := func(b *testing.B, bfd bool) {
+	// its directory) once requests have run clean for 1 s; its return is
+	// measured from the start of the boot (the node's boot, Ready, the
+	// agent's restart and session included).
+	powerCut := outage{
+		what:       faultNode + "'s power cut",
+		after:      "after the boot",
+		apply:      func(ctx context.Context) error { return lab.CrashNode(ctx, e.st, faultNode) },
+		undo:       func(ctx context.Context) error { return lab.BootNode(ctx, e.st, faultNode) },
+		backWithin: 3 * time.Minute,
+		describe: func(applied, undoAt, undone time.Duration) string {
+			return fmt.Sprintf("%s's power cut (took %dms), boot at %+dms (Ready after %dms)", faultNode,
+				applied.Milliseconds(), undoAt.Milliseconds(), undone.Milliseconds())
+		},
+	}
+	outages := func(b *testing.B, bfd bool, o outage) {
 		run := &bgpFailover{l: l, ip: ip, bfd: bfd}
 		for range b.N {
 			for trial := range *trials {
-				p, w := run.start(b)
-				time.Sleep(rand.N(3 * time.Second))
-				t0 := time.Now()
-				if err := lab.CrashNode(b.Context(), e.st, faultNode); err != nil {
-					b.Fatalf("trial %d: herald-lab crash-node %s: %v", trial, faultNode, err)
-				}
-				cut := time.Since(t0)
-				var gone time.Time
-				err := poll(b.Context(), time.Minute, func() (bool, error) {
-					gone = w.first(t0, without(ip))
-					return !gone.IsZero() && time.Since(t0) > 2*time.Second && p.clean(time.Second), nil
-				})
-				t1 := time.Now()
-				if berr := lab.BootNode(b.Context(), e.st, faultNode); berr != nil {
-					b.Fatalf("trial %d: herald-lab boot-node %s: %v", trial, faultNode, berr)
-				}
-				booted := time.Since(t1)
-				if err != nil {
-					f, n, kinds := p.failures(t0, t1)
-					b.Fatalf("trial %d: with %s's power cut the route kept it or requests did not run clean: %v (route: %s; %d of %d failed%s)", trial, faultNode, err, w.describe(t0), f, n, paren(kinds))
-				}
-				var ret time.Time
-				err = poll(b.Context(), 3*time.Minute, func() (bool, error) {
-					ret = w.first(t1, equal(l.all))
-					return !ret.IsZero() && p.clean(time.Second), nil
-				})
-				if err != nil {
-					b.Fatalf("trial %d: after %s booted the route did not regain it: %v (route: %s)", trial, faultNode, err, w.describe(t0))
-				}
-				// The boot ends the fault; the route's return is measured
-				// from its start (the node's boot, Ready, the agent's
-				// restart and session included).
-				run.end(b, p, w, failoverTrial{
-					n: trial, fault: fmt.Sprintf("%s's power cut (took %dms), boot at %+dms (Ready after %dms)", faultNode,
-						cut.Milliseconds(), t1.Sub(t0).Milliseconds(), booted.Milliseconds()), after: "after the boot",
-					t0: t0, gone: gone, split: t1, backFrom: t1, ret: ret,
-				})
+				run.outage(b, trial, o)
 			}
 		}
 		run.report(b)
@@ -662,15 +670,15 @@ func BenchmarkBGPFailover(b *testing.B) {
 	b.Run("bfd", func(b *testing.B) {
 		l.setBFD(b, true)
 		b.Run("kill-9", func(b *testing.B) { kill(b, true) })
-		b.Run("link-down", func(b *testing.B) { linkDown(b, true) })
-		b.Run("power-cut", func(b *testing.B) { powerCut(b, true) })
+		b.Run("link-down", func(b *testing.B) { outages(b, true, linkDown) })
+		b.Run("power-cut", func(b *testing.B) { outages(b, true, powerCut) })
 	})
 	b.Run("hold-timer", func(b *testing.B) {
 		l.setBFD(b, false)
 		defer l.setBFD(b, true)
 		b.Run("kill-9", func(b *testing.B) { kill(b, false) })
-		b.Run("link-down", func(b *testing.B) { linkDown(b, false) })
-		b.Run("power-cut", func(b *testing.B) { powerCut(b, false) })
+		b.Run("link-down", func(b *testing.B) { outages(b, false, linkDown) })
+		b.Run("power-cut", func(b *testing.B) { outages(b, false, powerCut) })
 	})
 }
 
