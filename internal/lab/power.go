@@ -113,12 +113,9 @@ func (p *nodePower) startKeeper(ctx context.Context) error {
 func (p *nodePower) crash(ctx context.Context, name string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h, ok := p.node(name)
-	if !ok {
-		return fmt.Errorf("no node %q in the lab", name)
-	}
-	if p.down[name] {
-		return fmt.Errorf("node %s is already down", name)
+	h, err := p.node(name, false)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, crashTimeout)
 	defer cancel()
@@ -153,12 +150,9 @@ func (p *nodePower) crash(ctx context.Context, name string) error {
 func (p *nodePower) boot(ctx context.Context, name string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h, ok := p.node(name)
-	if !ok {
-		return fmt.Errorf("no node %q in the lab", name)
-	}
-	if !p.down[name] {
-		return fmt.Errorf("node %s is not down", name)
+	h, err := p.node(name, true)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
@@ -220,13 +214,22 @@ func (p *nodePower) nodeReady(ctx context.Context, name string) bool {
 	return false
 }
 
-func (p *nodePower) node(name string) (Host, bool) {
+// node returns the named node, which must be down (crashed) or up as
+// wantDown says.
+func (p *nodePower) node(name string, wantDown bool) (Host, error) {
 	for _, h := range p.topo.Nodes {
-		if h.Name == name {
-			return h, true
+		if h.Name != name {
+			continue
 		}
+		switch {
+		case wantDown && !p.down[name]:
+			return Host{}, fmt.Errorf("node %s is not down", name)
+		case !wantDown && p.down[name]:
+			return Host{}, fmt.Errorf("node %s is already down", name)
+		}
+		return h, nil
 	}
-	return Host{}, false
+	return Host{}, fmt.Errorf("no node %q in the lab", name)
 }
 
 // stop stops the KubePrism proxies and the route keeper.
