@@ -190,10 +190,20 @@ spec:
 	t.Run("externalTrafficPolicy Local: only the endpoint's node advertises, and the route follows it", func(t *testing.T) {
 		service("echo-routed", "echo", 80, 8080, "  externalTrafficPolicy: Local\n")
 		ip := ingress("echo-routed")
+		// The node of the Running echo Pod, "" while there is none (the
+		// tutorial's Pod may still be starting, or being replaced).
 		podNode := func() string {
-			return l.kubectl("get", "pods", "-l", "app=echo", "--field-selector=status.phase=Running", "-o", "jsonpath={.items[0].spec.nodeName}")
+			out, err := l.lab("kubectl", "get", "pods", "-l", "app=echo", "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].spec.nodeName}")
+			if err != nil {
+				return ""
+			}
+			return out
 		}
-		first := podNode()
+		var first string
+		eventually(t, 60*time.Second, "a Running echo Pod", func() (bool, string) {
+			first = podNode()
+			return first != "" && !strings.Contains(first, " "), first
+		})
 		eventually(t, 30*time.Second, "the route's one next hop is "+first, func() (bool, string) {
 			hops := nextHops(ip)
 			return slices.Equal(hops, []string{nodeIP[first]}), fmt.Sprint(hops)
