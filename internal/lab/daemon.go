@@ -108,8 +108,9 @@ func RunDaemon(ctx context.Context, opts Options, log *slog.Logger) (err error) 
 		stop()
 		wg.Wait()
 	}()
-	// Room for every node's daemons to exit, also after boots.
-	errc := make(chan error, 4*len(topo.Nodes))
+	// One exit report per node at most: a node's watcher sends once, and a
+	// crashed node's watcher is stopped before its next one starts.
+	errc := make(chan error, len(topo.Nodes))
 	power := &nodePower{topo: topo, env: env, upstream: u.Host, runCtx: runCtx, wg: &wg, errc: errc, log: log,
 		prisms: map[string]func(){}, down: map[string]bool{}}
 	defer power.stop()

@@ -55,11 +55,8 @@ func clusterDialer(topo Topology) func(ctx context.Context, network, address str
 // realNodes are the lab's real nodes and the registry they pull from.
 type realNodes struct {
 	registry *registry.Server
-	// nodes are the running nodes in topology order (nil for a node that
-	// was crashed and not booted again); configs are every node's
-	// configuration, by name, to boot it again with.
+	// nodes are the lab's nodes in topology order, running or crashed.
 	nodes   []*runningNode
-	configs map[string]node.Config
 	sockets map[string]string
 	ctr     string
 	// pushAddr is the registry's listener on loopback in the root
@@ -67,10 +64,11 @@ type realNodes struct {
 	pushAddr string
 }
 
-// runningNode is a real node and what the daemon keeps open in its
-// namespace for it.
+// runningNode is a real node, the configuration it boots with and what
+// the daemon keeps open in its namespace for it while it runs.
 type runningNode struct {
-	name string
+	cfg node.Config
+	// node is nil while the node is crashed (kill) and not booted again.
 	node *node.Node
 	// registryLn is the registry's listener in the node's namespace.
 	registryLn net.Listener
@@ -89,7 +87,7 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 	if err != nil {
 		return nil, err
 	}
-	rn := &realNodes{sockets: map[string]string{}, configs: map[string]node.Config{}, ctr: bins.Ctr}
+	rn := &realNodes{sockets: map[string]string{}, ctr: bins.Ctr}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, rn.stop())
@@ -150,9 +148,8 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 			Registry:     registryAddr, Mirrored: labimages.Registries(),
 			KubeProxy: proxy, Log: log,
 		}
-		rn.configs[h.Name] = cfg
-		r, err := rn.start(ctx, runCtx, wg, cfg, errc)
-		if err != nil {
+		r := &runningNode{cfg: cfg}
+		if err := rn.start(ctx, runCtx, wg, r, errc); err != nil {
 			return nil, err
 		}
 		rn.nodes = append(rn.nodes, r)
@@ -161,19 +158,19 @@ func startRealNodes(ctx, runCtx context.Context, wg *sync.WaitGroup, opts Option
 	return rn, nil
 }
 
-// start opens the registry's listener in the node's namespace, starts the
-// node (containerd and the kubelet) and reports an exit of its daemons on
-// errc while runCtx lasts and the node is not killed.
-func (rn *realNodes) start(ctx, runCtx context.Context, wg *sync.WaitGroup, cfg node.Config, errc chan<- error) (_ *runningNode, err error) {
-	ln, err := labnet.Listen(cfg.NetNS, "tcp", registryAddr)
+// start opens the registry's listener in r's namespace, starts the node
+// (containerd and the kubelet) and reports an exit of its daemons on errc
+// while runCtx lasts and the node is not killed.
+func (rn *realNodes) start(ctx, runCtx context.Context, wg *sync.WaitGroup, r *runningNode, errc chan<- error) error {
+	ln, err := labnet.Listen(r.cfg.NetNS, "tcp", registryAddr)
 	if err != nil {
-		return nil, fmt.Errorf("registry on %s: %w", cfg.Name, err)
+		return fmt.Errorf("registry on %s: %w", r.cfg.Name, err)
 	}
 	rn.registry.Serve(ln)
-	n, err := node.Start(ctx, cfg)
+	n, err := node.Start(ctx, r.cfg)
 	if err != nil {
 		_ = ln.Close()
-		return nil, err
+		return err
 	}
 	watchCtx, stopWatch := context.WithCancel(runCtx)
 	wg.Go(func() {
@@ -191,20 +188,32 @@ func (rn *realNodes) start(ctx, runCtx context.Context, wg *sync.WaitGroup, cfg 
 			}
 		}
 	})
-	return &runningNode{name: cfg.Name, node: n, registryLn: ln, stopWatch: stopWatch}, nil
+	r.node, r.registryLn, r.stopWatch = n, ln, stopWatch
+	return nil
+}
+
+// find returns the named node, running or crashed.
+func (rn *realNodes) find(name string) (*runningNode, error) {
+	i := slices.IndexFunc(rn.nodes, func(r *runningNode) bool { return r.cfg.Name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("no node %s", name)
+	}
+	return rn.nodes[i], nil
 }
 
 // kill cuts the named node's power (node.Node.Kill) and closes the
 // registry's listener in its namespace. It leaves the namespace itself.
 func (rn *realNodes) kill(ctx context.Context, name string) error {
-	i := slices.IndexFunc(rn.nodes, func(r *runningNode) bool { return r != nil && r.name == name })
-	if i < 0 {
+	r, err := rn.find(name)
+	if err != nil {
+		return err
+	}
+	if r.node == nil {
 		return fmt.Errorf("node %s is not running", name)
 	}
-	r := rn.nodes[i]
-	rn.nodes[i] = nil
 	r.stopWatch()
-	err := r.node.Kill(ctx)
+	err = r.node.Kill(ctx)
+	r.node = nil
 	if cerr := r.registryLn.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		err = errors.Join(err, fmt.Errorf("registry on %s: %w", name, cerr))
 	}
@@ -214,20 +223,14 @@ func (rn *realNodes) kill(ctx context.Context, name string) error {
 // boot starts a killed node again with its configuration, in its
 // (recreated) namespace.
 func (rn *realNodes) boot(ctx, runCtx context.Context, wg *sync.WaitGroup, name string, errc chan<- error) error {
-	cfg, ok := rn.configs[name]
-	if !ok {
-		return fmt.Errorf("no node %s", name)
-	}
-	i := slices.IndexFunc(rn.nodes, func(r *runningNode) bool { return r == nil })
-	if slices.ContainsFunc(rn.nodes, func(r *runningNode) bool { return r != nil && r.name == name }) || i < 0 {
-		return fmt.Errorf("node %s is running", name)
-	}
-	r, err := rn.start(ctx, runCtx, wg, cfg, errc)
+	r, err := rn.find(name)
 	if err != nil {
 		return err
 	}
-	rn.nodes[i] = r
-	return nil
+	if r.node != nil {
+		return fmt.Errorf("node %s is running", name)
+	}
+	return rn.start(ctx, runCtx, wg, r, errc)
 }
 
 // stop stops the nodes (last first), then the registry.
@@ -236,7 +239,7 @@ func (rn *realNodes) stop() error {
 	defer cancel()
 	var errs []error
 	for i := len(rn.nodes) - 1; i >= 0; i-- {
-		if r := rn.nodes[i]; r != nil {
+		if r := rn.nodes[i]; r.node != nil {
 			r.stopWatch()
 			if err := r.node.Stop(ctx); err != nil {
 				errs = append(errs, err)
