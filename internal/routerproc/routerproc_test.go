@@ -122,6 +122,19 @@ func sleeper(t *testing.T, dir string) (pid int, done <-chan struct{}) {
 		_ = cmd.Process.Kill()
 		<-c
 	})
+	// Start returns once exec has begun, not finished: for a moment the
+	// new process's command line reads empty (the kernel sets it up after
+	// the close-on-exec that tells Start exec succeeded). A leftover
+	// daemon is long past that; the sleeper must be too.
+	cmdline := fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, err := os.ReadFile(cmdline); err == nil && strings.Contains(string(b), link) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never named %s", cmdline, link)
+		}
+	}
 	return cmd.Process.Pid, c
 }
 
