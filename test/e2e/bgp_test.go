@@ -77,6 +77,18 @@ spec:
 		return ip
 	}
 
+	// announcedSays waits for web's Announced condition to say want: the
+	// agents report their sessions and routes in their HeraldNodes, and
+	// the controller words the condition from those, a moment after the
+	// routers have the routes.
+	announcedSays := func(t *testing.T, want string) {
+		t.Helper()
+		eventually(t, 30*time.Second, "web's Announced condition says "+want, func() (bool, string) {
+			msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
+			return strings.Contains(msg, want), msg
+		})
+	}
+
 	l.kubectl("apply", "-f", filepath.Join(l.root, "examples", "bgp.yaml"))
 	service("web", "nginx", 80, 80, "")
 	web := ingress("web")
@@ -165,10 +177,7 @@ spec:
 				t.Errorf("a path without the advertisement's community 64513:100: %+v", p.Community)
 			}
 		}
-		msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
-		if want := "advertised by BGP by nodes cp1, node1 and node2 to tor (192.168.10.1, AS 64512)"; !strings.Contains(msg, want) {
-			t.Errorf("Announced: %q, want it to say %q", msg, want)
-		}
+		announcedSays(t, "advertised by BGP by nodes cp1, node1 and node2 to tor (192.168.10.1, AS 64512)")
 		out := l.herald("explain", "svc/web", "-n", "default")
 		if !strings.Contains(out, "Service default/web: announced") || !strings.Contains(out, "advertised by BGP") {
 			t.Errorf("herald explain svc/web:\n%s", out)
@@ -208,10 +217,12 @@ spec:
 			hops := nextHops(ip)
 			return slices.Equal(hops, []string{nodeIP[first]}), fmt.Sprint(hops)
 		})
-		out, err := far("curl", "-sS", "--max-time", "3", "http://"+ip+"/clientip")
-		if err != nil || !strings.HasPrefix(out, s.Topology.Far.IPv4.String()+":") {
-			t.Errorf("Local keeps the client's address: /clientip says %q (%v), want %s", out, err, s.Topology.Far.IPv4)
-		}
+		// The node's kube-proxy sees the endpoint about when its agent
+		// does: give it a moment to program it.
+		eventually(t, 10*time.Second, "Local keeps the client's address: /clientip says "+s.Topology.Far.IPv4.String(), func() (bool, string) {
+			out, err := far("curl", "-sS", "--max-time", "3", "http://"+ip+"/clientip")
+			return err == nil && strings.HasPrefix(out, s.Topology.Far.IPv4.String()+":"), fmt.Sprintf("%q %v", out, err)
+		})
 		// Move the Pod: its node leaves, another advertises.
 		l.kubectl("cordon", first)
 		l.kubectl("delete", "pods", "-l", "app=echo", "--wait")
@@ -471,10 +482,7 @@ spec:
 		if err != nil || !strings.Contains(out, "Welcome to nginx!") {
 			t.Errorf("curl http://%s from the core router: %v\n%s", web, err, out)
 		}
-		msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
-		if want := "core (192.168.21.2, AS 64514)"; !strings.Contains(msg, want) {
-			t.Errorf("Announced: %q, want it to name %q", msg, want)
-		}
+		announcedSays(t, "core (192.168.21.2, AS 64514)")
 		// The peer goes: the sessions close, BIRD forgets the routes and
 		// its kernel the route; the router keeps its own.
 		l.kubectl("delete", "bgppeer", "core")
