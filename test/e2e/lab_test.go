@@ -941,15 +941,15 @@ spec:
 				t.Errorf("curl %s from the far client: %v\n%s", url, err, out)
 			}
 		}
-		msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
 		// (The tutorial's policy selects every Service, so the addresses
-		// are also announced on the LAN: the message names both.)
-		for _, want := range []string{"advertised by BGP by nodes cp1 and node1 to tor (192.168.10.1, AS 64512)",
-			"advertised by BGP by nodes cp1 and node1 to tor6 (fd00:10::1, AS 64512)"} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("Announced %q lacks %q", msg, want)
-			}
-		}
+		// are also announced on the LAN: the message names both.) The
+		// controller words it from the agents' reports, a moment after
+		// the router has the routes.
+		eventually(t, 30*time.Second, "web's Announced condition names both peers", func() (bool, string) {
+			msg := l.kubectl("get", "svc", "web", "-o", `jsonpath={.status.conditions[?(@.type=="herald.dev/Announced")].message}`)
+			return strings.Contains(msg, "advertised by BGP by nodes cp1 and node1 to tor (192.168.10.1, AS 64512)") &&
+				strings.Contains(msg, "advertised by BGP by nodes cp1 and node1 to tor6 (fd00:10::1, AS 64512)"), msg
+		})
 	})
 }
 
