@@ -32,6 +32,7 @@ import (
 	"github.com/herald-lb/herald/internal/lab"
 	"github.com/herald-lb/herald/internal/membership"
 	"github.com/herald-lb/herald/internal/netnstest"
+	"github.com/herald-lb/herald/internal/pinnedexec"
 	"github.com/herald-lb/herald/internal/placement"
 )
 
@@ -105,14 +106,13 @@ func (c *cluster) startAgentProcess(node, kubeconfig, keyFile string, extra ...s
 		cmd.Stdout, cmd.Stderr = testWriter{c.t}, testWriter{c.t}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &agentProcess{cmd: cmd, done: make(chan error, 1), exited: make(chan struct{})}
+	if err := pinnedexec.Start(cmd, func(err error) {
+		p.done <- err
+		close(p.exited)
+	}); err != nil {
 		c.t.Fatalf("start agent %s: %v", node, err)
 	}
-	p := &agentProcess{cmd: cmd, done: make(chan error, 1), exited: make(chan struct{})}
-	go func() {
-		p.done <- cmd.Wait()
-		close(p.exited)
-	}()
 	c.t.Cleanup(func() { p.kill() })
 	return p
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/herald-lb/herald/internal/bgp"
 	"github.com/herald-lb/herald/internal/netnstest"
+	"github.com/herald-lb/herald/internal/pinnedexec"
 	"github.com/herald-lb/herald/internal/routerproc"
 	"github.com/herald-lb/herald/internal/testrequire"
 )
@@ -179,16 +180,14 @@ func startSpeaker(t testing.TB, name, ns string, cfg bgp.Config) *speakerProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
+	p.out = json.NewDecoder(bufio.NewReader(r))
+	if err := pinnedexec.Start(p.cmd, func(error) {
+		r.Close()
+		close(p.done)
+	}); err != nil {
 		t.Fatalf("start speaker %s: %v", name, err)
 	}
 	w.Close()
-	p.out = json.NewDecoder(bufio.NewReader(r))
-	go func() {
-		_ = p.cmd.Wait()
-		r.Close()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
 		p.in.Close()
 		select {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/herald-lb/herald/internal/pinnedexec"
 )
 
 const (
@@ -508,7 +510,7 @@ func (s toolSet) build(ctx context.Context, log *slog.Logger, dir string) error 
 		cmd.Stdout = logFile
 		cmd.Stderr = logFile
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
+		if err := pinnedexec.Run(cmd); err != nil {
 			return fmt.Errorf("go %s in %s: %w\n%s", strings.Join(args, " "), stepDir, err, TailFile(logPath, 40))
 		}
 		fmt.Fprintf(logFile, "# took %s\n", time.Since(stepStart).Round(time.Second))

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/herald-lb/herald/internal/pinnedexec"
 )
 
 // process is a control-plane process started in its own process group,
@@ -24,8 +26,9 @@ type process struct {
 
 // startProcess starts bin with args, its stdout and stderr appended to
 // logPath. The process gets its own process group, so that stop reaches
-// anything it spawns, and SIGKILL when the thread that started it dies, so
-// that a crashed test does not leave it running.
+// anything it spawns, and SIGKILL when this process dies (Pdeathsig, from
+// a thread of its own: see pinnedexec), so that a crashed test does not
+// leave it running.
 func startProcess(name, bin string, args []string, logPath string) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -38,14 +41,13 @@ func startProcess(name, bin string, args []string, logPath string) (*process, er
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	if err := pinnedexec.Start(cmd, func(err error) {
+		p.waitErr = err
+		close(p.done)
+	}); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
 	return p, nil
 }
 
